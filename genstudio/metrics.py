@@ -1,0 +1,59 @@
+"""Image, shape and codebook metrics. Images are float arrays in [0, 1] or uint8, HxWxC."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _as_float(img) -> np.ndarray:
+    a = np.asarray(img)
+    if a.dtype == np.uint8:
+        return a.astype(np.float64) / 255.0
+    return a.astype(np.float64)
+
+
+def mse(a, b, mask=None) -> float:
+    a, b = _as_float(a), _as_float(b)
+    d = (a - b) ** 2
+    if mask is not None:
+        m = np.broadcast_to(np.asarray(mask, bool)[..., None] if np.ndim(mask) == d.ndim - 1 else mask, d.shape)
+        return float(d[m].mean()) if m.any() else 0.0
+    return float(d.mean())
+
+
+def l1(a, b, mask=None) -> float:
+    a, b = _as_float(a), _as_float(b)
+    d = np.abs(a - b)
+    if mask is not None:
+        m = np.broadcast_to(np.asarray(mask, bool)[..., None] if np.ndim(mask) == d.ndim - 1 else mask, d.shape)
+        return float(d[m].mean()) if m.any() else 0.0
+    return float(d.mean())
+
+
+def psnr(a, b, mask=None) -> float:
+    m = mse(a, b, mask)
+    return float("inf") if m == 0 else float(10 * np.log10(1.0 / m))
+
+
+def ssim(a, b) -> float:
+    """Structural similarity (skimage), over colour channels when present."""
+    from skimage.metrics import structural_similarity
+    a, b = _as_float(a), _as_float(b)
+    if a.ndim == 3:
+        return float(structural_similarity(a, b, data_range=1.0, channel_axis=-1))
+    return float(structural_similarity(a, b, data_range=1.0))
+
+
+def chamfer_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Symmetric mean nearest-neighbour (L2) distance between two point sets."""
+    from scipy.spatial import cKDTree
+    da, _ = cKDTree(b).query(a)
+    db, _ = cKDTree(a).query(b)
+    return float(da.mean() + db.mean()) / 2
+
+
+def f_score(a: np.ndarray, b: np.ndarray, threshold: float = 0.02) -> float:
+    from scipy.spatial import cKDTree
+    da, _ = cKDTree(b).query(a)
+    db, _ = cKDTree(a).query(b)
+    precision, recall = (da < threshold).mean(), (db < threshold).mean()
+    return float(0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall))

@@ -1,0 +1,85 @@
+"""Image / video I/O with clear errors, and atomic writes (an output is whole or absent)."""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+
+class InputError(ValueError):
+    """Bad user input: the message names the input and what was expected."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path beside `path`; rename onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text(path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def save_image(path, image) -> Path:
+    """Save an HxWxC uint8/float[0,1] array or a PIL image as PNG/JPEG/..., atomically."""
+    if not isinstance(image, Image.Image):
+        a = np.asarray(image)
+        if a.dtype != np.uint8:
+            a = (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)
+        image = Image.fromarray(a.squeeze(-1) if a.ndim == 3 and a.shape[-1] == 1 else a)
+    fmt = Image.registered_extensions().get(Path(path).suffix.lower())
+    if fmt is None:
+        raise InputError(f"cannot write {path}: unknown image extension (use .png or .jpg)")
+    with atomic_path(path) as tmp:
+        image.save(tmp, format=fmt)
+    return Path(path)
+
+
+def load_image(path, mode: str = "RGB", background=(255, 255, 255)) -> Image.Image:
+    """Open an image; alpha is flattened onto `background`. Raises InputError on bad files."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"image {p} does not exist")
+    try:
+        with Image.open(p) as im:
+            im.load()
+            if im.mode in ("RGBA", "LA", "P") and mode == "RGB":
+                im = im.convert("RGBA")
+                canvas = Image.new("RGBA", im.size, background + (255,))
+                return Image.alpha_composite(canvas, im).convert("RGB")
+            return im.convert(mode)
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise InputError(f"{p} is not a readable image ({type(e).__name__}: {e})") from None
+
+
+def to_tensor(image: Image.Image, size: int | None = None):
+    """PIL -> float tensor (C,H,W) in [-1, 1], optionally resized to size x size."""
+    import torch
+    if size is not None and image.size != (size, size):
+        image = image.resize((size, size), Image.BICUBIC)
+    a = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
+    if a.ndim == 2:
+        a = a[..., None]
+    return torch.from_numpy(a.transpose(2, 0, 1).copy())
+
+
+def to_uint8(x) -> np.ndarray:
+    """Tensor (C,H,W) or (B,C,H,W) in [-1, 1] -> uint8 HWC (or BHWC)."""
+    a = x.detach().float().clamp(-1, 1).cpu().numpy()
+    a = np.moveaxis(a, -3, -1)
+    return ((a + 1) * 127.5 + 0.5).astype(np.uint8)

@@ -1,0 +1,258 @@
+"""The one training loop every recipe calls (accelerate: devices, bf16 autocast, DDP).
+
+A *recipe* (entry-point group `genstudio.recipes`) is a callable `recipe(config: dict) -> Recipe`:
+the model, the dataset and a loss function. `train(recipe)` then handles what every model needs:
+bf16 autocast on CPU (AMX) and GPU, gradient accumulation and clipping, warmup + cosine LR,
+EMA weights, periodic `save_pretrained` checkpoints, resume after a kill, tqdm progress,
+metrics to JSONL (and TensorBoard when installed), and data parallelism through
+`accelerate launch --num_processes N`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/default"
+    steps: int = 1000
+    batch_size: int = 32              # per process
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.99)
+    warmup_steps: int = 0
+    grad_accum: int = 1
+    grad_clip: float | None = 1.0
+    mixed_precision: str = "bf16"     # "no" | "bf16" | "fp16" (fp16 on GPU only)
+    ema_decay: float | None = 0.999   # None: no EMA
+    save_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 20
+    seed: int = 0
+    num_workers: int = 0
+    cpu: bool = False                 # force CPU even when a GPU is present
+    max_minutes: float | None = None  # stop early (and save) after this much wall time
+    progress: bool = True
+
+
+@dataclass
+class Recipe:
+    model: torch.nn.Module            # a ModelMixin / PreTrainedModel (has save_pretrained)
+    dataset: Dataset
+    loss_fn: Callable[[torch.nn.Module, Any], Any]  # (model, batch) -> loss or (loss, {name: float})
+    config: TrainConfig
+    collate_fn: Callable | None = None
+    eval_fn: Callable[[torch.nn.Module], dict] | None = None  # run on EMA weights at each save
+    extra: dict = field(default_factory=dict)
+
+
+def split_config(cfg: dict) -> tuple[TrainConfig, dict]:
+    """Split a flat config into TrainConfig fields and the recipe's own options."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    train_kw = {k: v for k, v in cfg.items() if k in names}
+    if "betas" in train_kw:
+        train_kw["betas"] = tuple(train_kw["betas"])
+    return TrainConfig(**train_kw), {k: v for k, v in cfg.items() if k not in names}
+
+
+def _infinite(loader: DataLoader):
+    epoch = 0
+    while True:
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def _unwrap(accelerator, model):
+    return accelerator.unwrap_model(model)
+
+
+def _save_model(accelerator, model, ema, path: Path) -> None:
+    """save_pretrained with EMA weights swapped in; written to a temp folder, then renamed."""
+    if not accelerator.is_main_process:
+        return
+    m = _unwrap(accelerator, model)
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if ema is not None:
+        ema.store(m.parameters())
+        ema.copy_to(m.parameters())
+    try:
+        m.save_pretrained(tmp, safe_serialization=True) if _accepts_safe(m) else m.save_pretrained(tmp)
+    finally:
+        if ema is not None:
+            ema.restore(m.parameters())
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+
+
+def _accepts_safe(model) -> bool:
+    import inspect
+    return "safe_serialization" in inspect.signature(model.save_pretrained).parameters
+
+
+def train(recipe: Recipe) -> dict:
+    """Train `recipe.model`; returns a summary dict (steps, final loss, paths, throughput)."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from diffusers.optimization import get_cosine_schedule_with_warmup
+    from diffusers.training_utils import EMAModel
+    from tqdm.auto import tqdm
+
+    cfg = recipe.config
+    out = Path(cfg.output_dir)
+    _reset_single_process_state()
+    # cpu=True also when no accelerator exists: accelerate then runs multi-process CPU (gloo) DDP.
+    no_accel = not torch.cuda.is_available() and not torch.backends.mps.is_available()
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cfg.cpu or no_accel,
+                              gradient_accumulation_steps=cfg.grad_accum)
+    set_seed(cfg.seed, device_specific=True)
+    model = recipe.model
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    lr_sched = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, max(cfg.steps, 1))
+    loader = DataLoader(recipe.dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+                        num_workers=cfg.num_workers, collate_fn=recipe.collate_fn,
+                        persistent_workers=cfg.num_workers > 0)
+    ema = EMAModel(model.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, power=0.75) \
+        if cfg.ema_decay else None
+    model, optimizer, loader, lr_sched = accelerator.prepare(model, optimizer, loader, lr_sched)
+    if ema is not None:
+        ema.to(accelerator.device)
+        accelerator.register_for_checkpointing(ema)
+
+    state_dir, step = out / "state", 0
+    if (state_dir / "train_state.json").exists():  # resume after a kill
+        accelerator.load_state(str(state_dir))
+        step = json.loads((state_dir / "train_state.json").read_text())["step"]
+        accelerator.print(f"resumed from {state_dir} at step {step}")
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    writer = _tensorboard(out) if accelerator.is_main_process else None
+
+    def save_state(step: int) -> None:
+        tmp = out / "state.tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()  # every rank's RNG file is written before the rename
+        if accelerator.is_main_process:
+            (tmp / "train_state.json").write_text(json.dumps({"step": step}))
+            shutil.rmtree(state_dir, ignore_errors=True)
+            tmp.rename(state_dir)
+        accelerator.wait_for_everyone()
+
+    def save_checkpoint(step: int, name: str) -> dict:
+        _save_model(accelerator, model, ema, out / name)
+        metrics = {}
+        if recipe.eval_fn is not None and accelerator.is_main_process:
+            m = _unwrap(accelerator, model)
+            if ema is not None:
+                ema.store(m.parameters()); ema.copy_to(m.parameters())
+            try:
+                m.eval(); metrics = recipe.eval_fn(m); m.train()
+            finally:
+                if ema is not None:
+                    ema.restore(m.parameters())
+            _log(out, {"step": step, **{f"eval/{k}": v for k, v in metrics.items()}}, writer)
+        if accelerator.is_main_process:
+            ckpts = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+            for old in ckpts[:-cfg.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        return metrics
+
+    batches = _infinite(loader)
+    bar = tqdm(total=cfg.steps, initial=step, disable=not (cfg.progress and accelerator.is_main_process),
+               desc=f"train {out.name}", dynamic_ncols=True)
+    t0, t_log, samples, loss_avg, last = time.time(), time.time(), 0, None, {}
+    model.train()
+    while step < cfg.steps:
+        for _ in range(cfg.grad_accum):
+            batch = next(batches)
+            with accelerator.accumulate(model), accelerator.autocast():
+                res = recipe.loss_fn(model, batch)
+                loss, logs = res if isinstance(res, tuple) else (res, {})
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and cfg.grad_clip:
+                    accelerator.clip_grad_norm_(params, cfg.grad_clip)
+                optimizer.step(); lr_sched.step(); optimizer.zero_grad(set_to_none=True)
+            samples += cfg.batch_size * accelerator.num_processes
+        step += 1
+        if ema is not None:
+            ema.step(_unwrap(accelerator, model).parameters())
+        lv = float(loss.detach())
+        loss_avg = lv if loss_avg is None else 0.95 * loss_avg + 0.05 * lv
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_avg:.4f}")
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            dt = time.time() - t_log
+            last = {"step": step, "loss": lv, "loss_ema": loss_avg, "lr": lr_sched.get_last_lr()[0],
+                    "samples_per_s": samples / max(dt, 1e-9), **{k: float(v) for k, v in logs.items()}}
+            t_log, samples = time.time(), 0
+            if accelerator.is_main_process:
+                _log(out, last, writer)
+        timed_out = cfg.max_minutes is not None and (time.time() - t0) > 60 * cfg.max_minutes
+        if step % cfg.save_every == 0 or step == cfg.steps or timed_out:
+            save_state(step)
+            save_checkpoint(step, f"checkpoint-{step}")
+        if timed_out:
+            accelerator.print(f"stopping at step {step}: max_minutes={cfg.max_minutes} reached (resume to continue)")
+            break
+    bar.close()
+    final_metrics = save_checkpoint(step, "final")
+    accelerator.wait_for_everyone()
+    if writer is not None:
+        writer.close()
+    summary = {"steps": step, "loss": last.get("loss"), "loss_ema": loss_avg, "seconds": round(time.time() - t0, 1),
+               "final": str(out / "final"), "processes": accelerator.num_processes, **final_metrics}
+    if accelerator.is_main_process:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _reset_single_process_state() -> None:
+    """Let one process run several trainings with different precisions (tests, benchmarks).
+
+    accelerate keeps a process-wide singleton; it is only safe to drop when not distributed.
+    """
+    from accelerate.state import AcceleratorState, DistributedType
+    if AcceleratorState._shared_state and AcceleratorState().distributed_type == DistributedType.NO:
+        AcceleratorState._reset_state()
+
+
+def _log(out: Path, row: dict, writer) -> None:
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+    if writer is not None:
+        for k, v in row.items():
+            if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
+                writer.add_scalar(k, v, row["step"])
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+        return SummaryWriter(str(out / "tb"))
+    except Exception:  # tensorboard not installed: JSONL only
+        return None
+
+
+def load_recipe(name: str):
+    """Find a recipe by entry-point name (group `genstudio.recipes`)."""
+    from importlib.metadata import entry_points
+    eps = {ep.name: ep for ep in entry_points(group="genstudio.recipes")}
+    if name not in eps:
+        raise KeyError(f"unknown recipe {name!r}; available: {', '.join(sorted(eps)) or 'none'}")
+    return eps[name].load()

@@ -1,0 +1,82 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from genstudio.train import split_config, train
+from toy_recipe import ToyModel, toy_recipe
+
+
+def test_train_reduces_loss_and_saves(tmp_path):
+    summary = train(toy_recipe(tmp_path, steps=40))
+    rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 40 and rows[-1]["loss"] < rows[0]["loss"]
+    assert (tmp_path / "final" / "config.json").exists()
+    assert list((tmp_path / "final").glob("*.safetensors"))
+    # keep_checkpoints=2: only the last two periodic checkpoints remain
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-35", "checkpoint-40"]
+    m = ToyModel.from_pretrained(tmp_path / "final")
+    assert summary["steps"] == 40 and isinstance(m, ToyModel)
+
+
+def test_ema_weights_are_saved(tmp_path):
+    recipe = toy_recipe(tmp_path, steps=10, ema_decay=0.9)
+    train(recipe)
+    saved = ToyModel.from_pretrained(tmp_path / "final").state_dict()
+    live = recipe.model.state_dict()
+    # the saved weights are the EMA average, not the live weights
+    assert any(not torch.allclose(saved[k], live[k]) for k in saved)
+
+
+def test_resume_after_kill_continues_from_saved_state(tmp_path):
+    # A run "killed" after step 10 leaves state/ behind (weights, optimizer, LR, RNG, step).
+    first = toy_recipe(tmp_path, steps=10, ema_decay=None, mixed_precision="no")
+    train(first)
+    assert json.loads((tmp_path / "state/train_state.json").read_text())["step"] == 10
+    w10 = {k: v.clone() for k, v in first.model.state_dict().items()}
+    # A new process with the same output_dir resumes: nothing left to do at steps=10 ...
+    again = toy_recipe(tmp_path, steps=10, ema_decay=None, mixed_precision="no")
+    fresh = {k: v.clone() for k, v in again.model.state_dict().items()}
+    train(again)
+    for k in w10:
+        assert torch.equal(again.model.state_dict()[k], w10[k])
+        assert not torch.equal(fresh[k], w10[k]) or k.endswith("bias")
+    # ... and with more steps it trains on from step 10, logging steps 15 and 20 only once.
+    more = toy_recipe(tmp_path, steps=20, ema_decay=None, mixed_precision="no")
+    assert train(more)["steps"] == 20
+    steps = [json.loads(l)["step"] for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [5, 10, 15, 20]
+
+
+def test_bf16_autocast_runs_on_cpu(tmp_path):
+    summary = train(toy_recipe(tmp_path, steps=5, mixed_precision="bf16"))
+    assert summary["steps"] == 5 and summary["loss"] == summary["loss"]  # finite
+
+
+def test_split_config():
+    cfg, rest = split_config({"steps": 3, "lr": 0.1, "codebook_size": 512, "betas": [0.5, 0.9]})
+    assert cfg.steps == 3 and cfg.betas == (0.5, 0.9) and rest == {"codebook_size": 512}
+
+
+@pytest.mark.slow
+def test_two_process_data_parallel_ranks_agree(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", "29517", str(Path(__file__).parent / "toy_recipe.py"), str(tmp_path)]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    w0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    w1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert set(w0) == set(w1)
+    for k in w0:
+        assert torch.equal(w0[k], w1[k]), k
+    init = toy_recipe(tmp_path / "x").model.state_dict()
+    assert any(not torch.equal(init[k], w0[k]) for k in w0)  # they did train
+    metrics = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["step"] == 6
