@@ -1,0 +1,23 @@
+"""Gradio tab: the shared VQ tokenizer's reconstruction."""
+from __future__ import annotations
+
+
+def build_tab():
+    import gradio as gr
+    from genstudio.tokenizer_cli import DEFAULT_MODEL, reconstruct_image
+
+    def run(image):
+        if image is None:
+            raise gr.Error("Upload an image first.")
+        try:
+            rec, stats = reconstruct_image(image.convert("RGB"), DEFAULT_MODEL)
+        except Exception as e:  # a clear message in the UI, never a traceback
+            raise gr.Error(str(e))
+        return rec, stats
+
+    gr.Markdown("Encode an image into discrete SimVQ tokens and decode it back.")
+    with gr.Row():
+        inp = gr.Image(type="pil", label="input")
+        out = gr.Image(type="pil", label="reconstruction")
+    stats = gr.JSON(label="tokens and quality")
+    gr.Button("Reconstruct", variant="primary").click(run, inp, [out, stats])

@@ -1,0 +1,195 @@
+"""`genstudio`: one command line for every task.
+
+Core commands live here; task commands are found through the entry-point group
+`genstudio.tasks` (a typer app or a plain function), so a pipeline registers itself with one
+pyproject line. Heavy imports (torch, diffusers) happen inside commands: `--help` stays fast.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=True)
+app = typer.Typer(name="genstudio", help="genstudio: a generative vision suite (SVG, 3D, video, inpainting, faces).",
+                  no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Offline datasets: build them into the cache and list them.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+class Settings:
+    """Global options, read by task commands (`from genstudio.cli import SETTINGS`)."""
+    device: str = "auto"
+    seed: Optional[int] = None
+
+
+SETTINGS = Settings()
+
+
+@app.callback()
+def _global(device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N] | mps"),
+            seed: Optional[int] = typer.Option(None, "--seed", help="Global random seed (tasks also take their own).")):
+    SETTINGS.device, SETTINGS.seed = device, seed
+    os.environ.setdefault("GENSTUDIO_DEVICE", device)
+    if seed is not None:
+        from .device import seed_everything
+        seed_everything(seed)
+
+
+# ---------------------------------------------------------------- data
+@data_app.command("list")
+def data_list():
+    """List the data sources and whether they are built."""
+    from .data import list_sources
+    t = Table("source", "built", "items", "licence", "description")
+    for r in list_sources():
+        t.add_row(r["name"], "yes" if r["built"] else "no", str(r["items"]), r["licence"], r["description"])
+    Console().print(t)
+
+
+@data_app.command("prepare")
+def data_prepare(name: str = typer.Argument(..., help="Source name (see `genstudio data list`)."),
+                 force: bool = typer.Option(False, help="Rebuild even if a build exists."),
+                 root: Optional[Path] = typer.Option(None, help="Cache folder (default $GENSTUDIO_DATA or ~/.cache/genstudio/data)."),
+                 option: List[str] = typer.Option([], "--option", "-o", help="Source option KEY=VALUE (repeatable).")):
+    """Build a data source into the cache (deterministic, idempotent)."""
+    from .data import prepare
+    out = prepare(name, root=root, force=force, **_parse_kv(option))
+    console.print(f"[green]built[/green] {name} -> {out}")
+
+
+# ---------------------------------------------------------------- train / bench / app / info
+@app.command()
+def train(recipe: str = typer.Argument(..., help="Recipe name (entry point in genstudio.recipes)."),
+          config: Optional[Path] = typer.Option(None, "--config", "-c", help="JSON or YAML config file."),
+          set_: List[str] = typer.Option([], "--set", help="Override KEY=VALUE (repeatable)."),
+          output_dir: Optional[str] = typer.Option(None, help="Where checkpoints and metrics go.")):
+    """Train a recipe with the shared trainer (bf16, EMA, resume, multi-process via accelerate launch)."""
+    from .train import load_recipe, train as run
+    cfg = _load_config(config) if config else {}
+    cfg.update(_parse_kv(set_))
+    if output_dir:
+        cfg["output_dir"] = output_dir
+    if SETTINGS.device == "cpu":
+        cfg["cpu"] = True
+    if SETTINGS.seed is not None:
+        cfg.setdefault("seed", SETTINGS.seed)
+    summary = run(load_recipe(recipe)(cfg))
+    console.print_json(json.dumps(summary))
+
+
+@app.command()
+def bench(task: str = typer.Argument(..., help="Benchmark name (entry point in genstudio.benchmarks)."),
+          out: Path = typer.Option(Path("benchmarks/results"), help="Folder for TASK.json and TASK.md."),
+          quick: bool = typer.Option(False, help="A small, fast version (for smoke tests).")):
+    """Run a task's benchmark against its baselines; write JSON + a markdown table."""
+    from .bench import run_benchmark
+    jp, mp = run_benchmark(task, out, quick=quick)
+    console.print(f"[green]wrote[/green] {jp} and {mp}")
+
+
+@app.command("app")
+def app_cmd(host: str = typer.Option("127.0.0.1", help="Interface to bind (127.0.0.1 = this machine only)."),
+            port: int = typer.Option(7860, help="Port."),
+            share: bool = typer.Option(False, help="Ask Gradio for a public share link (needs internet).")):
+    """Launch the Gradio app (one tab per installed pipeline)."""
+    from apps.app import build_app
+    build_app().launch(server_name=host, server_port=port, share=share)
+
+
+@app.command()
+def info():
+    """Versions, device and the checkpoints found."""
+    import torch
+    from importlib.metadata import version
+    from .device import resolve_device
+    from .hub import available, checkpoints_dir
+    t = Table("what", "value")
+    for pkg in ("genstudio", "torch", "diffusers", "transformers", "accelerate", "gradio"):
+        try:
+            t.add_row(pkg, version(pkg))
+        except Exception:
+            t.add_row(pkg, "not installed")
+    t.add_row("device (auto)", resolve_device("auto"))
+    t.add_row("cuda", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no")
+    t.add_row("checkpoints", f"{checkpoints_dir()}: {', '.join(available()) or 'none'}")
+    t.add_row("tasks", ", ".join(sorted(ep.name for ep in entry_points(group="genstudio.tasks"))))
+    t.add_row("recipes", ", ".join(sorted(ep.name for ep in entry_points(group="genstudio.recipes"))))
+    t.add_row("benchmarks", ", ".join(sorted(ep.name for ep in entry_points(group="genstudio.benchmarks"))))
+    Console().print(t)
+
+
+# ---------------------------------------------------------------- helpers
+def _parse_kv(pairs: list[str]) -> dict:
+    out = {}
+    for p in pairs:
+        if "=" not in p:
+            raise typer.BadParameter(f"{p!r} is not KEY=VALUE")
+        k, v = p.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def _load_config(path: Path) -> dict:
+    if not path.exists():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+        return dict(yaml.safe_load(text) or {})
+    return json.loads(text)
+
+
+def _register_tasks() -> None:
+    for ep in entry_points(group="genstudio.tasks"):
+        try:
+            obj = ep.load()
+        except Exception as e:  # a broken optional pipeline must not break the whole CLI
+            console.print(f"[yellow]task {ep.name!r} unavailable: {type(e).__name__}: {e}[/yellow]")
+            continue
+        if isinstance(obj, typer.Typer):
+            app.add_typer(obj, name=ep.name)
+        else:
+            app.command(ep.name)(obj)
+
+
+_register_tasks()
+
+
+def main() -> None:
+    """Entry point: known errors become one clear line (GENSTUDIO_DEBUG=1 shows tracebacks)."""
+    try:
+        app(standalone_mode=False)
+    except SystemExit as e:
+        raise
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/red]")
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - the CLI's last line of defence
+        import click
+        if isinstance(e, click.exceptions.Exit):
+            sys.exit(e.exit_code)
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            console.print("[red]aborted[/red]")
+            sys.exit(1)
+        if os.environ.get("GENSTUDIO_DEBUG"):
+            raise
+        console.print(f"[bold red]error:[/bold red] {e}" if str(e) else f"[bold red]error:[/bold red] {type(e).__name__}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

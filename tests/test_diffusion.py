@@ -1,0 +1,231 @@
+import pytest
+import torch
+
+from genstudio.diffusion import (
+    DiffusionObjective,
+    diffusion_loss,
+    drop_learned_sigma,
+    guided_prediction,
+    make_scheduler,
+    sample,
+)
+from genstudio.dit import dit_from_name
+
+SHAPE = (2, 3, 8, 8)
+
+
+def toy_model(x, t, y=None, scale=0.1):
+    """A cheap deterministic 'denoiser' whose output depends on x, t and the label."""
+    out = scale * x + 1e-4 * t.float().reshape(-1, *[1] * (x.ndim - 1))
+    if y is not None:
+        out = out + 0.05 * y.float().reshape(-1, *[1] * (x.ndim - 1))
+    return out
+
+
+def half_mask(shape=SHAPE):
+    mask = torch.zeros(shape)
+    mask[..., :, 4:] = 1.0  # generate the right half, keep the left
+    return mask
+
+
+def randn(shape=SHAPE, seed=0):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+# ---- Loss ----
+
+def test_epsilon_and_v_losses_are_zero_for_the_exact_target():
+    sched = make_scheduler("ddpm")
+    x0, noise, t = randn(), randn(seed=1), torch.tensor([10, 900])
+    assert diffusion_loss(lambda x, t: noise, x0, sched, "epsilon", timesteps=t, noise=noise) == 0
+    v = sched.get_velocity(x0, noise, t)
+    assert diffusion_loss(lambda x, t: v, x0, sched, "v_prediction", timesteps=t, noise=noise) == 0
+    assert diffusion_loss(lambda x, t: noise, x0, sched, "v_prediction", timesteps=t, noise=noise) > 0
+    # learn_sigma models output [eps | sigma]; only the first half is scored
+    both = torch.cat([noise, torch.full_like(noise, 7.0)], dim=1)
+    assert diffusion_loss(lambda x, t: both, x0, sched, timesteps=t, noise=noise) == 0
+
+
+def test_losses_run_with_random_draws_and_objective():
+    sched = make_scheduler("ddpm")
+    g = torch.Generator().manual_seed(0)
+    for kind in ("epsilon", "v_prediction"):
+        loss = diffusion_loss(toy_model, randn(), sched, kind, generator=g)
+        assert loss.ndim == 0 and torch.isfinite(loss) and loss > 0
+    objective = DiffusionObjective(sched, "v_prediction")
+    a = objective(toy_model, randn(), generator=torch.Generator().manual_seed(5), y=torch.tensor([1, 2]))
+    b = objective(toy_model, randn(), generator=torch.Generator().manual_seed(5), y=torch.tensor([1, 2]))
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="prediction_type"):
+        diffusion_loss(toy_model, randn(), sched, "score")
+
+
+def test_masked_loss_ignores_known_positions_and_shows_them_clean():
+    sched = make_scheduler("ddpm")
+    x0, noise, t, mask = randn(), randn(seed=1), torch.tensor([500, 999]), half_mask()
+    seen = []
+    base = randn(seed=2)
+
+    def model(x, t):
+        seen.append(x.clone())
+        return base
+
+    def model_changed_at_known(x, t):
+        return torch.where(mask.bool(), base, base + 100.0)
+
+    loss = diffusion_loss(model, x0, sched, mask=mask, timesteps=t, noise=noise)
+    assert torch.equal(seen[0][..., :4], x0[..., :4])  # known half is clean
+    assert not torch.equal(seen[0][..., 4:], x0[..., 4:])  # unknown half is noised
+    same = diffusion_loss(model_changed_at_known, x0, sched, mask=mask, timesteps=t, noise=noise)
+    assert torch.equal(loss, same)
+    # normalised by the number of masked elements: the masked mean of the squared error
+    expected = ((base - noise) ** 2)[..., 4:].mean()
+    torch.testing.assert_close(loss, expected)
+    # ... and a change at an unknown position does change it
+    changed = diffusion_loss(lambda x, t: base + 100.0 * mask, x0, sched, mask=mask, timesteps=t, noise=noise)
+    assert changed != loss
+
+
+def test_masked_loss_accepts_broadcast_mask():
+    sched = make_scheduler("ddpm")
+    mask = half_mask((2, 1, 8, 8))  # one mask for all channels
+    loss = diffusion_loss(toy_model, randn(), sched, mask=mask, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss)
+    with pytest.raises(ValueError, match="broadcast"):
+        diffusion_loss(toy_model, randn(), sched, mask=torch.ones(3, 8, 8, 8))
+
+
+# ---- Guidance ----
+
+def test_guided_prediction_formulas():
+    c, u, n = randn(seed=1), randn(seed=2), randn(seed=3)
+    assert guided_prediction(c, u, 1.0) is c
+    assert torch.equal(guided_prediction(c, u, 4.0), u + 4.0 * (c - u))
+    assert guided_prediction(c, None, 1.0, n, 0.0) is c
+    assert torch.equal(guided_prediction(c, None, 1.0, n, 0.5), 1.5 * c - 0.5 * n)
+    cfg = u + 3.0 * (c - u)
+    assert torch.equal(guided_prediction(c, u, 3.0, n, 2.0), 3.0 * cfg - 2.0 * n)
+
+
+def run(model=toy_model, name="ddim", steps=3, seed=0, **kw):
+    g = torch.Generator().manual_seed(seed)
+    return sample(model, SHAPE, make_scheduler(name), num_inference_steps=steps, generator=g, progress=False, **kw)
+
+
+def test_cfg_scale_one_equals_conditional_only():
+    y, null = torch.tensor([1, 2]), torch.tensor([9, 9])
+    calls = []
+
+    def model(x, t, y):
+        calls.append(y)
+        return toy_model(x, t, y)
+
+    cond = run(model, y=y)
+    assert torch.equal(run(model, y=y, guidance_scale=1.0, uncond_kwargs={"y": null}), cond)
+    assert all(torch.equal(c, y) for c in calls)  # the unconditional branch is never evaluated
+    assert not torch.equal(run(model, y=y, guidance_scale=4.0, uncond_kwargs={"y": null}), cond)
+
+
+def test_cfg_batches_cond_and_uncond_in_one_call():
+    y, null = torch.tensor([1, 2]), torch.tensor([9, 9])
+    batch_sizes = []
+
+    def model(x, t, y=None):
+        batch_sizes.append(x.shape[0])
+        return toy_model(x, t, y)
+
+    batched = run(model, y=y, guidance_scale=3.0, uncond_kwargs={"y": null})
+    assert batch_sizes == [4, 4, 4]
+    batch_sizes.clear()
+    # y=None cannot be concatenated with a tensor: two calls per step, same result
+    two_calls = run(lambda x, t, y=None: model(x, t, null if y is None else y), y=y, guidance_scale=3.0,
+                    uncond_kwargs={"y": None})
+    assert batch_sizes == [2, 2] * 3
+    torch.testing.assert_close(two_calls, batched)
+
+
+def spy_on_step(scheduler, record):
+    step = scheduler.step
+    scheduler.step = lambda out, t, x, **kw: (record.append(out.clone()), step(out, t, x, **kw))[1]
+    return scheduler
+
+
+def test_negative_model_guidance():
+    aux_calls = []
+
+    def aux(x, t, **kw):
+        aux_calls.append(1)
+        return toy_model(x, t, scale=0.3)
+
+    main_only = run()
+    assert torch.equal(run(negative_model_fn=aux, negative_guidance=0.0), main_only)
+    assert not aux_calls
+
+    inputs, outputs = [], []
+
+    def main(x, t):
+        inputs.append((x.clone(), t.clone()))
+        return toy_model(x, t)
+
+    sched = spy_on_step(make_scheduler("ddim"), outputs)
+    result = sample(main, SHAPE, sched, num_inference_steps=3, negative_model_fn=aux, negative_guidance=0.7,
+                    generator=torch.Generator().manual_seed(0), progress=False)
+    assert len(outputs) == 3 and not torch.equal(result, main_only)
+    for (x, t), used in zip(inputs, outputs):
+        assert torch.equal(used, 1.7 * toy_model(x, t) - 0.7 * toy_model(x, t, scale=0.3))
+
+
+# ---- Sampling ----
+
+@pytest.mark.parametrize("name", ["ddim", "dpm", "euler", "ddpm"])
+def test_schedulers_sample_right_shape(name):
+    out = run(name=name)
+    assert out.shape == SHAPE and torch.isfinite(out).all()
+
+
+def test_sampling_is_deterministic_under_a_seed():
+    assert torch.equal(run(name="dpm", seed=4), run(name="dpm", seed=4))
+    assert torch.equal(run(name="ddpm", seed=4), run(name="ddpm", seed=4))  # stochastic steps use the generator
+    assert not torch.equal(run(seed=4), run(seed=5))
+
+
+@pytest.mark.parametrize("name", ["ddim", "dpm", "euler"])
+def test_masked_sampling_keeps_known_values_bit_identical(name):
+    known, mask = randn(seed=7) * 3, half_mask()
+    seen = []
+
+    def model(x, t):
+        seen.append(x.clone())
+        return toy_model(x, t)
+
+    out = run(model, name=name, known=known, mask=mask)
+    assert torch.equal(out[..., :4], known[..., :4])
+    assert not torch.equal(out[..., 4:], known[..., 4:])
+    assert all(torch.equal(x[..., :4], known[..., :4]) for x in seen)  # the model sees them clean
+
+
+def test_sample_argument_errors():
+    with pytest.raises(ValueError, match="known and mask"):
+        run(known=randn())
+    with pytest.raises(ValueError, match="uncond_kwargs"):
+        run(guidance_scale=2.0)
+    with pytest.raises(ValueError, match="unknown scheduler"):
+        make_scheduler("heun2")
+    with pytest.raises(ValueError, match="learn_sigma"):
+        drop_learned_sigma(torch.zeros(2, 5, 8, 8), torch.zeros(SHAPE))
+
+
+def test_tiny_dit_trains_and_samples_with_cfg():
+    torch.manual_seed(0)
+    model = dit_from_name("DiT-tiny", input_size=8, in_channels=3, num_classes=4, num_frames=2)
+    x0 = torch.randn(2, 2, 3, 8, 8)
+    loss = DiffusionObjective(make_scheduler("ddpm"))(model, x0, y=torch.tensor([0, 1]),
+                                                       generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.isfinite(loss) and model.final_layer.linear.weight.grad.abs().sum() > 0
+    model.eval()
+    null = torch.full((2,), model.null_class)
+    out = sample(model, x0.shape, make_scheduler("dpm"), num_inference_steps=2, progress=False,
+                 generator=torch.Generator().manual_seed(0), y=torch.tensor([0, 1]),
+                 guidance_scale=2.0, uncond_kwargs={"y": null})
+    assert out.shape == x0.shape and torch.isfinite(out).all()
