@@ -187,7 +187,9 @@ def main() -> None:
             sys.exit(1)
         if os.environ.get("GENSTUDIO_DEBUG"):
             raise
-        console.print(f"[bold red]error:[/bold red] {e}" if str(e) else f"[bold red]error:[/bold red] {type(e).__name__}")
+        from rich.text import Text
+        msg = str(e).strip("'\"") if isinstance(e, KeyError) else str(e)
+        console.print(Text("error: ", style="bold red") + Text(msg or type(e).__name__), soft_wrap=True)
         sys.exit(1)
 
 

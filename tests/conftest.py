@@ -2,7 +2,36 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 sys.path.insert(0, str(Path(__file__).parent))
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_data_cache(tmp_path_factory):
+    """Tests never read or write the user's dataset cache."""
+    os.environ["GENSTUDIO_DATA"] = str(tmp_path_factory.mktemp("data"))
+    yield
+
+
+@pytest.fixture(scope="session")
+def photos_built():
+    """The photo source built from skimage + sklearn samples (no Debian download) into the test cache."""
+    from genstudio.data import prepare
+    return prepare("photos", quiet=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory):
+    """A tiny, untrained tokenizer saved in the shipped-checkpoint layout."""
+    import torch
+    from genstudio.tokenizer import TOKENIZER_CONFIGS, VQTokenizer
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("ckpt") / "tokenizer-tiny"
+    VQTokenizer(**TOKENIZER_CONFIGS["tiny"]).save_pretrained(d)
+    (d / "README.md").write_text("tiny test tokenizer")
+    return d

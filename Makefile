@@ -1,0 +1,43 @@
+# genstudio: the README's two commands are `make demo` and `make test`.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# CPU torch by default (a wheel on disk on the project's machines). A GPU user installs a CUDA
+# build of torch into .venv first and runs `make install TORCH=` to keep it.
+TORCH  ?= torch==2.13.0
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: install demo test bench train-tokenizer app clean
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(if $(TORCH),$(PIP) install -q "$(TORCH)")
+	$(PIP) install -q -e ".[dev]"
+	rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/genstudio tokenizer reconstruct --image examples/astronaut.png -o outputs/demo/astronaut_reconstruction.png
+	@echo "demo output: outputs/demo/astronaut_reconstruction.png"
+
+test: install
+	$(PY) -m pytest
+
+bench: install
+	$(VENV)/bin/genstudio bench dit
+	$(VENV)/bin/genstudio bench vq
+
+train-tokenizer: install
+	$(VENV)/bin/genstudio data prepare photos --option debian=true
+	$(VENV)/bin/genstudio train tokenizer --output-dir runs/tokenizer-simvq-photos
+
+app: install
+	$(VENV)/bin/genstudio app
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache

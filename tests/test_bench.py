@@ -1,0 +1,32 @@
+import json
+
+import pytest
+
+from genstudio.bench import Report, run_benchmark
+
+
+def test_report_writes_json_and_markdown_with_ratios(tmp_path):
+    r = Report("demo", tmp_path)
+    r.add("baseline", "set-a", ssim=0.5, seconds=2.0)
+    r.add("ours", "set-a", ssim=0.75, seconds=1.0)
+    r.compare("baseline")
+    jp, mp = r.write()
+    data = json.loads(jp.read_text())
+    assert data["task"] == "demo" and data["machine"]["torch"]
+    ours = next(x for x in data["results"] if x["method"] == "ours")
+    assert ours["ssim/baseline"] == 1.5 and ours["seconds/baseline"] == 0.5
+    md = mp.read_text()
+    assert md.startswith("# Benchmark: demo") and "| set-a | ours |" in md
+
+
+def test_unknown_benchmark_lists_available(tmp_path):
+    with pytest.raises(KeyError, match="vq"):
+        run_benchmark("nope", tmp_path)
+
+
+def test_dit_benchmark_quick(tmp_path):
+    jp, _ = run_benchmark("dit", tmp_path, quick=True)
+    rows = json.loads(jp.read_text())["results"]
+    train_rows = [r for r in rows if r["method"].startswith("DiT train")]
+    assert len(train_rows) == 2 and all(r["steps_per_s"] > 0 and 0 < r["mfu_vs_bf16_peak"] < 1 for r in train_rows)
+    assert {r["method"] for r in rows} >= {"sample ddim", "sample dpm"}
