@@ -71,15 +71,28 @@ def register_source(name: str, description: str, licence: str = "see items", req
     return wrap
 
 
+def _register_all() -> None:
+    """Built-in sources, plus those pipelines declare in the entry-point group `genstudio.datasources`
+    (importing the module registers its sources; the core never imports a pipeline by name)."""
+    from importlib.metadata import entry_points
+    from . import sources  # noqa: F401
+    for ep in entry_points(group="genstudio.datasources"):
+        if ep.name not in SOURCES:
+            try:
+                ep.load()
+            except ImportError:  # an optional pipeline whose extras are missing
+                pass
+
+
 def _source(name: str) -> Source:
-    from . import sources  # noqa: F401  (registers the built-in sources)
+    _register_all()
     if name not in SOURCES:
         raise DataError(f"unknown data source {name!r}; available: {', '.join(sorted(SOURCES))}")
     return SOURCES[name]
 
 
 def list_sources() -> list[dict]:
-    from . import sources  # noqa: F401
+    _register_all()
     rows = []
     for name, src in sorted(SOURCES.items()):
         info = dataset_dir(name) / "info.json"

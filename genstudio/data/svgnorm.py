@@ -108,7 +108,7 @@ def _localise(el: ET.Element) -> ET.Element | None:
     return el
 
 
-def _load(text: str | bytes) -> ET.Element | None:
+def parse_svg(text: str | bytes) -> ET.Element | None:
     try:
         return _localise(_parse_xml(_safe_text(text)))
     except RecursionError:
@@ -423,7 +423,7 @@ def normalize_svg(text: str | bytes, size: int = 256, precision: int = 1) -> str
     from svgelements import SVG, Shape
     if size <= 0 or precision < 0:
         raise SVGError(f"size must be > 0 and precision >= 0 (got size={size}, precision={precision})")
-    root = _load(text)
+    root = parse_svg(text)
     if root is None or root.tag != "svg":
         raise SVGError(f"not an SVG document (root element is <{getattr(root, 'tag', '?')}>)")
     vb = _numbers(root.get("viewBox"))
@@ -487,7 +487,7 @@ _COMMANDS = re.compile(r"[MLHVCSQTAZ]", re.IGNORECASE)
 def svg_stats(text: str | bytes) -> dict:
     """Size of an SVG: drawable shapes, path commands (a non-path shape counts as one), bytes."""
     raw = text.encode("utf-8") if isinstance(text, str) else bytes(text)
-    root = _load(text)
+    root = parse_svg(text)
     shapes: list[ET.Element] = [el for el in root.iter() if el.tag in GEOMETRY] if root is not None else []
     commands = sum(len(_COMMANDS.findall(el.get("d") or "")) if el.tag == "path" else 1 for el in shapes)
     return {"paths": len(shapes), "commands": commands, "bytes": len(raw)}

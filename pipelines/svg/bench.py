@@ -1,0 +1,248 @@
+"""`genstudio bench svg`: StarVector (greedy and best-of-N) against classic tracers.
+
+Inputs: the TEST split of several icon sets (and font glyphs when that source is built), each
+source SVG rendered at 128 px on white. Every method turns that image into an SVG, which is
+rendered back at 128 px and compared with the input (SSIM, MSE). Also: the share of valid,
+safe, standalone SVGs, output bytes (and relative to the source SVG's normalised text), paths
+per SVG, seconds per image and peak memory (RSS above the level before the method ran; on a
+GPU, CUDA memory). Failed outputs score as a blank image; bytes and paths average the valid ones.
+
+The model: `model=` or $GENSTUDIO_BENCH_SVG_MODEL (default: the shipped starvector-icons-S);
+a missing checkpoint skips "ours" with a note and still measures the baselines.
+"""
+from __future__ import annotations
+
+import io
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from genstudio.data.svgnorm import SVGError, rasterize_svg, svg_stats
+
+from .svgtools import validate_svg
+
+SETS = ("tabler", "mdi", "simple-icons", "lucide", "bootstrap", "phosphor")
+SIZE = 128
+MODEL_ENV = "GENSTUDIO_BENCH_SVG_MODEL"
+
+
+# ---- Baselines ----
+
+def _png_bytes(image: np.ndarray) -> bytes:
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def trace_vtracer(image: np.ndarray, colormode: str = "binary") -> str:
+    """vtracer with its default settings; colormode 'binary' (black on white) or 'color'."""
+    import vtracer
+    return vtracer.convert_raw_image_to_svg(_png_bytes(image), img_format="png", colormode=colormode)
+
+
+def trace_potrace(image: np.ndarray, threshold: float = 0.5, precision: int = 1) -> str:
+    """potrace (the potracer port): pixels darker than `threshold` are traced into one even-odd path."""
+    import potrace
+    grey = image.astype(np.float64).mean(-1) if image.ndim == 3 else image.astype(np.float64)
+    h, w = grey.shape
+    curves = potrace.Bitmap(grey, blacklevel=threshold).trace()  # grey below 255 * threshold is ink
+
+    def pt(p) -> str:
+        return f"{round(p.x, precision):g} {round(p.y, precision):g}"
+
+    parts = []
+    for curve in curves:
+        parts.append("M" + pt(curve.start_point))
+        for seg in curve.segments:
+            parts.append(f"L{pt(seg.c)}L{pt(seg.end_point)}" if seg.is_corner
+                         else f"C{pt(seg.c1)} {pt(seg.c2)} {pt(seg.end_point)}")
+        parts.append("Z")
+    body = f'<path fill-rule="evenodd" d="{"".join(parts)}"/>' if parts else ""
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}">'
+            f"{body}</svg>")
+
+
+# ---- Measuring ----
+
+class PeakMemory:
+    """Peak resident memory (MB) above the level at entry, sampled by a thread every `every` s;
+    on CUDA, torch's peak allocated memory is used instead."""
+
+    def __init__(self, every: float = 0.002, cuda: bool = False):
+        self.every, self.cuda, self.mb = every, cuda, 0.0
+
+    def __enter__(self):
+        import psutil
+        proc = psutil.Process()
+        self.base = self.peak = proc.memory_info().rss
+        self._stop = threading.Event()
+
+        def poll():
+            while not self._stop.wait(self.every):
+                self.peak = max(self.peak, proc.memory_info().rss)
+        self._thread = threading.Thread(target=poll, daemon=True)
+        self._thread.start()
+        if self.cuda:
+            import torch
+            torch.cuda.reset_peak_memory_stats()
+            self._cuda_base = torch.cuda.memory_allocated()
+        return self
+
+    def __exit__(self, *exc):
+        import psutil
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, psutil.Process().memory_info().rss)
+        self.mb = (self.peak - self.base) / 2**20
+        if self.cuda:
+            import torch
+            self.mb = (torch.cuda.max_memory_allocated() - self._cuda_base) / 2**20
+        return False
+
+
+def measure(svg: str | None, reference: np.ndarray, source_bytes: int, seconds: float) -> dict:
+    """One output against its input image."""
+    row = {"seconds": seconds, "valid": 0.0}
+    rendered = None
+    if svg:
+        try:
+            if not validate_svg(svg):
+                rendered = rasterize_svg(svg, SIZE)
+        except SVGError:
+            rendered = None
+    if rendered is not None:
+        stats = svg_stats(svg)
+        row.update(valid=1.0, bytes=stats["bytes"], bytes_vs_source=stats["bytes"] / source_bytes,
+                   paths=stats["paths"])
+    else:
+        rendered = np.full_like(reference, 255)  # a failure scores as a blank image
+    from genstudio.metrics import mse, ssim
+    row.update(ssim=ssim(rendered, reference), mse=mse(rendered, reference))
+    return row
+
+
+def aggregate(rows: list[dict], peak_mb: float) -> dict:
+    def mean(key):
+        vals = [r[key] for r in rows if key in r]
+        return float(np.mean(vals)) if vals else float("nan")
+    return {"n": len(rows), "ssim": round(mean("ssim"), 4), "mse": round(mean("mse"), 5),
+            "valid": round(mean("valid"), 3), "bytes": round(mean("bytes"), 1),
+            "bytes_vs_source": round(mean("bytes_vs_source"), 3), "paths": round(mean("paths"), 2),
+            "sec_per_image": round(mean("seconds"), 4), "peak_mb": round(peak_mb, 1)}
+
+
+# ---- Inputs ----
+
+def _evenly(items: list[dict], k: int) -> list[dict]:
+    items = sorted(items, key=lambda it: it["id"])
+    if len(items) <= k:
+        return items
+    return [items[i] for i in np.linspace(0, len(items) - 1, k).round().astype(int)]
+
+
+def load_inputs(sets, per_set: int, report=None) -> dict[str, list[tuple[str, str]]]:
+    """{set: [(id, normalised source SVG text)]} from the test splits (icons, then glyphs)."""
+    from genstudio.data import dataset_dir, load_manifest
+    icons = load_manifest("icons", "test")
+    groups = {}
+    for name in sets:
+        chosen = _evenly([it for it in icons if it["set"] == name], per_set)
+        if chosen:
+            groups[name] = [(it["id"], Path(it["path"]).read_text(encoding="utf-8")) for it in chosen]
+        elif report is not None:
+            report.note(f"icon set {name!r} has no test items in this build: skipped")
+    if (dataset_dir("glyphs") / "manifest.jsonl").exists():
+        chosen = _evenly(load_manifest("glyphs", "test"), per_set)
+        groups["glyphs"] = [(it["id"], Path(it["path"]).read_text(encoding="utf-8")) for it in chosen]
+    elif report is not None:
+        report.note("glyphs: the font-glyph source is not built here (`genstudio data prepare glyphs`): skipped")
+    return groups
+
+
+def _checkpoint_note(pipe, folder: Path, model: str) -> str:
+    import json
+    params = sum(p.numel() for p in pipe.model.parameters()) if hasattr(pipe.model, "parameters") else 0
+    steps = None
+    for f in (folder / "summary.json", folder.parent / "summary.json", folder / "train_summary.json"):
+        if f.exists():
+            try:
+                steps = json.loads(f.read_text()).get("steps")
+            except (ValueError, OSError):
+                pass
+            if steps:
+                break
+    return (f"ours = StarVector checkpoint {model!r} ({folder}), {params / 1e6:.1f}M parameters, "
+            f"{f'{steps} training steps' if steps else 'training steps: see its model card'}; "
+            f"image size {pipe.image_size} px, device {pipe.device}.")
+
+
+# ---- The benchmark ----
+
+def bench_svg(report, quick: bool = False, per_set: int = 100, model: str | None = None,
+              candidates: int = 8, sets=SETS, max_new_tokens: int | None = None, seed: int = 0) -> None:
+    """Ours (greedy, best-of-`candidates`) vs vtracer (binary, colour) and potrace; see the module doc."""
+    from PIL import Image
+    from tqdm.auto import tqdm
+    if quick:
+        per_set, sets = 3, tuple(sets)[:2]
+    groups = load_inputs(sets, per_set, report)
+    if not groups:
+        raise SVGError("no test images: build the icons source first (`genstudio data prepare icons`)")
+
+    methods = {"vtracer-binary": lambda im: trace_vtracer(im, "binary"),
+               "vtracer-color": lambda im: trace_vtracer(im, "color"),
+               "potrace": trace_potrace}
+    model = model or os.environ.get(MODEL_ENV) or "starvector-icons-S"
+    cuda = False
+    try:
+        from genstudio.hub import resolve
+        from .pipeline import StarVectorPipeline
+        pipe = StarVectorPipeline.from_pretrained(model)
+        cuda = pipe.device.startswith("cuda")
+        gen = dict(seed=seed, max_new_tokens=max_new_tokens)
+        methods["ours-greedy"] = lambda im: pipe(Image.fromarray(im), num_candidates=1, **gen).svg
+        methods[f"ours-best-of-{candidates}"] = lambda im: pipe(Image.fromarray(im), num_candidates=candidates,
+                                                               **gen).svg
+        report.note(_checkpoint_note(pipe, resolve(model), model))
+    except (FileNotFoundError, ValueError, ImportError) as e:
+        report.note(f"ours skipped: {e}")
+
+    everything: dict[str, list[dict]] = {m: [] for m in methods}
+    peaks: dict[str, float] = {m: 0.0 for m in methods}
+    warm: set[str] = set()
+    for set_name, items in groups.items():
+        inputs = [(rasterize_svg(src, SIZE), len(src.encode("utf-8"))) for _, src in items]
+        for method, fn in methods.items():
+            if method not in warm:  # first calls pay for lazy imports and allocator growth
+                warm.add(method)
+                try:
+                    fn(inputs[0][0])
+                except (SVGError, ValueError, RuntimeError):
+                    pass
+            rows = []
+            with PeakMemory(cuda=cuda and method.startswith("ours")) as mem:
+                for image, source_bytes in tqdm(inputs, desc=f"{set_name} {method}", leave=False):
+                    t = time.perf_counter()
+                    try:
+                        out = fn(image)
+                    except (SVGError, ValueError, RuntimeError):
+                        out = None
+                    rows.append(measure(out, image, source_bytes, time.perf_counter() - t))
+            report.add(method, set_name, **aggregate(rows, mem.mb))
+            everything[method] += rows
+            peaks[method] = max(peaks[method], mem.mb)
+    if len(groups) > 1:
+        for method, rows in everything.items():
+            report.add(method, "all", **aggregate(rows, peaks[method]))
+    report.compare("vtracer-binary", ["ssim", "bytes", "sec_per_image"])
+    report.note(f"Inputs: {per_set} test-split items per set (evenly spaced by id), source SVG rendered at "
+                f"{SIZE} px on white; outputs rendered at {SIZE} px. SSIM/MSE on RGB in [0, 1]; a failed or "
+                "invalid output scores as a blank image. bytes/paths average the valid outputs; "
+                "bytes_vs_source = output bytes / the source's normalised SVG bytes. vtracer and potrace "
+                "with default settings (potrace: grey < 0.5 is ink). Each method runs once untimed "
+                "first; peak_mb: RSS above the level before the method ran (CUDA allocated memory for "
+                "ours on a GPU).")

@@ -1,0 +1,247 @@
+"""Image -> SVG inference: `StarVectorPipeline.from_pretrained(...)(image)` -> `SVGOutput`.
+
+    pipe = StarVectorPipeline.from_pretrained("starvector-icons-S")
+    out = pipe("logo.png", num_candidates=8, seed=0)
+    out.save("logo.svg")            # out.svg, out.image (its rendering), out.score {"ssim", "mse"}
+
+Best-of-N: the model writes N candidates (greedy for N=1, sampling for N>1 unless `do_sample`
+says otherwise); each is repaired into a standalone SVG, sanitised if it holds anything unsafe,
+rendered at the model's resolution and compared with the preprocessed input (SSIM, then MSE,
+on the image flattened on white). The best is returned with width/height set to the input's
+size. When no candidate yields a drawing, `failed` is True and `message` says why: an empty
+`<svg/>` is never returned.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from genstudio.data.svgnorm import SVGError, rasterize_svg, svg_stats
+from genstudio.metrics import mse, ssim
+from genstudio.render import InputError, load_image, write_text
+
+from .svgtools import is_unsafe, repair_svg, sanitize_svg, set_root_attributes, validate_svg, viewbox_of
+
+DEFAULT_MODEL = "starvector-icons-S"
+MAX_RENDER_SIDE = 1024
+
+
+@dataclass
+class SVGCandidate:
+    raw: str                      # the decoded model text, as generated
+    svg: str | None = None        # standalone SVG in the model's viewBox; None when unusable
+    score: dict = field(default_factory=dict)  # {"ssim", "mse"} against the input
+    repaired: bool = False        # truncated or malformed text was closed/fixed
+    sanitized: bool = False       # unsafe content (scripts, rasters, external refs) was removed
+    error: str | None = None      # why the candidate is unusable
+
+
+@dataclass
+class SVGOutput:
+    svg: str | None               # the chosen SVG, sized to the input; None when failed
+    image: Image.Image | None     # its rendering at the input's aspect
+    score: dict                   # {"ssim", "mse"} of the chosen candidate at the model's resolution
+    candidates: list[SVGCandidate]
+    best: int | None = None       # index of the chosen candidate
+    repaired: bool = False
+    failed: bool = False
+    message: str = ""
+    size: tuple[int, int] = (0, 0)  # the input's width, height
+    source: str | None = None     # the input's path, when it came from a file
+
+    def save(self, path) -> Path:
+        """Write the SVG atomically; refuses (ValueError) when the model failed."""
+        if self.failed or not self.svg:
+            raise ValueError(f"no SVG to write to {path}: {self.message}")
+        return write_text(path, self.svg)
+
+
+# ---- Image helpers ----
+
+def flatten_on_white(image: Image.Image) -> Image.Image:
+    if image.mode in ("RGBA", "LA", "P", "PA"):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def square_on_white(image: Image.Image, size: int) -> np.ndarray:
+    """The model's view of an image, as uint8 HxWx3: flattened, padded square (centred), resized."""
+    image = flatten_on_white(image)
+    w, h = image.size
+    side = max(w, h)
+    canvas = Image.new("RGB", (side, side), (255, 255, 255))
+    canvas.paste(image, ((side - w) // 2, (side - h) // 2))
+    return np.asarray(canvas.resize((size, size), Image.BICUBIC), dtype=np.uint8)
+
+
+def render_at_aspect(svg_square: str, width: int, height: int) -> Image.Image:
+    """Render a square-viewBox SVG cropped to width:height (the inverse of the centred padding)."""
+    side = max(width, height)
+    scale = min(1.0, MAX_RENDER_SIDE / side)
+    n = max(1, round(side * scale))
+    full = Image.fromarray(rasterize_svg(svg_square, n))
+    w, h = max(1, round(width * scale)), max(1, round(height * scale))
+    left, top = (n - w) // 2, (n - h) // 2
+    return full.crop((left, top, left + w, top + h))
+
+
+def score_images(rendered: np.ndarray, reference: np.ndarray) -> dict:
+    return {"ssim": round(ssim(rendered, reference), 4), "mse": round(mse(rendered, reference), 5)}
+
+
+def _default_preprocess(image: Image.Image, size: int):
+    from .data import preprocess_image
+    return preprocess_image(image, size)
+
+
+# ---- The pipeline ----
+
+class StarVectorPipeline:
+    def __init__(self, model, tokenizer, device: str = "cpu", autocast: bool = True,
+                 preprocess: Callable | None = None):
+        self.model, self.tokenizer, self.device = model, tokenizer, device
+        self.autocast = autocast
+        self.preprocess = preprocess or _default_preprocess
+        self.image_size = int(model.config.image_size)
+        self.name: str | None = None
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str = "auto",
+                        **kwargs) -> "StarVectorPipeline":
+        """A shipped checkpoint name, a local folder or a hub id (see genstudio.hub.resolve)."""
+        from genstudio.device import resolve_device
+        from genstudio.hub import resolve
+        from .starvector import load_starvector
+        from transformers.utils import logging as hf_logging
+        dev = resolve_device(device)
+        folder = resolve(name_or_path)
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # a "Loading weights" bar per call is noise in the CLI
+        try:
+            model, tokenizer = load_starvector(folder)
+        except (FileNotFoundError, OSError, ValueError, KeyError, RuntimeError) as e:
+            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            raise ValueError(f"{folder} could not be loaded as a StarVector checkpoint ({first})") from None
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
+        pipe = cls(model.to(dev).eval(), tokenizer, device=dev, **kwargs)
+        pipe.name = str(name_or_path)
+        return pipe
+
+    # 1. inputs
+    def _load(self, image) -> tuple[Image.Image, str | None]:
+        if isinstance(image, (str, os.PathLike)):
+            return load_image(image), str(image)
+        if isinstance(image, Image.Image):
+            return flatten_on_white(image), None
+        if isinstance(image, np.ndarray):
+            return flatten_on_white(Image.fromarray(image)), None
+        raise InputError(f"expected an image path or a PIL image, got {type(image).__name__}")
+
+    # 2. generation
+    def token_budget(self) -> int | None:
+        """Most SVG tokens that fit in the LM's positions after the visual tokens and the prompt."""
+        lm_config = getattr(getattr(getattr(self.model, "svg_transformer", None), "lm", None), "config", None)
+        positions = getattr(lm_config, "n_positions", None) or getattr(lm_config, "max_position_embeddings", None)
+        if not positions:
+            return None
+        prompt = len(self.model.prompt_ids(self.tokenizer)) if hasattr(self.model, "prompt_ids") else 0
+        return int(positions) - int(getattr(self.model.config, "num_visual_tokens", 0)) - prompt
+
+    def _generate(self, image: Image.Image, num_candidates: int, **gen) -> list[str]:
+        import contextlib
+        import torch
+        from genstudio.device import autocast_dtype
+        pixel_values = self.preprocess(image, self.image_size)[None].to(self.device)
+        dtype = autocast_dtype(self.device) if self.autocast else None
+        kind = "cuda" if self.device.startswith("cuda") else "cpu"
+        amp = torch.autocast(kind, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+        with torch.inference_mode(), amp:
+            texts = self.model.generate_svg(pixel_values, self.tokenizer, num_candidates=num_candidates, **gen)
+        return list(texts[0])
+
+    # 3. each candidate: repair, sanitise, render, score
+    def score_candidate(self, text: str, reference: np.ndarray) -> SVGCandidate:
+        cand = SVGCandidate(raw=text)
+        try:
+            svg, cand.repaired = repair_svg(text)
+            problems = validate_svg(svg)
+            if is_unsafe(problems):
+                vb = viewbox_of(svg)
+                svg, cand.sanitized = sanitize_svg(svg, size=round(vb[2]) if vb else self.image_size), True
+                problems = validate_svg(svg)
+            if problems:
+                raise SVGError(problems[0])
+            rendered = rasterize_svg(svg, self.image_size)
+        except SVGError as e:
+            cand.error = str(e)
+            return cand
+        if (rendered >= 250).all():
+            cand.error = "the SVG draws nothing visible (its rendering is blank)"
+            return cand
+        cand.svg, cand.score = svg, score_images(rendered, reference)
+        return cand
+
+    def __call__(self, image, num_candidates: int = 1, temperature: float = 0.8, top_p: float = 0.95,
+                 top_k: int = 0, max_new_tokens: int | None = None, seed: int | None = None,
+                 do_sample: bool | None = None) -> SVGOutput:
+        """One image (path, PIL or HxWx3 array) -> SVGOutput. Raises InputError for a bad image."""
+        if num_candidates < 1:
+            raise InputError(f"num_candidates must be >= 1 (got {num_candidates})")
+        image, source = self._load(image)
+        reference = square_on_white(image, self.image_size)
+        gen = dict(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
+                   do_sample=num_candidates > 1 if do_sample is None else do_sample)
+        budget = self.token_budget()
+        if budget is not None:  # default: the whole context; past it the position table ends
+            gen["max_new_tokens"] = min(max_new_tokens or budget, budget)
+        elif max_new_tokens is not None:
+            gen["max_new_tokens"] = max_new_tokens
+        texts = self._generate(image, num_candidates, **gen)
+        candidates = [self.score_candidate(t, reference) for t in texts]
+        return self._choose(candidates, image.size, source)
+
+    # 4. best-of-N and the final, sized SVG
+    def _choose(self, candidates: list[SVGCandidate], size: tuple[int, int], source: str | None) -> SVGOutput:
+        usable = [i for i, c in enumerate(candidates) if c.svg is not None]
+        if not usable:
+            reasons = "; ".join(dict.fromkeys(c.error or "unknown" for c in candidates))
+            return SVGOutput(None, None, {}, candidates, failed=True, size=size, source=source,
+                             message=f"the model produced no usable SVG ({len(candidates)} candidate"
+                                     f"{'s' if len(candidates) != 1 else ''}: {reasons})")
+        best = max(usable, key=lambda i: (candidates[i].score["ssim"], -candidates[i].score["mse"]))
+        cand = candidates[best]
+        w, h = size
+        svg = set_root_attributes(cand.svg, width=str(w), height=str(h),
+                                  preserveAspectRatio="xMidYMid slice" if w != h else None)
+        stats = svg_stats(svg)
+        notes = [f"best of {len(candidates)}" if len(candidates) > 1 else "1 candidate"]
+        if cand.repaired:
+            notes.append("repaired a truncated/malformed output")
+        if cand.sanitized:
+            notes.append("removed unsafe content")
+        return SVGOutput(svg, render_at_aspect(cand.svg, w, h), dict(cand.score, paths=stats["paths"],
+                         bytes=stats["bytes"]), candidates, best=best, repaired=cand.repaired, size=size,
+                         source=source, message=", ".join(notes))
+
+    def batch(self, images: Sequence, progress: bool = True, **kwargs) -> list[SVGOutput]:
+        """Several images with a progress bar. A bad input does not stop the batch: its output is
+        `failed` with the reason in `message` (same seed for every image: results do not depend on
+        the order)."""
+        from tqdm.auto import tqdm
+        outputs = []
+        for image in tqdm(images, desc="image -> SVG", unit="image", disable=not progress):
+            try:
+                outputs.append(self(image, **kwargs))
+            except (InputError, SVGError) as e:
+                src = str(image) if isinstance(image, (str, os.PathLike)) else None
+                outputs.append(SVGOutput(None, None, {}, [], failed=True, message=str(e), source=src))
+        return outputs

@@ -1,0 +1,164 @@
+"""`genstudio train starvector`: StarVector on npm icons + font glyphs.
+
+    genstudio train starvector --set preset=S --set max_tokens=384 --output-dir runs/starvector
+
+Options (besides TrainConfig's): preset (tiny/S/1b), sets (icon sets, comma-separated; default all
+but the colour-emoji sets, whose SVGs are long), glyphs (true), max_tokens (384: longer SVGs are
+dropped), vocab_size (2048), image_size (the preset's), eval_items (32), eval_max_new_tokens.
+
+The BPE tokenizer is trained on the train split's texts once and kept in output_dir/tokenizer, so
+a resumed run reuses it; training texts are cached in output_dir/texts.jsonl. The tokenizer is
+attached to the model, whose save_pretrained writes it into every checkpoint-*/ and final/.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import torch
+
+from genstudio.data import DataError, load_manifest, prepare
+from genstudio.train import Recipe, split_config
+
+from .data import SVGImageDataset, collate_svg, special_token_ids, train_svg_tokenizer, training_texts
+from .starvector import STARVECTOR_CONFIGS, StarVectorModel, starvector_config
+
+LONG_SETS = ("twemoji", "openmoji")  # colour emoji: many paths, mostly over any CPU token budget
+TEXT_SIZE, TEXT_PRECISION = 128, 0
+
+
+def _as_list(value) -> list[str] | None:
+    if value is None:
+        return None
+    return [s.strip() for s in (value.split(",") if isinstance(value, str) else value) if s.strip()]
+
+
+def _as_bool(value) -> bool:
+    return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def load_items(split: str, sets=None, glyphs: bool = True) -> list[dict]:
+    """Icon items of `sets` (default: all but LONG_SETS) plus glyph items, of one split."""
+    from . import data  # noqa: F401  (registers the glyphs source)
+    prepare("icons", quiet=True)
+    icons = load_manifest("icons", split)
+    wanted = _as_list(sets)
+    if wanted is None:
+        wanted = sorted({it["set"] for it in load_manifest("icons")} - set(LONG_SETS))
+    unknown = set(wanted) - {it["set"] for it in load_manifest("icons")}
+    if unknown:
+        raise DataError(f"unknown icon set(s) {sorted(unknown)} in the icons dataset")
+    items = [it for it in icons if it["set"] in wanted]
+    if glyphs:
+        prepare("glyphs", quiet=True)
+        items += load_manifest("glyphs", split)
+    return items
+
+
+def cached_texts(items: list[dict], cache: Path, max_chars: int) -> list[str | None]:
+    """Training texts of `items`, computed once per id and kept in a JSONL file."""
+    known: dict[str, str | None] = {}
+    if cache.exists():
+        for line in cache.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            known[row["id"]] = row["text"]
+    todo = [it for it in items if it["id"] not in known]
+    if todo:
+        svgs = [Path(it["path"]).read_text(encoding="utf-8") for it in todo]
+        texts = training_texts(svgs, TEXT_SIZE, TEXT_PRECISION, max_chars=max_chars)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with open(cache, "a", encoding="utf-8") as f:
+            for it, text in zip(todo, texts):
+                known[it["id"]] = text
+                f.write(json.dumps({"id": it["id"], "text": text}) + "\n")
+    return [known[it["id"]] for it in items]
+
+
+def load_or_train_tokenizer(folder: Path, texts: list[str], vocab_size: int):
+    from transformers import PreTrainedTokenizerFast
+    if (folder / "tokenizer.json").exists():
+        return PreTrainedTokenizerFast.from_pretrained(folder)
+    tokenizer = train_svg_tokenizer(texts, vocab_size=vocab_size)
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(folder)
+    return tokenizer
+
+
+def is_valid_svg(text: str) -> bool:
+    """Well-formed XML with an <svg> root (no DTD: generated text is never expanded)."""
+    if "<!" in text:
+        return False
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError:
+        return False
+    return root.tag.rsplit("}", 1)[-1] == "svg"
+
+
+@torch.no_grad()
+def evaluate_starvector(model: StarVectorModel, dataset: SVGImageDataset, max_items: int = 32,
+                        num_generate: int = 4, max_new_tokens: int = 384, batch_size: int = 8) -> dict:
+    """Token loss / perplexity on up to `max_items` items; valid-SVG rate of greedy generations."""
+    n = min(max_items, len(dataset))
+    total, count = 0.0, 0
+    for start in range(0, n, batch_size):
+        batch = dataset.collate([dataset[i] for i in range(start, min(n, start + batch_size))])
+        batch = {k: v.to(model.device) for k, v in batch.items()}
+        out = model(**batch)
+        tokens = int((batch["labels"] != -100).sum())
+        total, count = total + float(out.loss) * tokens, count + tokens
+    loss = total / max(count, 1)
+    images = torch.stack([dataset[i]["pixel_values"] for i in range(min(num_generate, len(dataset)))])
+    svgs = [c[0] for c in model.generate_svg(images, dataset.tokenizer, max_new_tokens=max_new_tokens,
+                                             do_sample=False)]
+    return {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50.0)),
+            "valid_svg_rate": sum(map(is_valid_svg, svgs)) / len(svgs),
+            "generated_chars": sum(map(len, svgs)) / len(svgs)}
+
+
+def recipe(cfg: dict) -> Recipe:
+    train_cfg, opts = split_config({"output_dir": "runs/starvector", "steps": 4000, "batch_size": 16, "lr": 5e-4,
+                                    "warmup_steps": 200, "weight_decay": 0.01, "save_every": 500, **cfg})
+    preset = opts.pop("preset", "S")
+    if preset not in STARVECTOR_CONFIGS:
+        raise ValueError(f"unknown preset {preset!r}: expected one of {', '.join(STARVECTOR_CONFIGS)}")
+    sets, glyphs = opts.pop("sets", None), _as_bool(opts.pop("glyphs", True))
+    max_tokens, vocab_size = int(opts.pop("max_tokens", 384)), int(opts.pop("vocab_size", 2048))
+    image_size = int(opts.pop("image_size", STARVECTOR_CONFIGS[preset].get("image_size", 64)))
+    eval_items = int(opts.pop("eval_items", 32))
+    eval_new_tokens = int(opts.pop("eval_max_new_tokens", max_tokens))
+    if opts:
+        raise ValueError(f"unknown starvector option(s): {', '.join(sorted(opts))}")
+
+    out = Path(train_cfg.output_dir)
+    max_chars = 16 * max_tokens  # see SVGImageDataset: longer sources cannot fit in max_tokens
+    train_items = load_items("train", sets, glyphs)
+    val_items = load_items("val", sets, glyphs) or train_items[:eval_items]  # tiny builds may have no val
+    train_texts = cached_texts(train_items, out / "texts.jsonl", max_chars)
+    val_texts = cached_texts(val_items, out / "texts.jsonl", max_chars)
+    tokenizer = load_or_train_tokenizer(out / "tokenizer", [t for t in train_texts if t], vocab_size)
+
+    train_set = SVGImageDataset(train_items, tokenizer, image_size, max_tokens, TEXT_SIZE, TEXT_PRECISION,
+                                texts=train_texts)
+    val_set = SVGImageDataset(val_items, tokenizer, image_size, max_tokens, TEXT_SIZE, TEXT_PRECISION,
+                              texts=val_texts)
+    print(f"[starvector] train {len(train_set)} items (dropped {dict(train_set.dropped)}), val {len(val_set)}, "
+          f"vocab {len(tokenizer)}")
+    config = starvector_config(preset, vocab_size=len(tokenizer), image_size=image_size,
+                               max_length_train=max_tokens, **special_token_ids(tokenizer))
+    model = StarVectorModel(config)
+    model.svg_tokenizer = tokenizer  # saved into every checkpoint by save_pretrained
+
+    def loss_fn(m, batch):
+        return m(**batch).loss
+
+    return Recipe(model, train_set, loss_fn, train_cfg,
+                  collate_fn=functools.partial(collate_svg, pad_token_id=tokenizer.pad_token_id),
+                  eval_fn=lambda m: evaluate_starvector(m, val_set, eval_items, max_new_tokens=eval_new_tokens),
+                  extra={"tokenizer": tokenizer, "val_set": val_set})
