@@ -53,7 +53,36 @@ class Recipe:
     config: TrainConfig
     collate_fn: Callable | None = None
     eval_fn: Callable[[torch.nn.Module], dict] | None = None  # run on EMA weights at each save
+    lengths: list[int] | None = None  # per-item sequence lengths: batches are grouped by length
     extra: dict = field(default_factory=dict)
+
+
+class LengthGroupedBatchSampler(torch.utils.data.Sampler):
+    """Shuffled batches of items of similar length (less padding for sequence models).
+
+    Each epoch: shuffle, cut into mega-batches of `group` batches, sort each by length, split
+    into batches and shuffle the batch order. Deterministic given the seed and epoch.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, group: int = 64, seed: int = 0):
+        self.lengths, self.batch_size, self.group, self.seed, self.epoch = list(lengths), batch_size, group, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths) // self.batch_size
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(len(self.lengths), generator=g).tolist()
+        mega = self.batch_size * self.group
+        batches = []
+        for i in range(0, len(order), mega):
+            chunk = sorted(order[i:i + mega], key=lambda k: self.lengths[k])
+            batches += [chunk[j:j + self.batch_size] for j in range(0, len(chunk) - self.batch_size + 1, self.batch_size)]
+        for b in torch.randperm(len(batches), generator=g).tolist():
+            yield batches[b]
 
 
 def split_config(cfg: dict) -> tuple[TrainConfig, dict]:
@@ -70,6 +99,10 @@ def _infinite(loader: DataLoader):
     while True:
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(epoch)
+        sampler = getattr(loader, "batch_sampler", None)
+        for s in (sampler, getattr(sampler, "batch_sampler", None)):  # accelerate may wrap it
+            if isinstance(s, LengthGroupedBatchSampler):
+                s.set_epoch(epoch)
         yield from loader
         epoch += 1
 
@@ -122,9 +155,12 @@ def train(recipe: Recipe) -> dict:
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     lr_sched = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, max(cfg.steps, 1))
-    loader = DataLoader(recipe.dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-                        num_workers=cfg.num_workers, collate_fn=recipe.collate_fn,
-                        persistent_workers=cfg.num_workers > 0)
+    common = dict(num_workers=cfg.num_workers, collate_fn=recipe.collate_fn, persistent_workers=cfg.num_workers > 0)
+    if recipe.lengths is not None:
+        sampler = LengthGroupedBatchSampler(recipe.lengths, cfg.batch_size, seed=cfg.seed)
+        loader = DataLoader(recipe.dataset, batch_sampler=sampler, **common)
+    else:
+        loader = DataLoader(recipe.dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=True, **common)
     ema = EMAModel(model.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, power=0.75) \
         if cfg.ema_decay else None
     model, optimizer, loader, lr_sched = accelerator.prepare(model, optimizer, loader, lr_sched)

@@ -80,3 +80,22 @@ def test_two_process_data_parallel_ranks_agree(tmp_path):
     assert any(not torch.equal(init[k], w0[k]) for k in w0)  # they did train
     metrics = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["step"] == 6
+
+
+def test_length_grouped_batches_cover_items_and_reduce_padding():
+    import random
+    from genstudio.train import LengthGroupedBatchSampler
+    random.seed(0)
+    lengths = [random.randint(5, 500) for _ in range(1000)]
+    s = LengthGroupedBatchSampler(lengths, batch_size=10, group=20, seed=1)
+    batches = list(s)
+    flat = [i for b in batches for i in b]
+    assert len(flat) == len(set(flat)) == 1000 and all(len(b) == 10 for b in batches)
+    pad = sum(max(lengths[i] for i in b) * 10 - sum(lengths[i] for i in b) for b in batches)
+    shuffled = random.sample(range(1000), 1000)
+    chunks = [shuffled[k:k + 10] for k in range(0, 1000, 10)]
+    random_pad = sum(max(lengths[i] for i in c) * 10 - sum(lengths[i] for i in c) for c in chunks)
+    assert pad < random_pad / 4
+    assert batches == list(LengthGroupedBatchSampler(lengths, 10, 20, seed=1))  # deterministic
+    s.set_epoch(1)
+    assert list(s) != batches

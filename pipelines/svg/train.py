@@ -161,4 +161,5 @@ def recipe(cfg: dict) -> Recipe:
     return Recipe(model, train_set, loss_fn, train_cfg,
                   collate_fn=functools.partial(collate_svg, pad_token_id=tokenizer.pad_token_id),
                   eval_fn=lambda m: evaluate_starvector(m, val_set, eval_items, max_new_tokens=eval_new_tokens),
+                  lengths=[len(t) for t in train_set.token_ids],
                   extra={"tokenizer": tokenizer, "val_set": val_set})
