@@ -126,11 +126,13 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def run_benchmark(task: str, out_dir="benchmarks/results", quick: bool = False) -> tuple[Path, Path]:
+def run_benchmark(task: str, out_dir="benchmarks/results", quick: bool = False, **options) -> tuple[Path, Path]:
     from importlib.metadata import entry_points
     eps = {ep.name: ep for ep in entry_points(group="genstudio.benchmarks")}
     if task not in eps:
         raise KeyError(f"unknown benchmark {task!r}; available: {', '.join(sorted(eps)) or 'none'}")
     report = Report(task, out_dir)
-    eps[task].load()(report, quick=quick)
+    if options:
+        report.note("options: " + ", ".join(f"{k}={v}" for k, v in options.items()))
+    eps[task].load()(report, quick=quick, **options)
     return report.write()

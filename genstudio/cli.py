@@ -88,10 +88,11 @@ def train(recipe: str = typer.Argument(..., help="Recipe name (entry point in ge
 @app.command()
 def bench(task: str = typer.Argument(..., help="Benchmark name (entry point in genstudio.benchmarks)."),
           out: Path = typer.Option(Path("benchmarks/results"), help="Folder for TASK.json and TASK.md."),
-          quick: bool = typer.Option(False, help="A small, fast version (for smoke tests).")):
+          quick: bool = typer.Option(False, help="A small, fast version (for smoke tests)."),
+          option: List[str] = typer.Option([], "--option", "-o", help="Benchmark option KEY=VALUE (repeatable).")):
     """Run a task's benchmark against its baselines; write JSON + a markdown table."""
     from .bench import run_benchmark
-    jp, mp = run_benchmark(task, out, quick=quick)
+    jp, mp = run_benchmark(task, out, quick=quick, **_parse_kv(option))
     console.print(f"[green]wrote[/green] {jp} and {mp}")
 
 
