@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install demo test bench train-tokenizer app clean
+.PHONY: install demo test bench train-tokenizer train-starvector app clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -22,8 +22,8 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 demo: install
-	$(VENV)/bin/genstudio tokenizer reconstruct --image examples/astronaut.png -o outputs/demo/astronaut_reconstruction.png
-	@echo "demo output: outputs/demo/astronaut_reconstruction.png"
+	$(VENV)/bin/genstudio --seed 0 svg --image examples/svg/rocket.png -o outputs/demo/rocket.svg --candidates 8
+	@echo "demo output: outputs/demo/rocket.svg (input: examples/svg/rocket.png)"
 
 test: install
 	$(PY) -m pytest
@@ -31,6 +31,13 @@ test: install
 bench: install
 	$(VENV)/bin/genstudio bench dit
 	$(VENV)/bin/genstudio bench vq
+	$(VENV)/bin/genstudio bench svg --option per_set=8 --option candidates=4
+
+train-starvector: install
+	$(VENV)/bin/genstudio data prepare icons
+	$(VENV)/bin/genstudio data prepare glyphs
+	$(VENV)/bin/genstudio train starvector --set preset='"S"' --set max_tokens=256 --set steps=2400 \
+	  --set batch_size=16 --set lr=8e-4 --set warmup_steps=100 --output-dir runs/starvector-icons-S
 
 train-tokenizer: install
 	$(VENV)/bin/genstudio data prepare photos --option debian=true

@@ -256,7 +256,9 @@ def load_starvector(path_or_name) -> tuple[StarVectorModel, object]:
     if not (folder / "tokenizer.json").exists():
         raise FileNotFoundError(f"{folder} has no tokenizer.json: not a genstudio StarVector checkpoint "
                                 "(official weights load with StarVectorModel.from_official)")
-    model = StarVectorModel.from_pretrained(folder)
+    # fp32 master weights whatever the stored dtype (shipped checkpoints are fp16); inference then
+    # runs under bf16 autocast where that is fast.
+    model = StarVectorModel.from_pretrained(folder, dtype=torch.float32)
     return model.eval(), model.svg_tokenizer
 
 
