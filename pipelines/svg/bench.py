@@ -195,7 +195,9 @@ def bench_svg(report, quick: bool = False, per_set: int = 100, model: str | None
 
     methods = {"vtracer-binary": lambda im: trace_vtracer(im, "binary"),
                "vtracer-color": lambda im: trace_vtracer(im, "color"),
-               "potrace": trace_potrace}
+               "potrace": trace_potrace,
+               # The floor: an empty white canvas already scores SSIM ~0.5 on mostly-white icons.
+               "blank-canvas": lambda im: None}
     model = model or os.environ.get(MODEL_ENV) or "starvector-icons-S"
     cuda = False
     try:
