@@ -273,7 +273,7 @@ def test_bench_quick_end_to_end(tiny_starvector, tmp_path, monkeypatch):
     bench_svg(report, quick=True, model=str(tiny_starvector.folder), candidates=2, max_new_tokens=48,
               sets=("lucide", "tabler"))
     methods = {r["method"] for r in report.rows}
-    assert methods == {"vtracer-binary", "vtracer-color", "potrace", "ours-greedy", "ours-best-of-2"}
+    assert methods == {"vtracer-binary", "vtracer-color", "potrace", "blank-canvas", "ours-greedy", "ours-best-of-2"}
     assert {r["dataset"] for r in report.rows} == {"lucide", "tabler", "all"}
     vt = next(r for r in report.rows if r["method"] == "vtracer-binary" and r["dataset"] == "all")
     assert vt["valid"] == 1.0 and vt["ssim"] > 0.7 and vt["n"] == 6
