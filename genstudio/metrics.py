@@ -11,22 +11,21 @@ def _as_float(img) -> np.ndarray:
     return a.astype(np.float64)
 
 
+def _masked_mean(d: np.ndarray, mask) -> float:
+    """Mean of a per-pixel error map, optionally over a (H,W) or full-shape boolean mask."""
+    if mask is None:
+        return float(d.mean())
+    m = np.asarray(mask, bool)
+    m = np.broadcast_to(m[..., None] if m.ndim == d.ndim - 1 else m, d.shape)
+    return float(d[m].mean()) if m.any() else 0.0
+
+
 def mse(a, b, mask=None) -> float:
-    a, b = _as_float(a), _as_float(b)
-    d = (a - b) ** 2
-    if mask is not None:
-        m = np.broadcast_to(np.asarray(mask, bool)[..., None] if np.ndim(mask) == d.ndim - 1 else mask, d.shape)
-        return float(d[m].mean()) if m.any() else 0.0
-    return float(d.mean())
+    return _masked_mean((_as_float(a) - _as_float(b)) ** 2, mask)
 
 
 def l1(a, b, mask=None) -> float:
-    a, b = _as_float(a), _as_float(b)
-    d = np.abs(a - b)
-    if mask is not None:
-        m = np.broadcast_to(np.asarray(mask, bool)[..., None] if np.ndim(mask) == d.ndim - 1 else mask, d.shape)
-        return float(d[m].mean()) if m.any() else 0.0
-    return float(d.mean())
+    return _masked_mean(np.abs(_as_float(a) - _as_float(b)), mask)
 
 
 def psnr(a, b, mask=None) -> float:

@@ -30,3 +30,15 @@ def test_dit_benchmark_quick(tmp_path):
     train_rows = [r for r in rows if r["method"].startswith("DiT train")]
     assert len(train_rows) == 2 and all(r["steps_per_s"] > 0 and 0 < r["mfu_vs_bf16_peak"] < 1 for r in train_rows)
     assert {r["method"] for r in rows} >= {"sample ddim", "sample dpm"}
+
+
+def test_masked_metrics():
+    import numpy as np
+    from genstudio.metrics import l1, mse, psnr
+    a = np.zeros((4, 4, 3), np.uint8)
+    b = a.copy()
+    b[:2] = 255
+    mask = np.zeros((4, 4), bool)
+    mask[:2] = True
+    assert mse(a, b) == 0.5 and mse(a, b, mask) == 1.0 and mse(a, b, ~mask) == 0.0
+    assert l1(a, b, mask) == 1.0 and psnr(a, a) == float("inf")
