@@ -53,6 +53,26 @@ def save_image(path, image) -> Path:
     return Path(path)
 
 
+def flatten_alpha(image: Image.Image, background=(255, 255, 255)) -> Image.Image:
+    """RGB image with any transparency composited onto `background` (an RGB tuple)."""
+    if image.mode in ("RGBA", "LA", "La", "RGBa", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, tuple(background[:3]) + (255,))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def pad_square(image: Image.Image, fill=(255, 255, 255)) -> Image.Image:
+    """Centre `image` on a square canvas of its longer side (no-op for square images)."""
+    w, h = image.size
+    if w == h:
+        return image
+    side = max(w, h)
+    canvas = Image.new(image.mode, (side, side), fill)
+    canvas.paste(image, ((side - w) // 2, (side - h) // 2))
+    return canvas
+
+
 def load_image(path, mode: str = "RGB", background=(255, 255, 255)) -> Image.Image:
     """Open an image; alpha is flattened onto `background`. Raises InputError on bad files."""
     p = Path(path)
@@ -61,11 +81,7 @@ def load_image(path, mode: str = "RGB", background=(255, 255, 255)) -> Image.Ima
     try:
         with Image.open(p) as im:
             im.load()
-            if im.mode in ("RGBA", "LA", "P") and mode == "RGB":
-                im = im.convert("RGBA")
-                canvas = Image.new("RGBA", im.size, background + (255,))
-                return Image.alpha_composite(canvas, im).convert("RGB")
-            return im.convert(mode)
+            return flatten_alpha(im, background) if mode == "RGB" else im.convert(mode)
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise InputError(f"{p} is not a readable image ({type(e).__name__}: {e})") from None
 

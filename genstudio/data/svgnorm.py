@@ -473,9 +473,9 @@ def rasterize_svg(text: str | bytes, size: int = 128, background: str | tuple = 
         im = Image.open(io.BytesIO(png)).convert("RGBA")
     except Exception as e:  # cairosvg raises anything from ParseError to ZeroDivisionError
         raise SVGError(f"SVG could not be rendered ({type(e).__name__}: {e})") from None
+    from genstudio.render import flatten_alpha
     bg = ImageColor.getrgb(background) if isinstance(background, str) else tuple(background)
-    canvas = Image.new("RGBA", im.size, tuple(bg[:3]) + (255,))
-    out = Image.alpha_composite(canvas, im).convert("RGB")
+    out = flatten_alpha(im, bg)
     if out.size != (size, size):  # a non-square viewBox keeps its aspect in cairosvg
         out = out.resize((size, size), Image.BICUBIC)
     return np.asarray(out, dtype=np.uint8)

@@ -24,6 +24,7 @@ import torch
 
 from genstudio.data.registry import BuildLog, DataError, register_source
 from genstudio.data.svgnorm import SVGError, normalize_svg, rasterize_svg, svg_stats
+from genstudio.render import flatten_alpha, pad_square
 
 IGNORE_INDEX = -100
 
@@ -44,16 +45,8 @@ def preprocess_image(image, size: int, mean: Sequence[float] = CLIP_MEAN,
     w, h = image.size
     if w == 0 or h == 0:
         raise ValueError(f"image has no pixels ({w}x{h}): expected a non-empty image")
-    if image.mode in ("RGBA", "LA", "La", "RGBa", "PA") or "transparency" in image.info:
-        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(white, image.convert("RGBA"))
-    image = image.convert("RGB")
-    side = max(w, h)
-    if w != h:
-        square = Image.new("RGB", (side, side), (255, 255, 255))
-        square.paste(image, ((side - w) // 2, (side - h) // 2))
-        image = square
-    if side != size:
+    image = pad_square(flatten_alpha(image))
+    if max(w, h) != size:
         image = image.resize((size, size), Image.BICUBIC)
     x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
     return (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)

@@ -23,7 +23,7 @@ from PIL import Image
 
 from genstudio.data.svgnorm import SVGError, rasterize_svg, svg_stats
 from genstudio.metrics import mse, ssim
-from genstudio.render import InputError, load_image, write_text
+from genstudio.render import InputError, flatten_alpha, load_image, pad_square, write_text
 
 from .svgtools import is_unsafe, repair_svg, sanitize_svg, set_root_attributes, validate_svg, viewbox_of
 
@@ -63,22 +63,10 @@ class SVGOutput:
 
 # ---- Image helpers ----
 
-def flatten_on_white(image: Image.Image) -> Image.Image:
-    if image.mode in ("RGBA", "LA", "P", "PA"):
-        rgba = image.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(canvas, rgba).convert("RGB")
-    return image.convert("RGB")
-
-
 def square_on_white(image: Image.Image, size: int) -> np.ndarray:
     """The model's view of an image, as uint8 HxWx3: flattened, padded square (centred), resized."""
-    image = flatten_on_white(image)
-    w, h = image.size
-    side = max(w, h)
-    canvas = Image.new("RGB", (side, side), (255, 255, 255))
-    canvas.paste(image, ((side - w) // 2, (side - h) // 2))
-    return np.asarray(canvas.resize((size, size), Image.BICUBIC), dtype=np.uint8)
+    square = pad_square(flatten_alpha(image))
+    return np.asarray(square.resize((size, size), Image.BICUBIC), dtype=np.uint8)
 
 
 def render_at_aspect(svg_square: str, width: int, height: int) -> Image.Image:
@@ -141,9 +129,9 @@ class StarVectorPipeline:
         if isinstance(image, (str, os.PathLike)):
             return load_image(image), str(image)
         if isinstance(image, Image.Image):
-            return flatten_on_white(image), None
+            return flatten_alpha(image), None
         if isinstance(image, np.ndarray):
-            return flatten_on_white(Image.fromarray(image)), None
+            return flatten_alpha(Image.fromarray(image)), None
         raise InputError(f"expected an image path or a PIL image, got {type(image).__name__}")
 
     # 2. generation
