@@ -1,0 +1,1 @@
+"""PUT pluralistic image inpainting."""

@@ -1,0 +1,141 @@
+"""PUT inference: `PUTInpaintPipeline.from_pretrained(...)(image, mask, num_samples=4, seed=0)`.
+
+Images of any size: the model works at `resolution` (the long side, default the training
+size), the filled holes are upsampled back, and every known pixel of the original image is
+copied into the output unchanged. Mask convention: white (non-zero) = hole to fill.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from genstudio.render import InputError
+
+DEFAULT_MODEL = "put-photos-S"
+
+
+@dataclass
+class InpaintOutput:
+    images: list                      # N PIL images, the size of the input
+    hole: np.ndarray                  # (H, W) bool, True = filled pixel
+    work_size: tuple[int, int]        # (W, H) the models ran at
+    tokens: torch.Tensor | None = None  # (N, h, w) known-codebook tokens
+    info: dict = field(default_factory=dict)
+
+
+def _as_image(image, what: str) -> Image.Image:
+    if isinstance(image, (str, os.PathLike)):
+        from genstudio.render import load_image
+        return load_image(image, "L" if what == "mask" else "RGB")
+    if isinstance(image, np.ndarray):
+        arr = image
+        if arr.dtype == bool:
+            arr = arr.astype(np.uint8) * 255
+        elif arr.dtype != np.uint8:
+            arr = np.clip(arr * (255 if arr.max() <= 1.0 else 1), 0, 255).astype(np.uint8)
+        image = Image.fromarray(arr)
+    if not isinstance(image, Image.Image):
+        raise InputError(f"{what} must be a path, a PIL image or an array, got {type(image).__name__}")
+    if what == "mask":
+        if image.mode in ("RGBA", "LA"):  # a painted layer: the paint is the hole
+            return image.getchannel("A")
+        return image.convert("L")
+    from genstudio.render import flatten_alpha
+    return flatten_alpha(image) if image.mode in ("RGBA", "LA", "P") else image.convert("RGB")
+
+
+def prepare_hole(mask, size: tuple[int, int]) -> np.ndarray:
+    """Mask (white = hole) -> (H, W) bool, with the checks a user needs to hear about."""
+    m = _as_image(mask, "mask")
+    if m.size != size:
+        raise InputError(f"the mask is {m.size[0]}x{m.size[1]} but the image is {size[0]}x{size[1]}; "
+                         "they must have the same size")
+    hole = np.asarray(m) > 127
+    if not hole.any():
+        raise InputError("the mask has no hole (white = region to fill): nothing to inpaint")
+    if hole.all():
+        raise InputError("the mask covers the whole image: PUT needs some known pixels to work from")
+    return hole
+
+
+def work_size(width: int, height: int, resolution: int, patch: int) -> tuple[int, int]:
+    """Scale so the long side is `resolution`; both sides multiples of the patch size."""
+    s = resolution / max(width, height)
+    return (max(patch, round(width * s / patch) * patch), max(patch, round(height * s / patch) * patch))
+
+
+class PUTInpaintPipeline:
+    """P-VQVAE + UQ-Transformer; see pipelines/inpaint/put.py."""
+
+    def __init__(self, vqvae, transformer, device: str | None = None):
+        from genstudio.device import resolve_device
+        self.device = resolve_device(device) if device in (None, "auto") else device
+        self.vqvae = vqvae.to(self.device).eval()
+        self.transformer = transformer.to(self.device).eval()
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | None = None,
+                        dtype: torch.dtype = torch.float32) -> "PUTInpaintPipeline":
+        from genstudio.hub import resolve
+        from .put import PatchVQVAE, UnquantizedTransformer
+        vqvae = PatchVQVAE.from_pretrained(resolve(name_or_path, "vqvae"), torch_dtype=dtype)
+        transformer = UnquantizedTransformer.from_pretrained(resolve(name_or_path, "transformer"), torch_dtype=dtype)
+        return cls(vqvae, transformer, device)
+
+    def save_pretrained(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+        """Writes vqvae/ and transformer/ (optionally cast, e.g. torch.float16 to ship)."""
+        import copy
+        path = Path(path)
+        for name, model in (("vqvae", self.vqvae), ("transformer", self.transformer)):
+            m = copy.deepcopy(model).to("cpu", dtype) if dtype is not None else model
+            m.save_pretrained(path / name, safe_serialization=True)
+        return path
+
+    @torch.no_grad()
+    def __call__(self, image, mask, num_samples: int = 1, top_k: int = 50, temperature: float = 1.0,
+                 tokens_per_step: int = 4, seed: int | None = 0, resolution: int | None = None,
+                 progress: bool = False) -> InpaintOutput:
+        from tqdm.auto import tqdm
+        from .put import patch_known_mask, sample_tokens
+        if num_samples < 1:
+            raise InputError(f"num_samples must be >= 1, got {num_samples}")
+        # 1. Inputs: the image, its hole mask, the working size.
+        image = _as_image(image, "image")
+        hole = prepare_hole(mask, image.size)
+        patch = self.vqvae.patch_size
+        size = work_size(*image.size, resolution or self.vqvae.config.sample_size, patch)
+        small = np.asarray(image.resize(size, Image.BICUBIC), np.float32) / 127.5 - 1
+        # A low-resolution pixel is known only if all of its source pixels are (BOX filter > 0).
+        small_hole = np.asarray(Image.fromarray(hole.astype(np.uint8) * 255).resize(size, Image.BOX)) > 0
+        x = torch.from_numpy(small.transpose(2, 0, 1)).to(self.device)[None].repeat(num_samples, 1, 1, 1)
+        known = torch.from_numpy(~small_hole).float().to(self.device)[None, None].repeat(num_samples, 1, 1, 1)
+        x = x.to(self.vqvae.dtype) * known.to(self.vqvae.dtype)
+        known = known.to(self.vqvae.dtype)
+        # 2. Un-quantised features of the masked image; tokens of the fully known patches.
+        features = self.vqvae.encode(x, known)
+        patch_known = patch_known_mask(known, patch)
+        known_tokens = self.vqvae.quantize(features, known).indices.masked_fill(~patch_known, 0)
+        # 3. Fill masked tokens, most confident first (N samples in one batch, one generator).
+        generator = torch.Generator().manual_seed(int(seed) if seed is not None else int(torch.seed() % 2**63))
+        steps = int(np.ceil((~patch_known[0]).sum().item() / tokens_per_step))
+        bar = tqdm(total=steps, desc="PUT sampling", disable=not progress)
+        tokens = sample_tokens(self.transformer, self.vqvae, features.permute(0, 2, 3, 1), patch_known,
+                               known_tokens, top_k=top_k, temperature=temperature,
+                               tokens_per_step=tokens_per_step, generator=generator, progress=bar)
+        bar.close()
+        # 4. Decode with the masked image as guide; back to full size with known pixels pasted.
+        out = self.vqvae.decode_tokens(tokens, x, known).float().clamp(-1, 1)
+        original = np.asarray(image)
+        images = []
+        for o in out.cpu().numpy():
+            filled = Image.fromarray(((o.transpose(1, 2, 0) + 1) * 127.5).round().astype(np.uint8))
+            filled = np.asarray(filled.resize(image.size, Image.BICUBIC))
+            images.append(Image.fromarray(np.where(hole[..., None], filled, original)))
+        return InpaintOutput(images, hole, size, tokens.cpu(),
+                             {"hole_ratio": float(hole.mean()), "sampling_steps": steps,
+                              "masked_tokens": int((~patch_known[0]).sum())})

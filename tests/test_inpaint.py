@@ -1,0 +1,266 @@
+"""PUT inpainting: masks, patch locality, known-pixel preservation, sampling, save/load, CLI, bench."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import FIXTURES
+from pipelines.inpaint.masks import RATIO_BUCKETS, hole_ratio, random_hole_mask
+from pipelines.inpaint.put import (PUT_CONFIGS, PatchVQVAE, UnquantizedTransformer, patch_known_mask,
+                                   transformer_loss)
+
+
+def _tiny_models(seed=0):
+    torch.manual_seed(seed)
+    vqvae = PatchVQVAE(**PUT_CONFIGS["tiny"]["vqvae"]).eval()
+    transformer = UnquantizedTransformer(feature_dim=vqvae.config.latent_dim,
+                                         num_tokens=vqvae.config.codebook_size_known,
+                                         **PUT_CONFIGS["tiny"]["transformer"]).eval()
+    return vqvae, transformer
+
+
+@pytest.fixture(scope="module")
+def tiny_put_dir(tmp_path_factory):
+    from pipelines.inpaint.pipeline import PUTInpaintPipeline
+    d = tmp_path_factory.mktemp("ckpt") / "put-tiny"
+    PUTInpaintPipeline(*_tiny_models(), device="cpu").save_pretrained(d)
+    return d
+
+
+def _image_and_hole(w=45, h=37, seed=0):
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    hole = np.zeros((h, w), bool)
+    hole[10:25, 8:30] = True
+    return image, hole
+
+
+# ---- masks ----
+
+@pytest.mark.parametrize("bucket", list(RATIO_BUCKETS))
+def test_random_masks_hit_their_ratio_bucket_and_are_seeded(bucket):
+    lo, hi = RATIO_BUCKETS[bucket]
+    for s in range(5):
+        m = random_hole_mask(96, 128, (lo, hi), np.random.default_rng(s))
+        assert m.shape == (96, 128) and m.dtype == bool
+        assert lo <= hole_ratio(m) <= hi
+    a = random_hole_mask(64, 64, (lo, hi), np.random.default_rng(3))
+    assert np.array_equal(a, random_hole_mask(64, 64, (lo, hi), np.random.default_rng(3)))
+
+
+# ---- P-VQVAE ----
+
+def test_patch_locality_masked_pixels_cannot_change_known_patch_tokens():
+    vqvae, _ = _tiny_models()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    known = torch.ones(2, 1, 32, 32)
+    known[:, :, 5:14, 9:20] = 0                       # touches several patches partially
+    y = x.clone()
+    y[:, :, 5:14, 9:20] = torch.rand(2, 3, 9, 11) * 2 - 1  # anything at all in the hole
+    with torch.no_grad():
+        fx, fy = vqvae.encode(x, known), vqvae.encode(y, known)
+        fx_unmasked, fy_unmasked = vqvae.encode(x), vqvae.encode(y)
+        tx, ty = vqvae.quantize(fx, known).indices, vqvae.quantize(fy, known).indices
+    patch_known = patch_known_mask(known, vqvae.patch_size)
+    assert patch_known.any() and (~patch_known).any()
+    assert torch.equal(tx[patch_known], ty[patch_known])
+    # Even without masking, only the patches containing the changed pixels change.
+    assert torch.equal(fx_unmasked.permute(0, 2, 3, 1)[patch_known], fy_unmasked.permute(0, 2, 3, 1)[patch_known])
+    assert not torch.equal(fx_unmasked.permute(0, 2, 3, 1)[~patch_known], fy_unmasked.permute(0, 2, 3, 1)[~patch_known])
+    # Known patches use the known codebook, the others the unknown one.
+    assert (tx[patch_known] < vqvae.num_known_codes).all() and (tx[~patch_known] >= vqvae.num_known_codes).all()
+
+
+def test_patch_known_mask_requires_every_pixel_known():
+    known = torch.ones(1, 1, 16, 16)
+    known[0, 0, 3, 12] = 0
+    pk = patch_known_mask(known, 8)
+    assert pk.shape == (1, 2, 2) and pk.tolist() == [[[True, False], [True, True]]]
+
+
+def test_decoder_pastes_known_pixels_and_shape_errors():
+    vqvae, _ = _tiny_models()
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    known = (torch.rand(1, 1, 32, 32) > 0.3).float()
+    with torch.no_grad():
+        tokens = vqvae.quantize(vqvae.encode(x)).indices
+        out = vqvae.decode_tokens(tokens, x * known, known)
+    assert torch.equal(out[known.expand_as(out) > 0], x[known.expand_as(x) > 0])
+    with pytest.raises(ValueError, match="multiples of 8"):
+        vqvae.encode(torch.zeros(1, 3, 30, 32))
+    with pytest.raises(ValueError, match="decoder_channels"):
+        PatchVQVAE(patch_size=4, decoder_channels=(8, 8, 8, 8))
+
+
+def test_training_losses_decrease_on_a_fixed_batch():
+    from pipelines.inpaint.train import vqvae_loss
+    vqvae, transformer = _tiny_models()
+    vqvae.train()
+    g = torch.Generator().manual_seed(0)
+    photo = np.asarray(Image.open(FIXTURES / "coffee_128.png").convert("RGB"), np.float32) / 127.5 - 1
+    crops = [photo[y:y + 32, x:x + 32] for y, x in ((0, 0), (40, 40), (64, 10), (90, 90))]
+    batch = {"image": torch.from_numpy(np.stack(crops).transpose(0, 3, 1, 2).copy()),
+             "known": (torch.rand(4, 1, 32, 32, generator=g) > 0.4).float(), "erase": torch.ones(4, 1, 32, 32)}
+    batch["known"][:, :, 8:24, 8:24] = 0
+    opt = torch.optim.Adam(vqvae.parameters(), 3e-3)
+    losses = []
+    for _ in range(40):
+        loss, logs = vqvae_loss(vqvae, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0] and {"l1", "vq", "perplexity"} <= set(logs)
+    vqvae.eval()
+    transformer.train()
+    opt = torch.optim.Adam(transformer.parameters(), 3e-3)
+    ce = []
+    for _ in range(25):
+        loss, acc = transformer_loss(transformer, vqvae, batch["image"], batch["known"], random_quantize=0.3)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        ce.append(loss.item())
+    assert ce[-1] < 0.7 * ce[0] and 0.0 <= acc <= 1.0
+
+
+def test_transformer_loss_is_zero_without_masked_patches_and_any_grid_works():
+    vqvae, transformer = _tiny_models()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    loss, acc = transformer_loss(transformer, vqvae, x, torch.ones(2, 1, 32, 32))
+    assert loss.item() == 0.0
+    logits = transformer(torch.randn(1, 3, 5, vqvae.config.latent_dim))  # sin-cos positions: any grid
+    assert logits.shape == (1, 3, 5, vqvae.num_known_codes)
+
+
+# ---- pipeline ----
+
+def test_pipeline_keeps_known_pixels_bit_identical_at_any_size(tiny_put_dir):
+    from pipelines.inpaint.pipeline import PUTInpaintPipeline
+    pipe = PUTInpaintPipeline.from_pretrained(tiny_put_dir, device="cpu")
+    image, hole = _image_and_hole(45, 37)
+    out = pipe(Image.fromarray(image), hole, num_samples=2, seed=1)
+    assert len(out.images) == 2 and out.work_size[0] % 8 == 0 and out.work_size[1] % 8 == 0
+    for im in out.images:
+        a = np.asarray(im)
+        assert a.shape == image.shape
+        assert np.array_equal(a[~hole], image[~hole])
+    assert out.tokens.shape[0] == 2 and (out.tokens < pipe.vqvae.num_known_codes).all()
+
+
+def test_pipeline_is_pluralistic_and_seeded(tiny_put_dir):
+    from pipelines.inpaint.pipeline import PUTInpaintPipeline
+    pipe = PUTInpaintPipeline.from_pretrained(tiny_put_dir, device="cpu")
+    image, hole = _image_and_hole(32, 32)
+    a = pipe(image, hole, num_samples=3, seed=5, top_k=16)
+    b = pipe(image, hole, num_samples=3, seed=5, top_k=16)
+    c = pipe(image, hole, num_samples=3, seed=6, top_k=16)
+    assert torch.equal(a.tokens, b.tokens)
+    assert not torch.equal(a.tokens, c.tokens)
+    assert len({tuple(t.flatten().tolist()) for t in a.tokens}) > 1  # the samples differ from each other
+    greedy = pipe(image, hole, num_samples=2, seed=0, top_k=1)
+    assert torch.equal(greedy.tokens[0], greedy.tokens[1])
+
+
+def test_pipeline_save_load_round_trip_fp16(tiny_put_dir, tmp_path):
+    from pipelines.inpaint.pipeline import PUTInpaintPipeline
+    pipe = PUTInpaintPipeline.from_pretrained(tiny_put_dir, device="cpu")
+    pipe.save_pretrained(tmp_path / "again")
+    again = PUTInpaintPipeline.from_pretrained(tmp_path / "again", device="cpu")
+    image, hole = _image_and_hole(40, 40)
+    assert torch.equal(pipe(image, hole, seed=3).tokens, again(image, hole, seed=3).tokens)
+    pipe.save_pretrained(tmp_path / "half", dtype=torch.float16)
+    st = next((tmp_path / "half" / "transformer").glob("*.safetensors"))
+    from safetensors import safe_open
+    with safe_open(str(st), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+    assert PUTInpaintPipeline.from_pretrained(tmp_path / "half", device="cpu")(image, hole).images[0].size == (40, 40)
+
+
+def test_pipeline_mask_errors(tiny_put_dir):
+    from genstudio.render import InputError
+    from pipelines.inpaint.pipeline import PUTInpaintPipeline
+    pipe = PUTInpaintPipeline.from_pretrained(tiny_put_dir, device="cpu")
+    image, hole = _image_and_hole(32, 32)
+    with pytest.raises(InputError, match="same size"):
+        pipe(image, np.zeros((16, 16), bool) | True)
+    with pytest.raises(InputError, match="no hole"):
+        pipe(image, np.zeros((32, 32), bool))
+    with pytest.raises(InputError, match="whole image"):
+        pipe(image, np.ones((32, 32), bool))
+    with pytest.raises(InputError, match="num_samples"):
+        pipe(image, hole, num_samples=0)
+
+
+# ---- CLI ----
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "genstudio.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def test_cli_writes_n_completions_keeping_known_pixels(tiny_put_dir, tmp_path):
+    image = FIXTURES / "coffee_128.png"
+    src = np.asarray(Image.open(image).convert("RGB"))
+    hole = np.zeros(src.shape[:2], bool)
+    hole[30:70, 40:90] = True
+    Image.fromarray(hole.astype(np.uint8) * 255).save(tmp_path / "mask.png")
+    r = _cli("--seed", "0", "inpaint", "--image", str(image), "--mask", str(tmp_path / "mask.png"), "-n", "2",
+             "-o", str(tmp_path / "out"), "--model", str(tiny_put_dir))
+    assert r.returncode == 0, r.stdout + r.stderr
+    files = sorted((tmp_path / "out").glob("*.png"))
+    assert [f.name for f in files] == ["coffee_128_inpaint_0.png", "coffee_128_inpaint_1.png"]
+    for f in files:
+        assert np.array_equal(np.asarray(Image.open(f).convert("RGB"))[~hole], src[~hole])
+    assert "wrote" in r.stdout + r.stderr
+
+
+def test_cli_bad_inputs_one_line_errors(tiny_put_dir, tmp_path):
+    image = FIXTURES / "coffee_128.png"
+    Image.new("L", (10, 10), 255).save(tmp_path / "small.png")
+    Image.new("L", (128, 128), 0).save(tmp_path / "empty.png")
+    (tmp_path / "corrupt.png").write_bytes(b"not an image")
+    cases = [("small.png", "same size"), ("empty.png", "no hole"), ("corrupt.png", "not a readable image"),
+             ("missing.png", "does not exist")]
+    for mask, message in cases:
+        r = _cli("inpaint", "--image", str(image), "--mask", str(tmp_path / mask), "-o", str(tmp_path / "o"),
+                 "--model", str(tiny_put_dir))
+        assert r.returncode != 0 and message in r.stdout + r.stderr, (mask, r.stdout + r.stderr)
+        assert "Traceback" not in r.stdout + r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+# ---- benchmark and app ----
+
+def test_bench_quick_with_tiny_model(tiny_put_dir, tmp_path, monkeypatch):
+    from genstudio.bench import Report
+    from pipelines.inpaint import bench
+    src = np.asarray(Image.open(FIXTURES / "coffee_128.png").convert("RGB").resize((32, 32)))
+    fake = {name: [(src, random_hole_mask(32, 32, r, np.random.default_rng(0)))] for name, r in RATIO_BUCKETS.items()}
+    monkeypatch.setattr(bench, "test_set", lambda per_bucket, size, seed=0: fake)
+    report = Report("inpaint", tmp_path)
+    bench.bench_inpaint(report, quick=True, model=str(tiny_put_dir))
+    methods = {r["method"] for r in report.rows}
+    assert {"cv2-telea", "cv2-ns", "skimage-biharmonic"} <= methods and any("PUT" in m for m in methods)
+    assert len(report.rows) == 3 * 4
+    ours = [r for r in report.rows if "PUT" in r["method"]]
+    assert all(r["diversity_l1"] > 0 for r in ours)
+    assert all(r["diversity_l1"] == 0 for r in report.rows if "PUT" not in r["method"])
+    report.write()
+    assert (tmp_path / "inpaint.md").read_text().count("PUT") >= 3
+
+
+def test_app_editor_value_to_hole_and_inpaint(tiny_put_dir):
+    from apps.inpaint import editor_to_image_and_hole, inpaint
+    bg = Image.fromarray(_image_and_hole(40, 32)[0])
+    layer = Image.new("RGBA", bg.size, (0, 0, 0, 0))
+    layer.paste((255, 0, 255, 255), (5, 5, 20, 15))
+    image, hole = editor_to_image_and_hole({"background": bg, "layers": [layer], "composite": bg})
+    assert hole.sum() == 15 * 10 and image.size == bg.size
+    images, masked, info = inpaint({"background": bg, "layers": [layer]}, 2, 0, 50, model=str(tiny_put_dir))
+    assert len(images) == 2 and info["hole_ratio"] == pytest.approx(150 / (40 * 32))
+    with pytest.raises(ValueError, match="Upload an image"):
+        inpaint(None)
