@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install demo test bench train-tokenizer train-starvector app clean
+.PHONY: install demo test bench train-tokenizer train-starvector train-put train-vdt train-meshanything app clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -32,6 +32,9 @@ bench: install
 	$(VENV)/bin/genstudio bench dit
 	$(VENV)/bin/genstudio bench vq
 	$(VENV)/bin/genstudio bench svg --option per_set=8 --option candidates=4
+	$(VENV)/bin/genstudio bench inpaint
+	$(VENV)/bin/genstudio data prepare clips
+	$(VENV)/bin/genstudio bench video --option steps=10,25,50 --option clips=16
 
 train-starvector: install
 	$(VENV)/bin/genstudio data prepare icons
@@ -42,6 +45,22 @@ train-starvector: install
 train-tokenizer: install
 	$(VENV)/bin/genstudio data prepare photos --option debian=true
 	$(VENV)/bin/genstudio train tokenizer --output-dir runs/tokenizer-simvq-photos
+
+train-put: install
+	$(VENV)/bin/genstudio data prepare photos --option debian=true
+	$(VENV)/bin/genstudio train put --set stage='"vqvae"' --set steps=1500 --output-dir runs/put-vqvae-S
+	$(VENV)/bin/genstudio train put --set stage='"transformer"' --set vqvae='"runs/put-vqvae-S"' --set steps=1500 \
+	  --output-dir runs/put-transformer-S
+	$(PY) -m pipelines.inpaint.train runs/put-vqvae-S runs/put-transformer-S checkpoints/put-photos-S
+
+train-vdt: install
+	$(VENV)/bin/genstudio train vdt --set preset='"S"' --set steps=1100 --set batch_size=16 --set lr=5e-4 \
+	  --set warmup_steps=100 --set save_every=250 --output-dir runs/vdt-physics-S
+
+train-meshanything: install
+	$(VENV)/bin/genstudio data prepare meshes
+	$(VENV)/bin/genstudio train meshanything --set preset='"S"' --set steps=20000 --set batch_size=8 \
+	  --set lr=5e-4 --set warmup_steps=500 --output-dir runs/meshanything-urdf-S
 
 app: install
 	$(VENV)/bin/genstudio app

@@ -56,3 +56,22 @@ def f_score(a: np.ndarray, b: np.ndarray, threshold: float = 0.02) -> float:
     db, _ = cKDTree(a).query(b)
     precision, recall = (da < threshold).mean(), (db < threshold).mean()
     return float(0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall))
+
+
+def normal_consistency(points_a: np.ndarray, normals_a: np.ndarray, points_b: np.ndarray, normals_b: np.ndarray,
+                       oriented: bool = False) -> float:
+    """Mean |cos| between each point's normal and that of its nearest point in the other set, averaged
+    both ways (Occupancy Networks' normal consistency; 1 = identical). `oriented=True` keeps the sign,
+    so flipped faces count against a mesh."""
+    from scipy.spatial import cKDTree
+
+    def one_way(p, n, q, m):
+        _, index = cKDTree(q).query(p)
+        n = n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+        m = m[index] / np.maximum(np.linalg.norm(m[index], axis=1, keepdims=True), 1e-12)
+        cos = np.einsum("ij,ij->i", n, m)
+        return float((cos if oriented else np.abs(cos)).mean())
+
+    a, b = np.asarray(points_a, float), np.asarray(points_b, float)
+    return (one_way(a, np.asarray(normals_a, float), b, np.asarray(normals_b, float))
+            + one_way(b, np.asarray(normals_b, float), a, np.asarray(normals_a, float))) / 2

@@ -148,3 +148,16 @@ def recipe(cfg: dict):
 
 __all__ = ["MaskedPhotoDataset", "recipe", "vqvae_loss", "evaluate_vqvae", "evaluate_transformer",
            "patch_known_mask"]
+
+
+def export_checkpoint(vqvae_dir, transformer_dir, out_dir) -> None:
+    """Both trained stages -> one shippable fp16 folder (vqvae/ + transformer/)."""
+    from .pipeline import PUTInpaintPipeline
+    pipe = PUTInpaintPipeline(PatchVQVAE.from_pretrained(vqvae_dir), UnquantizedTransformer.from_pretrained(transformer_dir),
+                              device="cpu")
+    pipe.save_pretrained(out_dir, dtype=torch.float16)
+
+
+if __name__ == "__main__":  # python -m pipelines.inpaint.train VQVAE_DIR TRANSFORMER_DIR OUT_DIR
+    import sys
+    export_checkpoint(*sys.argv[1:4])

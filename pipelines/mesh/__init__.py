@@ -1,0 +1,1 @@
+"""MeshAnything (V1 and V2): point cloud with normals -> artist-like triangle mesh."""

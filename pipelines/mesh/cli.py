@@ -1,0 +1,49 @@
+"""`genstudio mesh`: a dense mesh or a point cloud -> an artist-like mesh with MeshAnything."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .pipeline import DEFAULT_MODEL, OUTPUT_SUFFIXES  # no torch at import: `genstudio --help` stays fast
+
+
+def mesh(input: Path = typer.Option(..., "--input", "-i",
+                                    help="A mesh (.obj/.ply/.glb/.gltf/.stl/.off) or points (.npy, (N, 3) or "
+                                         "(N, 6) with normals)."),
+         output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                               help="Output mesh: .obj, .glb, .ply, .stl or .off "
+                                                    "(default: outputs/mesh/<name>.obj)."),
+         marching_cubes: bool = typer.Option(False, "--marching-cubes",
+                                             help="Remesh the input densely first (voxelise + marching cubes), "
+                                                  "as the reference's --mc; use it for meshes that are not "
+                                                  "dense scans/reconstructions."),
+         max_faces: int = typer.Option(800, "--max-faces", min=1, help="Most faces to generate."),
+         model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Checkpoint name, folder or hub id."),
+         temperature: float = typer.Option(0.0, min=0.0, help="0 = greedy; > 0 samples."),
+         top_k: int = typer.Option(50, "--top-k", min=0, help="Sampling: keep the k likeliest tokens."),
+         top_p: float = typer.Option(0.95, "--top-p", min=0.0, max=1.0, help="Sampling: nucleus."),
+         seed: Optional[int] = typer.Option(None, "--seed", help="Seed for point sampling and decoding "
+                                                                 "(default: the global --seed, else 0).")):
+    """Turn a dense mesh or point cloud into a compact mesh; print #V/#F and the output path."""
+    from genstudio.cli import SETTINGS, console
+    from genstudio.render import InputError
+    from .pipeline import MeshAnythingPipeline, load_input
+
+    target = output or Path("outputs/mesh") / f"{input.stem}.obj"
+    if target.is_dir():
+        target = target / f"{input.stem}.obj"
+    if target.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise InputError(f"output {target} should end in one of {', '.join(OUTPUT_SUFFIXES)}")
+    source = load_input(input)  # a bad file fails here, before the model loads
+    seed = seed if seed is not None else (SETTINGS.seed if SETTINGS.seed is not None else 0)
+    pipe = MeshAnythingPipeline.from_pretrained(model, device=SETTINGS.device)
+    out = pipe(source, max_faces=max_faces, seed=seed, temperature=temperature, top_k=top_k, top_p=top_p,
+               marching_cubes=marching_cubes)
+    if out.failed:
+        raise RuntimeError(f"{input}: {out.message}; nothing was written (try --marching-cubes or another --seed)")
+    out.save(target)
+    size = f"input #F={out.input_faces}, " if out.input_faces is not None else ""
+    console.print(f"[green]wrote[/green] {target}  #V={out.num_vertices} #F={out.num_faces}  "
+                  f"({size}{out.message}, {out.seconds:.1f} s)")

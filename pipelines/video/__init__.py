@@ -1,0 +1,1 @@
+"""VDT: video diffusion transformers via mask modelling (prediction, interpolation, completion, animation)."""

@@ -1,0 +1,86 @@
+"""`genstudio video`: predict, interpolate, complete, animate or generate a short clip with VDT.
+
+    genstudio video --task predict --input clip.mp4 -o future.gif --num-known 4
+    genstudio video --task complete --input clip.gif --mask hole.png -o filled.gif
+    genstudio video --task generate -o sample.gif --seed 3
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+# Kept literal (not imported from .pipeline) so that `genstudio --help` does not import torch.
+DEFAULT_MODEL = "vdt-physics-S"
+TASKS = ("generate", "predict", "backward", "interpolate", "complete", "animate")
+OUTPUT_SUFFIXES = (".gif", ".mp4")
+
+
+def _output_path(output: Optional[Path], input: Optional[Path], task: str) -> Path:
+    from genstudio.render import InputError
+    stem = f"{input.stem}-{task}" if input is not None else task
+    target = output or Path("outputs/video") / f"{stem}.gif"
+    if target.is_dir():
+        target = target / f"{stem}.gif"
+    if target.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise InputError(f"output {target} should end in .gif or .mp4")
+    return target
+
+
+def video(task: str = typer.Option("predict", "--task", "-t", help=f"One of: {', '.join(TASKS)}."),
+          input: Optional[Path] = typer.Option(None, "--input", "-i",
+                                               help="A video (MP4/GIF/AVI/...), a folder of frames, or one image "
+                                                    "(animate). Not needed for generate."),
+          output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                                help="Result .gif or .mp4 (default: outputs/video/<name>-<task>.gif)."),
+          num_known: Optional[int] = typer.Option(None, "--num-known", "-k", min=1,
+                                                  help="Given frames for predict/backward/interpolate (default: "
+                                                       "half the clip for predict, 4 keyframes for interpolate)."),
+          mask: Optional[Path] = typer.Option(None, "--mask",
+                                              help="For complete (or any task): an image, white = generate."),
+          steps: int = typer.Option(25, "--steps", "-s", min=1, max=1000, help="Sampling steps (= model calls)."),
+          scheduler: str = typer.Option("dpm", "--scheduler", help="dpm (DPM-Solver++), ddim, euler or ddpm."),
+          model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Checkpoint name, folder or hub id."),
+          fps: float = typer.Option(8.0, "--fps", min=0.5, max=60, help="Frame rate of the written video."),
+          seed: Optional[int] = typer.Option(None, "--seed", help="Seed (default: the global --seed, else 0)."),
+          preview: Optional[Path] = typer.Option(None, "--preview",
+                                                 help="Also write what the model was given (generated part dimmed).")):
+    """Run one VDT task on a clip and write the result; prints what was given, what was generated,
+    and (when the input covers the generated frames) the error against it."""
+    from genstudio.cli import SETTINGS, console
+    from genstudio.render import InputError, write_video
+
+    if task not in TASKS:
+        raise InputError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+    if input is None and task != "generate":
+        raise InputError(f"--task {task} needs --input (a video, GIF, folder of frames or image)")
+    if input is not None and not input.exists():
+        raise InputError(f"input {input} does not exist")
+    if mask is not None and not mask.exists():
+        raise InputError(f"mask {mask} does not exist")
+    target = _output_path(output, input, task)
+    if preview is not None and preview.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise InputError(f"preview {preview} should end in .gif or .mp4")
+
+    from .pipeline import VDTPipeline, load_frames
+    if input is not None:
+        load_frames(input, max_frames=1)  # a bad file fails here, before the model loads
+    pipe = VDTPipeline.from_pretrained(model, device=SETTINGS.device)
+    if seed is None:
+        seed = SETTINGS.seed if SETTINGS.seed is not None else 0
+    out = pipe(task=task, frames=str(input) if input is not None else None, mask=mask, num_known=num_known, num_inference_steps=steps,
+               scheduler=scheduler, seed=seed)
+    out.save(target, fps=fps)
+    if preview is not None:
+        write_video(preview, out.preview(), fps=fps)
+    for note in out.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    given = int((~out.mask).reshape(len(out.mask), -1).all(axis=1).sum())
+    line = (f"[green]wrote[/green] {target}  {task}: {len(out.frames)} frames "
+            f"{out.frames.shape[2]}x{out.frames.shape[1]}, {given} given whole, "
+            f"{out.mask.mean():.0%} generated, {out.nfe} model calls ({scheduler}), {out.seconds:.1f} s")
+    scores = out.reference_scores()
+    if scores:
+        line += f"; vs input: MSE={scores['mse']:.4f} PSNR={scores['psnr']:.2f} dB"
+    console.print(line, soft_wrap=True)
