@@ -55,6 +55,19 @@ def matmul_peak_flops(dtype_name: str = "bfloat16", n: int = 2048, repeats: int 
     return 2 * n**3 / best
 
 
+def training_steps(folder) -> int | None:
+    """Steps recorded by `genstudio train` next to a checkpoint (summary.json), if any."""
+    folder = Path(folder)
+    for f in (folder / "summary.json", folder.parent / "summary.json"):
+        try:
+            steps = json.loads(f.read_text()).get("steps")
+        except (ValueError, OSError):
+            continue
+        if steps:
+            return int(steps)
+    return None
+
+
 class Report:
     def __init__(self, task: str, out_dir: str | os.PathLike = "benchmarks/results"):
         self.task, self.out_dir = task, Path(out_dir)

@@ -42,3 +42,13 @@ def test_masked_metrics():
     mask[:2] = True
     assert mse(a, b) == 0.5 and mse(a, b, mask) == 1.0 and mse(a, b, ~mask) == 0.0
     assert l1(a, b, mask) == 1.0 and psnr(a, a) == float("inf")
+
+
+def test_training_steps_reads_the_summary_next_to_a_checkpoint(tmp_path):
+    from genstudio.bench import training_steps
+    (tmp_path / "run" / "final").mkdir(parents=True)
+    assert training_steps(tmp_path / "run" / "final") is None
+    (tmp_path / "run" / "summary.json").write_text('{"steps": 950}')
+    assert training_steps(tmp_path / "run" / "final") == 950
+    (tmp_path / "run" / "summary.json").write_text("not json")
+    assert training_steps(tmp_path / "run" / "final") is None

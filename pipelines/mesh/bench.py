@@ -18,6 +18,8 @@ missing checkpoint skips ours (and mc+qem@ours) with a note and still measures t
 """
 from __future__ import annotations
 
+from genstudio.bench import training_steps
+
 import os
 import time
 
@@ -83,16 +85,7 @@ def _load_pipeline(model: str, report):
         return None
     folder = resolve(model)
     params = sum(p.numel() for p in pipe.model.parameters())
-    steps = None
-    for f in (folder / "summary.json", folder.parent / "summary.json"):
-        if f.exists():
-            import json
-            try:
-                steps = json.loads(f.read_text()).get("steps")
-            except (ValueError, OSError):
-                pass
-            if steps:
-                break
+    steps = training_steps(folder)
     report.note(f"ours = MeshAnything checkpoint {model!r} ({folder}), {params / 1e6:.1f}M parameters, "
                 f"{pipe.model.config.tokenization} tokens, "
                 f"{f'{steps} training steps' if steps else 'training steps: see its model card'}, device {pipe.device}.")

@@ -12,6 +12,8 @@ a missing checkpoint skips "ours" with a note and still measures the baselines.
 """
 from __future__ import annotations
 
+from genstudio.bench import training_steps
+
 import io
 import os
 import threading
@@ -164,17 +166,8 @@ def load_inputs(sets, per_set: int, report=None) -> dict[str, list[tuple[str, st
 
 
 def _checkpoint_note(pipe, folder: Path, model: str) -> str:
-    import json
     params = sum(p.numel() for p in pipe.model.parameters()) if hasattr(pipe.model, "parameters") else 0
-    steps = None
-    for f in (folder / "summary.json", folder.parent / "summary.json", folder / "train_summary.json"):
-        if f.exists():
-            try:
-                steps = json.loads(f.read_text()).get("steps")
-            except (ValueError, OSError):
-                pass
-            if steps:
-                break
+    steps = training_steps(folder)
     return (f"ours = StarVector checkpoint {model!r} ({folder}), {params / 1e6:.1f}M parameters, "
             f"{f'{steps} training steps' if steps else 'training steps: see its model card'}; "
             f"image size {pipe.image_size} px, device {pipe.device}.")

@@ -20,6 +20,8 @@ missing checkpoint skips "ours" with a note and still measures the baselines.
 """
 from __future__ import annotations
 
+from genstudio.bench import training_steps
+
 import os
 import time
 
@@ -138,18 +140,9 @@ def load_datasets(count: int, frames: int, size: int, report) -> dict[str, np.nd
 
 
 def _model_note(model, name: str) -> str:
-    import json
     from genstudio.hub import resolve
     folder = resolve(name)
-    steps = None
-    for f in (folder / "summary.json", folder.parent / "summary.json", folder / "training_summary.json"):
-        if f.exists():
-            try:
-                steps = json.loads(f.read_text()).get("steps")
-            except (ValueError, OSError):
-                pass
-            if steps:
-                break
+    steps = training_steps(folder)
     c = model.config
     params = sum(p.numel() for p in model.parameters())
     return (f"ours = VDT checkpoint {name!r} ({folder}): {params / 1e6:.2f}M parameters, depth {c.depth}, "
