@@ -75,3 +75,16 @@ def _available_msg() -> str:
     names = available()
     return f"Shipped checkpoints: {', '.join(names)}." if names else \
         f"No shipped checkpoints were found in {checkpoints_dir()}."
+
+
+def load_safetensors_folder(folder: str | os.PathLike) -> dict:
+    """Every *.safetensors shard of a folder merged into one state dict (pickle weights are refused)."""
+    from safetensors.torch import load_file
+    folder = Path(folder)
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{folder} has no *.safetensors weights (pickle weights are not loaded)")
+    state: dict = {}
+    for f in files:
+        state.update(load_file(str(f)))
+    return state

@@ -466,16 +466,10 @@ class MeshAnythingModel(PreTrainedModel):
         from safetensors.torch import load_file
         path = Path(path_or_hub_id)
         if path.suffix == ".safetensors" and path.is_file():
-            files = [path]
+            state = load_file(str(path))
         else:
-            from genstudio.hub import resolve
-            folder = resolve(path_or_hub_id)
-            files = sorted(folder.glob("*.safetensors"))
-            if not files:
-                raise FileNotFoundError(f"{folder} has no *.safetensors weights (pickle weights are not loaded)")
-        state: dict[str, torch.Tensor] = {}
-        for f in files:
-            state.update(load_file(str(f)))
+            from genstudio.hub import load_safetensors_folder, resolve
+            state = load_safetensors_folder(resolve(path_or_hub_id))
         model = cls(official_config(state))
         missing, unexpected = model.load_state_dict(convert_official_state_dict(state), strict=False)
         missing = [k for k in missing if k != "transformer.lm.lm_head.weight"]  # tied to the embedding

@@ -213,8 +213,7 @@ class StarVectorModel(PreTrainedModel):
     @classmethod
     def from_official(cls, path_or_hub_id: str, dtype: torch.dtype | None = None) -> "StarVectorModel":
         """Load `starvector/starvector-1b-im2svg` (hub id or a local copy; safetensors only)."""
-        from safetensors.torch import load_file
-        from genstudio.hub import resolve
+        from genstudio.hub import load_safetensors_folder, resolve
         folder = resolve(path_or_hub_id)
         official = json.loads((folder / "config.json").read_text())
         encoder = official.get("image_encoder_type", "clip")
@@ -222,12 +221,7 @@ class StarVectorModel(PreTrainedModel):
             raise NotImplementedError(f"{path_or_hub_id}: only the StarCoder(1) + CLIP StarVector (1B) is supported; "
                                       f"this one uses image_encoder_type={encoder!r}, "
                                       f"LM {official.get('starcoder_model_name')!r}")
-        files = sorted(folder.glob("*.safetensors"))
-        if not files:
-            raise FileNotFoundError(f"{folder} has no *.safetensors weights (pickle weights are not loaded)")
-        state: dict[str, torch.Tensor] = {}
-        for f in files:
-            state.update(load_file(str(f)))
+        state = load_safetensors_folder(folder)
         config = _config_from_official(state, official)
         tokenizer = None
         if (folder / "tokenizer.json").exists() or (folder / "vocab.json").exists():
