@@ -35,6 +35,7 @@ bench: install
 	$(VENV)/bin/genstudio bench inpaint
 	$(VENV)/bin/genstudio data prepare clips
 	$(VENV)/bin/genstudio bench video --option steps=10,25,50 --option clips=16
+	$(VENV)/bin/genstudio bench mesh
 
 train-starvector: install
 	$(VENV)/bin/genstudio data prepare icons
@@ -59,8 +60,9 @@ train-vdt: install
 
 train-meshanything: install
 	$(VENV)/bin/genstudio data prepare meshes
-	$(VENV)/bin/genstudio train meshanything --set preset='"S"' --set steps=20000 --set batch_size=8 \
-	  --set lr=5e-4 --set warmup_steps=500 --output-dir runs/meshanything-urdf-S
+	$(VENV)/bin/genstudio train meshanything --set preset='"XS"' --set steps=2400 --set batch_size=8 \
+	  --set lr=1e-3 --set warmup_steps=200 --set save_every=500 --output-dir runs/meshanything-urdf-XS
+	$(PY) -m pipelines.mesh.train runs/meshanything-urdf-XS checkpoints/meshanything-urdf-XS
 
 app: install
 	$(VENV)/bin/genstudio app

@@ -14,14 +14,14 @@ def _pipeline(model: str):
     return MeshAnythingPipeline.from_pretrained(model)
 
 
-def convert(mesh_path, max_faces: int = 800, seed: int | None = 0, marching_cubes: bool = True,
+def convert(mesh_path, max_faces: int | None = None, seed: int | None = 0, marching_cubes: bool = True,
             model: str | None = None) -> tuple[str, dict]:
     """A mesh file -> (path of the output .glb, {faces, vertices, ...}). Raises ValueError on failure."""
     from pipelines.mesh.pipeline import DEFAULT_MODEL, load_input
     if not mesh_path:
         raise ValueError("Upload a mesh or pick an example first.")
     source = load_input(mesh_path)
-    out = _pipeline(model or DEFAULT_MODEL)(source, max_faces=int(max_faces), seed=0 if seed is None else int(seed),
+    out = _pipeline(model or DEFAULT_MODEL)(source, max_faces=int(max_faces) if max_faces else None, seed=0 if seed is None else int(seed),
                                             marching_cubes=bool(marching_cubes))
     if out.failed:
         raise ValueError(f"{out.message}. Try another seed or turn on marching cubes.")
@@ -48,7 +48,7 @@ def build_tab():
         inp = gr.Model3D(label="input mesh (.obj / .glb / .ply / .stl)")
         out = gr.Model3D(label="MeshAnything output", interactive=False)
     with gr.Row():
-        max_faces = gr.Slider(16, 800, value=800, step=16, label="max faces")
+        max_faces = gr.Slider(16, 800, value=400, step=16, label="max faces")
         seed = gr.Number(value=0, precision=0, label="seed")
         marching_cubes = gr.Checkbox(value=True, label="remesh with marching cubes first")
     button = gr.Button("Generate mesh", variant="primary")

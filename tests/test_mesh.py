@@ -459,6 +459,27 @@ def test_pipeline_writes_the_memorised_cube_from_any_input_kind(tiny_mesh_model,
         out.save(tmp_path / "out.txt")
 
 
+def test_greedy_that_loops_falls_back_to_sampling(tiny_mesh_model, monkeypatch):
+    """A greedy decode stuck on one vertex (no faces) is retried with the reference's sampling mode,
+    and the message says so; with fallback=False it fails clearly instead."""
+    from pipelines.mesh.pipeline import MeshAnythingPipeline
+    pipe = MeshAnythingPipeline.from_pretrained(str(tiny_mesh_model.folder), device="cpu")
+    real, calls = pipe.model.generate_tokens, []
+
+    def stuck_when_greedy(points, **kw):
+        calls.append(kw["do_sample"])
+        if not kw["do_sample"]:  # one vertex over and over: parses to degenerate faces only
+            return torch.tensor([[3 + 10, 3 + 20, 3 + 30] * 12])
+        return real(points, **kw)
+
+    monkeypatch.setattr(pipe.model, "generate_tokens", stuck_when_greedy)
+    out = pipe(trimesh.creation.box(), seed=0)
+    assert calls == [False, True] and not out.failed and out.num_faces > 0
+    assert out.message.startswith("greedy decoding gave no faces, so sampled")
+    strict = pipe(trimesh.creation.box(), seed=0, fallback=False)
+    assert strict.failed and "no faces" in strict.message and strict.num_faces == 0
+
+
 def test_bad_inputs_raise_clear_input_errors(tmp_path):
     from pipelines.mesh.pipeline import load_input
     garbage = tmp_path / "garbage.glb"
@@ -522,9 +543,11 @@ def test_bench_quick_with_a_tiny_model(tiny_mesh_model, meshes_built, tmp_path, 
     report = Report("mesh", tmp_path / "out")
     bench_mesh(report, quick=True, model=str(tiny_mesh_model.folder), max_faces=24, resolution=32)
     by_method = {r["method"]: r for r in report.rows}
-    assert set(by_method) == {"ours", "mc+qem@ours", "mc+qem@gt", "mc-dense"}
-    assert by_method["ours"]["n"] == 3 and by_method["ours"]["faces"] <= 24
-    assert by_method["mc+qem@ours"]["faces"] == by_method["ours"]["faces"]  # decimated to the same count
+    assert {"ours-greedy", "mc+qem@ours-greedy", "ours-sampled", "mc+qem@gt", "mc-dense"} <= set(by_method)
+    assert by_method["ours-greedy"]["n"] == 3 and by_method["ours-greedy"]["faces"] <= 24
+    assert by_method["ours-sampled"]["faces"] <= 24 or by_method["ours-sampled"]["n"] == 0
+    # decimated to the same count
+    assert by_method["mc+qem@ours-greedy"]["faces"] == by_method["ours-greedy"]["faces"]
     assert by_method["mc-dense"]["chamfer"] < 0.03 and by_method["mc-dense"]["faces"] > 1000
     assert any("ours = MeshAnything" in n for n in report.notes)
     _, md = report.write()
@@ -533,6 +556,8 @@ def test_bench_quick_with_a_tiny_model(tiny_mesh_model, meshes_built, tmp_path, 
     bench_mesh(skipped, quick=True, model=str(tmp_path / "no-ckpt"), resolution=32)
     assert {r["method"] for r in skipped.rows} == {"mc+qem@gt", "mc-dense"}
     assert any(n.startswith("ours skipped") for n in skipped.notes)
+    with pytest.raises(ValueError, match="decoding"):
+        bench_mesh(Report("mesh", tmp_path / "out3"), quick=True, model=str(tiny_mesh_model.folder), decoding="beam")
 
 
 def test_app_convert_and_examples(tiny_mesh_model):

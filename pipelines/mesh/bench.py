@@ -4,16 +4,17 @@ Inputs: the TEST split of the `meshes` source (never trained on). Each artist me
 the unit cube) is remeshed densely (the same voxelise + marching cubes as the training condition,
 `dense_remesh`), and every method starts from that dense mesh:
 
-- ours: MeshAnything (greedy) on the dense mesh;
-- mc+qem@ours: the dense mesh decimated by quadric error (fast-simplification) to the face count
-  ours produced on the same input (skipped where ours produced nothing);
+- ours-greedy / ours-sampled: MeshAnything on the dense mesh, decoded greedily or by the reference's
+  sampling mode (temperature 1, top-k 50, top-p 0.95); `decoding=` picks which (default both);
+- mc+qem@ours-<decoding>: the dense mesh decimated by quadric error (fast-simplification) to the face
+  count ours produced on the same input (skipped where ours produced nothing);
 - mc+qem@gt: the same, to the ground truth's face count;
 - mc-dense: the dense mesh itself (the geometry both start from; tens of thousands of faces).
 
 Metrics against the ground-truth artist mesh, on 10,000 area-sampled points each: Chamfer distance
 (mean nearest-neighbour L2, symmetric), normal consistency (unoriented), F-score at 0.02 and 0.01
 (the unit cube's side is 1); #V/#F; seconds per mesh (ours: generation; baselines: decimation).
-The model: `model=` or $GENSTUDIO_BENCH_MESH_MODEL (default: the shipped meshanything-urdf-S); a
+The model: `model=` or $GENSTUDIO_BENCH_MESH_MODEL (default: the shipped meshanything-urdf-XS); a
 missing checkpoint skips ours (and mc+qem@ours) with a note and still measures the baselines.
 """
 from __future__ import annotations
@@ -92,8 +93,12 @@ def _load_pipeline(model: str, report):
     return pipe
 
 
+DECODING = {"greedy": dict(temperature=0.0), "sampled": dict(temperature=1.0, top_k=50, top_p=0.95)}
+
+
 def bench_mesh(report, quick: bool = False, model: str | None = None, limit: int | None = None,
-               max_faces: int = 800, resolution: int = 64, seed: int = 0) -> None:
+               max_faces: int | None = None, resolution: int = 64, seed: int = 0,
+               decoding: str = "greedy,sampled") -> None:
     """Ours vs marching cubes + quadric decimation on the test split; see the module doc."""
     import trimesh
     from tqdm.auto import tqdm
@@ -103,32 +108,41 @@ def bench_mesh(report, quick: bool = False, model: str | None = None, limit: int
     if not items:
         raise DataError("the meshes source has no test items; build it with `genstudio data prepare meshes`")
     items = _evenly(items, 3 if quick else int(limit) if limit else len(items))
-    pipe = _load_pipeline(model or os.environ.get(MODEL_ENV) or "meshanything-urdf-S", report)
+    pipe = _load_pipeline(model or os.environ.get(MODEL_ENV) or "meshanything-urdf-XS", report)
+    if max_faces is None:  # what the checkpoint was trained for
+        max_faces = int(pipe.model.config.max_faces) if pipe is not None else 400
 
-    rows: dict[str, list[dict]] = {m: [] for m in ("ours", "mc+qem@ours", "mc+qem@gt", "mc-dense")}
+    modes = [m.strip() for m in str(decoding).split(",") if m.strip()]
+    unknown = [m for m in modes if m not in DECODING]
+    if unknown or not modes:
+        raise ValueError(f"decoding must list some of {', '.join(DECODING)} (got {decoding!r})")
+    names = [n for m in modes for n in (f"ours-{m}", f"mc+qem@ours-{m}")] + ["mc+qem@gt", "mc-dense"]
+    rows: dict[str, list[dict]] = {m: [] for m in names}
     for k, item in enumerate(tqdm(items, desc="bench mesh", unit="mesh")):
         with np.load(item["path"]) as z:
             gt_v, gt_f = z["vertices"].astype(np.float64), z["faces"].astype(np.int64)
         gt = sample_surface(gt_v, gt_f, SAMPLES, np.random.default_rng(seed + 1))
         dense_v, dense_f = dense_remesh(gt_v, gt_f, resolution)
         rows["mc-dense"].append(measure(dense_v, dense_f, gt, 0.0, seed))
-        ours_faces = None
+        targets = {"mc+qem@gt": len(gt_f)}
         if pipe is not None:
             if k == 0:  # the first call pays for lazy imports and allocator growth
                 pipe(trimesh.Trimesh(dense_v, dense_f, process=False), max_faces=min(max_faces, 8), seed=seed)
-            out = pipe(trimesh.Trimesh(dense_v, dense_f, process=False), max_faces=max_faces, seed=seed)
-            if not out.failed:
-                ours_faces = out.num_faces
-                rows["ours"].append(measure(out.vertices, out.faces, gt, out.seconds, seed))
-        for name, target in (("mc+qem@ours", ours_faces), ("mc+qem@gt", len(gt_f))):
-            if target is None:
-                continue
+            for mode in modes:
+                out = pipe(trimesh.Trimesh(dense_v, dense_f, process=False), max_faces=max_faces, seed=seed,
+                           fallback=False, **DECODING[mode])
+                if not out.failed:
+                    targets[f"mc+qem@ours-{mode}"] = out.num_faces
+                    rows[f"ours-{mode}"].append(measure(out.vertices, out.faces, gt, out.seconds, seed))
+        for name, target in targets.items():
             t = time.perf_counter()
             v, f = decimate(dense_v, dense_f, target)
             rows[name].append(measure(v, f, gt, time.perf_counter() - t, seed))
 
-    attempted = {"ours": len(items) if pipe is not None else 0, "mc+qem@ours": len(rows["ours"]),
-                 "mc+qem@gt": len(items), "mc-dense": len(items)}
+    attempted = {"mc+qem@gt": len(items), "mc-dense": len(items)}
+    for mode in modes:
+        attempted[f"ours-{mode}"] = len(items) if pipe is not None else 0
+        attempted[f"mc+qem@ours-{mode}"] = len(rows[f"ours-{mode}"])
     for method, method_rows in rows.items():
         if attempted[method]:
             report.add(method, "urdf-test", **aggregate(method_rows, attempted[method]))
@@ -137,6 +151,7 @@ def bench_mesh(report, quick: bool = False, model: str | None = None, limit: int
                 f"ground truth {gt_faces:.0f} faces on average; every method starts from the same dense "
                 f"marching-cubes remesh (resolution {resolution}). Metrics on {SAMPLES} area-sampled points per "
                 "mesh in the unit cube: Chamfer = mean nearest-neighbour L2 (average of both directions), "
-                "normal consistency unoriented, F-score at 0.02/0.01. ours: greedy, max_faces "
-                f"{max_faces}, seed {seed}; valid = share of inputs where ours produced a mesh (mc+qem@ours runs "
+                "normal consistency unoriented, F-score at 0.02/0.01. ours: max_faces "
+                f"{max_faces}, seed {seed}, decoding {', '.join(modes)} (sampled = the reference's sampling mode: "
+                "T 1, top-k 50, top-p 0.95); valid = share of inputs where ours produced a mesh (mc+qem@ours-* runs "
                 "only there). Decimation: fast-simplification (quadric error), time excludes the remesh.")

@@ -19,7 +19,8 @@ def mesh(input: Path = typer.Option(..., "--input", "-i",
                                              help="Remesh the input densely first (voxelise + marching cubes), "
                                                   "as the reference's --mc; use it for meshes that are not "
                                                   "dense scans/reconstructions."),
-         max_faces: int = typer.Option(800, "--max-faces", min=1, help="Most faces to generate."),
+         max_faces: Optional[int] = typer.Option(None, "--max-faces", min=1,
+                                                 help="Most faces to generate (default: the checkpoint's)."),
          model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Checkpoint name, folder or hub id."),
          temperature: float = typer.Option(0.0, min=0.0, help="0 = greedy; > 0 samples."),
          top_k: int = typer.Option(50, "--top-k", min=0, help="Sampling: keep the k likeliest tokens."),

@@ -95,9 +95,12 @@ MESHANYTHING_CONFIGS: dict[str, dict] = {
     "tiny": dict(num_points=256, point_width=32, point_heads=2, num_latents=8, point_encoder_layers=1,
                  lm_overrides=dict(hidden=32, layers=1, heads=2, positions=640, dropout=0.0),
                  vq_codebook_size=32, vq_dim=16, vq_width=32, vq_layers=1, vq_heads=2, max_faces=64),
-    # the shipped checkpoint: ~7M parameters (fp16 ~14 MB), trainable on a CPU; <= 800 faces
+    # ~7M parameters (fp16 ~14 MB), <= 800 faces: a GPU-session checkpoint
     "S": dict(num_points=2048, point_width=192, point_heads=4, num_latents=64, point_encoder_layers=2,
               lm_overrides=dict(hidden=256, layers=6, heads=4, positions=4096, dropout=0.0), max_faces=800),
+    # the shipped CPU checkpoint: ~2.7M parameters, <= 400 faces (about 1.4 s per batch of 8 on 2 CPU cores)
+    "XS": dict(num_points=1024, point_width=128, point_heads=4, num_latents=32, point_encoder_layers=1,
+               lm_overrides=dict(hidden=192, layers=4, heads=4, positions=2048, dropout=0.0), max_faces=400),
     # Yiwen-ntu/meshanythingv2: Michelangelo's encoder (shapevae-256) + OPT-350M, 1600 faces; the reference
     # forces word_embed_proj_dim = hidden (no project_in/out) and OPT-350M is post-LN without a final norm.
     "350m": dict(num_points=8192, point_width=768, point_heads=12, num_latents=256, point_encoder_layers=8,

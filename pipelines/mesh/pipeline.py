@@ -1,7 +1,7 @@
 """Dense mesh / point cloud -> artist-like mesh: `MeshAnythingPipeline.from_pretrained(...)(input)`.
 
-    pipe = MeshAnythingPipeline.from_pretrained("meshanything-urdf-S")
-    out = pipe("scan.obj", max_faces=800, seed=0)     # or a trimesh, or an (N, 3) / (N, 6) array
+    pipe = MeshAnythingPipeline.from_pretrained("meshanything-urdf-XS")
+    out = pipe("scan.obj", max_faces=400, seed=0)     # or a trimesh, or an (N, 3) / (N, 6) array
     out.save("artist.glb")                            # out.mesh (trimesh), out.vertices, out.faces, out.tokens
 
 Steps: 1. read the input (a mesh is optionally remeshed densely first, `marching_cubes=True`, as the
@@ -25,7 +25,7 @@ from genstudio.render import InputError, atomic_path
 from .data import dense_remesh, normalize_points, sample_surface
 from .tokenize import postprocess
 
-DEFAULT_MODEL = "meshanything-urdf-S"
+DEFAULT_MODEL = "meshanything-urdf-XS"
 MESH_SUFFIXES = (".obj", ".ply", ".glb", ".gltf", ".stl", ".off")
 OUTPUT_SUFFIXES = (".obj", ".glb", ".ply", ".stl", ".off")
 MIN_POINTS = 16
@@ -181,11 +181,16 @@ class MeshAnythingPipeline:
         pipe.name = str(name_or_path)
         return pipe
 
-    def __call__(self, points_or_mesh, max_faces: int = 800, seed: int | None = 0, temperature: float = 0.0,
+    def __call__(self, points_or_mesh, max_faces: int | None = None, seed: int | None = 0, temperature: float = 0.0,
                  top_k: int = 50, top_p: float = 0.95, marching_cubes: bool = False, mc_resolution: int = 64,
-                 progress: bool = False) -> MeshOutput:
-        """One input -> MeshOutput. temperature 0 = greedy; > 0 samples (with top_k / top_p)."""
+                 progress: bool = False, fallback: bool = True) -> MeshOutput:
+        """One input -> MeshOutput. temperature 0 = greedy; > 0 samples (with top_k / top_p).
+        max_faces: None = the checkpoint's (what it was trained for). fallback: when greedy decoding
+        yields no faces (a small model can loop on one vertex), decode again with the reference's
+        sampling mode (temperature 1, top-k 50, top-p 0.95) and say so in the message."""
         import torch
+        if max_faces is None:
+            max_faces = int(self.model.config.max_faces)
         if max_faces < 1:
             raise InputError(f"max_faces must be >= 1 (got {max_faces})")
         t0 = time.perf_counter()
@@ -210,6 +215,14 @@ class MeshAnythingPipeline:
         seconds = time.perf_counter() - t0
         how = f"sampled (T={temperature:g}, top-k {top_k}, top-p {top_p:g}, seed {seed})" if sampling else "greedy"
         tokens_np = tokens.numpy()
+        if len(mesh.faces) == 0 and fallback and not sampling:
+            out = self(source,
+                       max_faces=max_faces, seed=seed, temperature=1.0, top_k=50, top_p=0.95,
+                       marching_cubes=marching_cubes, mc_resolution=mc_resolution, progress=progress, fallback=False)
+            out.message = f"greedy decoding gave no faces, so {out.message}"
+            out.seconds += seconds
+            out.source = source_path
+            return out
         if len(mesh.faces) == 0:
             return MeshOutput(None, np.zeros((0, 3)), np.zeros((0, 3), np.int64), tokens_np, failed=True,
                               message=f"the model produced no faces ({len(tokens_np)} tokens, {how})",

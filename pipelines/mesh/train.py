@@ -130,3 +130,21 @@ def recipe(cfg: dict) -> Recipe:
     return Recipe(model, train_set, loss_fn, train_cfg, collate_fn=collate_meshes,
                   eval_fn=lambda m: evaluate(m, val_set, eval_items),
                   lengths=[it["tokens"] for it in train_items], extra={"val_set": val_set})
+
+
+def export_checkpoint(run_dir, out_dir) -> None:
+    """A finished run (its final/ EMA weights and summary.json) -> one shippable fp16 folder."""
+    import json
+    import shutil
+    from pathlib import Path
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    model = MeshAnythingModel.from_pretrained(run_dir / "final", dtype=torch.float32)
+    model.to(torch.float16).save_pretrained(out_dir, safe_serialization=True)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    (out_dir / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "final"}, indent=2))
+    shutil.copy(run_dir / "train_config.json", out_dir / "train_config.json")
+
+
+if __name__ == "__main__":  # python -m pipelines.mesh.train RUN_DIR OUT_DIR
+    import sys
+    export_checkpoint(*sys.argv[1:3])
