@@ -1,6 +1,8 @@
 """Gradio tab: paint a hole on an image, get N PUT completions side by side."""
 from __future__ import annotations
 
+from apps import ui_errors
+
 import functools
 from pathlib import Path
 
@@ -46,11 +48,7 @@ def inpaint(value, num_samples: int = 4, seed: int | None = 0, top_k: int = 50, 
 def build_tab():
     import gradio as gr
 
-    def run(value, n, seed, top_k):
-        try:
-            return inpaint(value, n, seed, top_k)
-        except Exception as e:  # a clear message in the UI, never a traceback
-            raise gr.Error(str(e))
+    run = ui_errors(inpaint)
 
     gr.Markdown("Pluralistic inpainting with **PUT**: paint over what should be replaced (the brush marks the "
                 "hole), and get N different completions. Known pixels are kept exactly.")

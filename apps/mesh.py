@@ -1,6 +1,8 @@
 """Gradio tab: a dense mesh -> an artist-like mesh with MeshAnything, both in 3D viewers."""
 from __future__ import annotations
 
+from apps import ui_errors
+
 import functools
 import tempfile
 from pathlib import Path
@@ -35,11 +37,7 @@ def convert(mesh_path, max_faces: int | None = None, seed: int | None = 0, march
 def build_tab():
     import gradio as gr
 
-    def run(mesh_path, max_faces, seed, marching_cubes):
-        try:
-            return convert(mesh_path, max_faces, seed, marching_cubes)
-        except Exception as e:  # a clear message in the UI, never a traceback
-            raise gr.Error(str(e))
+    run = ui_errors(convert)
 
     gr.Markdown("Dense mesh → artist-like mesh with **MeshAnything** (V2, Adjacent Mesh Tokenization): the model "
                 "reads points sampled on your surface and writes a compact triangle mesh face by face. "

@@ -1,6 +1,8 @@
 """Gradio tab: image -> SVG code with StarVector (best-of-N), rendered beside the input."""
 from __future__ import annotations
 
+from apps import ui_errors
+
 import functools
 import tempfile
 from pathlib import Path
@@ -33,11 +35,7 @@ def convert(image, candidates: int = 1, seed: int | None = 0, model: str | None 
 def build_tab():
     import gradio as gr
 
-    def run(image, candidates, seed):
-        try:
-            return convert(image, candidates, seed)
-        except Exception as e:  # a clear message in the UI, never a traceback
-            raise gr.Error(str(e))
+    run = ui_errors(convert)
 
     gr.Markdown("Image → SVG code with **StarVector**: the model writes SVG (best of N candidates, "
                 "scored by SSIM against your image). Works best on icons, logos and glyphs.")

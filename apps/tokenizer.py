@@ -1,19 +1,18 @@
 """Gradio tab: the shared VQ tokenizer's reconstruction."""
 from __future__ import annotations
 
+from apps import ui_errors
+
 
 def build_tab():
     import gradio as gr
     from genstudio.tokenizer_cli import DEFAULT_MODEL, reconstruct_image
 
+    @ui_errors
     def run(image):
         if image is None:
             raise gr.Error("Upload an image first.")
-        try:
-            rec, stats = reconstruct_image(image.convert("RGB"), DEFAULT_MODEL)
-        except Exception as e:  # a clear message in the UI, never a traceback
-            raise gr.Error(str(e))
-        return rec, stats
+        return reconstruct_image(image.convert("RGB"), DEFAULT_MODEL)
 
     gr.Markdown("Encode an image into discrete SimVQ tokens and decode it back.")
     with gr.Row():

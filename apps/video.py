@@ -5,6 +5,8 @@ the part to generate dimmed. The model loads on the first run, so the tab builds
 """
 from __future__ import annotations
 
+from apps import ui_errors
+
 import functools
 import tempfile
 from pathlib import Path
@@ -55,11 +57,7 @@ def run_video(path, task: str = "predict", num_known: int | None = 4, steps: int
 def build_tab():
     import gradio as gr
 
-    def run(path, task, num_known, steps, scheduler, seed):
-        try:
-            return run_video(path, task, num_known, steps, scheduler, seed)
-        except Exception as e:  # a clear message in the UI, never a traceback
-            raise gr.Error(str(e))
+    run = ui_errors(run_video)
 
     gr.Markdown("Video with **VDT** (video diffusion transformer, mask modelling): one model predicts, "
                 "interpolates, completes, animates or generates 16-frame clips at 32×32. Trained on simulated "
