@@ -42,6 +42,9 @@ train-starvector: install
 	$(VENV)/bin/genstudio data prepare glyphs
 	$(VENV)/bin/genstudio train starvector --set preset='"S"' --set max_tokens=256 --set steps=2400 \
 	  --set batch_size=16 --set lr=8e-4 --set warmup_steps=100 --output-dir runs/starvector-icons-S
+	$(VENV)/bin/genstudio train starvector --set init_from='"runs/starvector-icons-S/final"' --set shapes=15000 \
+	  --set max_shapes=3 --set vision_lr_scale=8 --set max_tokens=256 --set steps=3600 --set batch_size=16 \
+	  --set lr=4e-4 --set warmup_steps=100 --set save_every=600 --set eval_items=64 --output-dir runs/starvector-icons-S2
 
 train-tokenizer: install
 	$(VENV)/bin/genstudio data prepare photos --option debian=true

@@ -55,6 +55,7 @@ class Recipe:
     eval_fn: Callable[[torch.nn.Module], dict] | None = None  # run on EMA weights at each save
     lengths: list[int] | None = None  # per-item sequence lengths: batches are grouped by length
     extra: dict = field(default_factory=dict)
+    lr_multipliers: dict[str, float] = field(default_factory=dict)  # parameter-name prefix -> LR factor
 
 
 class LengthGroupedBatchSampler(torch.utils.data.Sampler):
@@ -135,6 +136,20 @@ def _accepts_safe(model) -> bool:
     return "safe_serialization" in inspect.signature(model.save_pretrained).parameters
 
 
+def _param_groups(model: torch.nn.Module, lr: float, multipliers: dict[str, float]) -> list[dict]:
+    """Trainable parameters grouped by learning rate: a name starting with a key of `multipliers`
+    trains at lr * that factor (the first matching key wins), every other one at lr."""
+    groups: dict[float, list] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            factor = next((f for prefix, f in multipliers.items() if name.startswith(prefix)), 1.0)
+            groups.setdefault(factor, []).append(p)
+    unknown = [k for k in multipliers if not any(n.startswith(k) for n, _ in model.named_parameters())]
+    if unknown:
+        raise ValueError(f"lr_multipliers name no parameter: {unknown}")
+    return [{"params": ps, "lr": lr * f} for f, ps in groups.items()]
+
+
 def train(recipe: Recipe) -> dict:
     """Train `recipe.model`; returns a summary dict (steps, final loss, paths, throughput)."""
     from accelerate import Accelerator
@@ -152,8 +167,9 @@ def train(recipe: Recipe) -> dict:
                               gradient_accumulation_steps=cfg.grad_accum)
     set_seed(cfg.seed, device_specific=True)
     model = recipe.model
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg.lr, recipe.lr_multipliers), lr=cfg.lr, betas=cfg.betas,
+                                  weight_decay=cfg.weight_decay)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     lr_sched = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, max(cfg.steps, 1))
     common = dict(num_workers=cfg.num_workers, collate_fn=recipe.collate_fn, persistent_workers=cfg.num_workers > 0)
     if recipe.lengths is not None:

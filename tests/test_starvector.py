@@ -316,3 +316,42 @@ def test_recipe_trains_and_ships_the_tokenizer(tmp_path, monkeypatch):
     assert (tmp_path / "run" / "tokenizer" / "tokenizer.json").exists()  # reused by a resumed run
     assert is_valid_svg('<svg xmlns="http://www.w3.org/2000/svg"><path d="M0 0"/></svg>')
     assert not is_valid_svg("<svg><path") and not is_valid_svg('<!DOCTYPE svg [<!ENTITY a "b">]><svg/>')
+
+
+def test_recipe_warm_starts_from_a_checkpoint_and_mixes_in_shapes(tmp_path, monkeypatch):
+    import genstudio.data.icons  # noqa: F401  (registers the icons source)
+    from genstudio.train import train
+    from pipelines.svg.train import recipe
+    monkeypatch.setenv("GENSTUDIO_DATA", str(tmp_path / "data"))
+    monkeypatch.setattr(SOURCES["icons"], "requires", ())
+    prepare("icons", packages_dir=FIXTURE, quiet=True)
+    tok = train_svg_tokenizer([svg_to_training_text(p.read_text()) for p in ICONS], vocab_size=320)
+    start = tiny_model(tok)
+    start.save_pretrained(tmp_path / "start")
+    cfg = dict(output_dir=str(tmp_path / "run"), init_from=str(tmp_path / "start"), shapes=12, max_shapes=2,
+               vision_lr_scale=4, steps=4, batch_size=4, save_every=4, log_every=2, max_tokens=400,
+               eval_items=4, eval_max_new_tokens=8, glyphs=False, mixed_precision="no", progress=False,
+               ema_decay=None)
+    r = recipe(cfg)
+    assert sum(it.get("set") == "shapes" for it in r.dataset.items) == 12
+    assert r.model.svg_tokenizer.get_vocab() == tok.get_vocab()  # the checkpoint's tokenizer, not a new one
+    before = {k: v.clone() for k, v in r.model.state_dict().items()}
+    summary = train(r)
+    assert np.isfinite(summary["val_loss"]) and np.isfinite(summary["image_gain"])
+    model, _ = load_starvector(tmp_path / "run" / "final")
+    after = model.state_dict()
+    assert model.config.vocab_size == start.config.vocab_size
+    assert any(not torch.allclose(before[k], after[k].float()) for k in before)  # it trained
+    assert not (tmp_path / "run" / "tokenizer").exists()
+
+
+def test_synthetic_shapes_are_seeded_valid_and_need_the_image():
+    from pipelines.svg.data import synthetic_shape_svgs
+    a, b = synthetic_shape_svgs(20, seed=3, max_shapes=2), synthetic_shape_svgs(20, seed=4, max_shapes=2)
+    assert a == synthetic_shape_svgs(20, seed=3, max_shapes=2) and a != b
+    texts = [svg_to_training_text(s) for s in a]
+    assert all(t.count("<path") in (1, 2) for t in texts)
+    images = [rasterize_svg(t, 32) for t in texts]
+    assert all(img.min() < 128 for img in images)  # every drawing puts ink on the canvas
+    # different drawings give different images: the code is only recoverable by looking
+    assert len({img.tobytes() for img in images}) == len(images)

@@ -99,3 +99,13 @@ def test_length_grouped_batches_cover_items_and_reduce_padding():
     assert batches == list(LengthGroupedBatchSampler(lengths, 10, 20, seed=1))  # deterministic
     s.set_epoch(1)
     assert list(s) != batches
+
+
+def test_lr_multipliers_give_a_prefix_its_own_learning_rate():
+    from genstudio.train import _param_groups
+    model = ToyModel()
+    groups = _param_groups(model, 1e-3, {"net.0.": 10.0})
+    by_lr = {g["lr"]: sum(p.numel() for p in g["params"]) for g in groups}
+    assert by_lr == {1e-2: 8 * 32 + 32, 1e-3: 32 + 1}
+    with pytest.raises(ValueError, match="no parameter"):
+        _param_groups(model, 1e-3, {"decoder.": 2.0})

@@ -317,3 +317,56 @@ def collate_svg(batch: list[dict], pad_token_id: int) -> dict:
         attention_mask[row, :n] = 1
     return {"pixel_values": torch.stack([b["pixel_values"] for b in batch]), "input_ids": input_ids,
             "attention_mask": attention_mask, "labels": input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)}
+
+
+# ---- Synthetic primitives (a curriculum that cannot be solved without looking at the image) ----
+
+SHAPE_KINDS = ("circle", "ellipse", "rect", "polygon", "polyline")
+SHAPE_COLOURS = ("#000000",) * 6 + ("#e53935", "#1e88e5", "#43a047", "#fdd835", "#8e24aa", "#fb8c00")
+
+
+def _shape_element(rng: np.random.Generator, size: int) -> str:
+    """One random primitive inside the `size` square, filled or outlined."""
+    kind = SHAPE_KINDS[rng.integers(len(SHAPE_KINDS))]
+    colour = SHAPE_COLOURS[rng.integers(len(SHAPE_COLOURS))]
+    lo, hi = size // 8, size - size // 8
+    cx, cy = (int(v) for v in rng.integers(lo, hi, 2))
+    extent = int(rng.integers(size // 16, size // 3))
+    outline = kind == "polyline" or rng.random() < 0.3
+    width = int(rng.integers(size // 32, size // 10 + 1))
+    paint = (f'fill="none" stroke="{colour}" stroke-width="{width}" stroke-linecap="round" stroke-linejoin="round"'
+             if outline else f'fill="{colour}"')
+    if kind == "circle":
+        return f'<circle cx="{cx}" cy="{cy}" r="{extent}" {paint}/>'
+    if kind == "ellipse":
+        ry = int(rng.integers(size // 16, size // 3))
+        angle = int(rng.choice([0, 0, 30, 45, 60, 90, 135]))
+        return f'<ellipse cx="{cx}" cy="{cy}" rx="{extent}" ry="{ry}" transform="rotate({angle} {cx} {cy})" {paint}/>'
+    if kind == "rect":
+        w, h = (int(v) for v in rng.integers(size // 8, size // 2, 2))
+        x, y = min(cx, size - w), min(cy, size - h)
+        radius = int(rng.integers(0, min(w, h) // 3 + 1)) if rng.random() < 0.4 else 0
+        return f'<rect x="{x}" y="{y}" width="{w}" height="{h}" rx="{radius}" {paint}/>'
+    n = int(rng.integers(3, 7 if kind == "polygon" else 5))
+    if kind == "polygon":  # star-shaped around the centre: simple, never self-intersecting
+        angles = np.sort(rng.uniform(0, 2 * np.pi, n))
+        radii = rng.uniform(0.5, 1.0, n) * extent
+        pts = np.stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)], 1)
+    else:
+        pts = rng.integers(lo, hi, (n, 2))
+    pts = np.clip(np.round(pts), 0, size)
+    coords = " ".join(f"{int(x)},{int(y)}" for x, y in pts)
+    return f'<{kind} points="{coords}" {paint}/>'
+
+
+def synthetic_shape_svgs(n: int, seed: int = 0, size: int = 128, max_shapes: int = 4) -> list[str]:
+    """`n` SVGs of 1..max_shapes random circles, ellipses, (rounded) rectangles, polygons and strokes.
+
+    Short code whose every coordinate must be read off the image: mixed into StarVector's training
+    it forces the model to use its visual tokens (icons alone let a small LM get far on syntax)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        body = "".join(_shape_element(rng, size) for _ in range(int(rng.integers(1, max_shapes + 1))))
+        out.append(f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {size} {size}">{body}</svg>')
+    return out

@@ -4,7 +4,11 @@
 
 Options (besides TrainConfig's): preset (tiny/S/1b), sets (icon sets, comma-separated; default all
 but the colour-emoji sets, whose SVGs are long), glyphs (true), max_tokens (384: longer SVGs are
-dropped), vocab_size (2048), image_size (the preset's), eval_items (32), eval_max_new_tokens.
+dropped), vocab_size (2048), image_size (the preset's), eval_items (32), eval_max_new_tokens,
+shapes (0: how many synthetic primitive drawings, `synthetic_shape_svgs`, to mix into the train
+split), max_shapes (3: primitives per drawing), vision_lr_scale (1: LR factor of the image encoder and
+adapter, which learn from a much weaker signal than the LM), init_from (a StarVector checkpoint, folder or shipped name, to start from: its weights,
+config and tokenizer; preset, image_size and vocab_size are then ignored).
 
 The BPE tokenizer is trained on the train split's texts once and kept in output_dir/tokenizer, so
 a resumed run reuses it; training texts are cached in output_dir/texts.jsonl. The tokenizer is
@@ -24,8 +28,9 @@ import torch
 from genstudio.data import DataError, load_manifest, prepare
 from genstudio.train import Recipe, split_config
 
-from .data import SVGImageDataset, collate_svg, special_token_ids, train_svg_tokenizer, training_texts
-from .starvector import STARVECTOR_CONFIGS, StarVectorModel, starvector_config
+from .data import (SVGImageDataset, collate_svg, special_token_ids, synthetic_shape_svgs, train_svg_tokenizer,
+                   training_texts)
+from .starvector import STARVECTOR_CONFIGS, StarVectorModel, load_starvector, starvector_config
 
 LONG_SETS = ("twemoji", "openmoji")  # colour emoji: many paths, mostly over any CPU token budget
 TEXT_SIZE, TEXT_PRECISION = 128, 0
@@ -68,7 +73,7 @@ def cached_texts(items: list[dict], cache: Path, max_chars: int) -> list[str | N
             known[row["id"]] = row["text"]
     todo = [it for it in items if it["id"] not in known]
     if todo:
-        svgs = [Path(it["path"]).read_text(encoding="utf-8") for it in todo]
+        svgs = [it["svg"] if "svg" in it else Path(it["path"]).read_text(encoding="utf-8") for it in todo]
         texts = training_texts(svgs, TEXT_SIZE, TEXT_PRECISION, max_chars=max_chars)
         cache.parent.mkdir(parents=True, exist_ok=True)
         with open(cache, "a", encoding="utf-8") as f:
@@ -104,20 +109,28 @@ def is_valid_svg(text: str) -> bool:
 @torch.no_grad()
 def evaluate_starvector(model: StarVectorModel, dataset: SVGImageDataset, max_items: int = 32,
                         num_generate: int = 4, max_new_tokens: int = 384, batch_size: int = 8) -> dict:
-    """Token loss / perplexity on up to `max_items` items; valid-SVG rate of greedy generations."""
+    """Token loss / perplexity on up to `max_items` items spread over the set; `image_gain`: how much
+    the loss rises when each SVG is paired with another item's image (0 = the image is ignored);
+    valid-SVG rate of greedy generations."""
     n = min(max_items, len(dataset))
-    total, count = 0.0, 0
+    picks = [round(i * (len(dataset) - 1) / max(n - 1, 1)) for i in range(n)]
+    total, total_shuffled, count = 0.0, 0.0, 0
     for start in range(0, n, batch_size):
-        batch = dataset.collate([dataset[i] for i in range(start, min(n, start + batch_size))])
+        batch = dataset.collate([dataset[i] for i in picks[start:start + batch_size]])
         batch = {k: v.to(model.device) for k, v in batch.items()}
-        out = model(**batch)
         tokens = int((batch["labels"] != -100).sum())
-        total, count = total + float(out.loss) * tokens, count + tokens
-    loss = total / max(count, 1)
-    images = torch.stack([dataset[i]["pixel_values"] for i in range(min(num_generate, len(dataset)))])
+        total += float(model(**batch).loss) * tokens
+        if len(batch["pixel_values"]) > 1:
+            shuffled = dict(batch, pixel_values=batch["pixel_values"].roll(1, 0))
+            total_shuffled += float(model(**shuffled).loss) * tokens
+        else:
+            total_shuffled += float(model(**batch).loss) * tokens
+        count += tokens
+    loss, loss_shuffled = total / max(count, 1), total_shuffled / max(count, 1)
+    images = torch.stack([dataset[i]["pixel_values"] for i in picks[:num_generate]])
     svgs = [c[0] for c in model.generate_svg(images, dataset.tokenizer, max_new_tokens=max_new_tokens,
                                              do_sample=False)]
-    return {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50.0)),
+    return {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50.0)), "image_gain": loss_shuffled - loss,
             "valid_svg_rate": sum(map(is_valid_svg, svgs)) / len(svgs),
             "generated_chars": sum(map(len, svgs)) / len(svgs)}
 
@@ -133,16 +146,25 @@ def recipe(cfg: dict) -> Recipe:
     image_size = int(opts.pop("image_size", STARVECTOR_CONFIGS[preset].get("image_size", 64)))
     eval_items = int(opts.pop("eval_items", 32))
     eval_new_tokens = int(opts.pop("eval_max_new_tokens", max_tokens))
+    num_shapes, init_from = int(opts.pop("shapes", 0)), opts.pop("init_from", None)
+    max_shapes, vision_lr_scale = int(opts.pop("max_shapes", 3)), float(opts.pop("vision_lr_scale", 1.0))
     if opts:
         raise ValueError(f"unknown starvector option(s): {', '.join(sorted(opts))}")
 
     out = Path(train_cfg.output_dir)
     max_chars = 16 * max_tokens  # see SVGImageDataset: longer sources cannot fit in max_tokens
     train_items = load_items("train", sets, glyphs)
+    train_items += [{"id": f"shapes/s{train_cfg.seed}m{max_shapes}/{i}", "svg": svg, "set": "shapes"}
+                    for i, svg in enumerate(synthetic_shape_svgs(num_shapes, train_cfg.seed, max_shapes=max_shapes))]
     val_items = load_items("val", sets, glyphs) or train_items[:eval_items]  # tiny builds may have no val
     train_texts = cached_texts(train_items, out / "texts.jsonl", max_chars)
     val_texts = cached_texts(val_items, out / "texts.jsonl", max_chars)
-    tokenizer = load_or_train_tokenizer(out / "tokenizer", [t for t in train_texts if t], vocab_size)
+    if init_from is not None:
+        model, tokenizer = load_starvector(init_from)
+        model.train()
+        image_size = model.config.image_size
+    else:
+        tokenizer = load_or_train_tokenizer(out / "tokenizer", [t for t in train_texts if t], vocab_size)
 
     train_set = SVGImageDataset(train_items, tokenizer, image_size, max_tokens, TEXT_SIZE, TEXT_PRECISION,
                                 texts=train_texts)
@@ -150,10 +172,11 @@ def recipe(cfg: dict) -> Recipe:
                               texts=val_texts)
     print(f"[starvector] train {len(train_set)} items (dropped {dict(train_set.dropped)}), val {len(val_set)}, "
           f"vocab {len(tokenizer)}")
-    config = starvector_config(preset, vocab_size=len(tokenizer), image_size=image_size,
-                               max_length_train=max_tokens, **special_token_ids(tokenizer))
-    model = StarVectorModel(config)
-    model.svg_tokenizer = tokenizer  # saved into every checkpoint by save_pretrained
+    if init_from is None:
+        config = starvector_config(preset, vocab_size=len(tokenizer), image_size=image_size,
+                                   max_length_train=max_tokens, **special_token_ids(tokenizer))
+        model = StarVectorModel(config)
+        model.svg_tokenizer = tokenizer  # saved into every checkpoint by save_pretrained
 
     def loss_fn(m, batch):
         return m(**batch).loss
@@ -162,4 +185,5 @@ def recipe(cfg: dict) -> Recipe:
                   collate_fn=functools.partial(collate_svg, pad_token_id=tokenizer.pad_token_id),
                   eval_fn=lambda m: evaluate_starvector(m, val_set, eval_items, max_new_tokens=eval_new_tokens),
                   lengths=[len(t) for t in train_set.token_ids],
-                  extra={"tokenizer": tokenizer, "val_set": val_set})
+                  extra={"tokenizer": tokenizer, "val_set": val_set},
+                  lr_multipliers={"image_encoder.": vision_lr_scale, "image_projection.": vision_lr_scale})
