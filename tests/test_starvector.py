@@ -294,12 +294,18 @@ def test_official_checkpoint_with_missing_weights_is_a_clear_error(tokenizer, tm
 
 # ---- recipe ----
 
-def test_recipe_trains_and_ships_the_tokenizer(tmp_path, monkeypatch):
+@pytest.fixture
+def icons_dataset(tmp_path, monkeypatch):
+    """The icons source built from the fixture tree (it stands in for npm) in a scratch data folder."""
+    import genstudio.data.icons  # noqa: F401  (registers the icons source)
+    monkeypatch.setenv("GENSTUDIO_DATA", str(tmp_path / "data"))
+    monkeypatch.setattr(SOURCES["icons"], "requires", ())
+    prepare("icons", packages_dir=FIXTURE, quiet=True)
+
+
+def test_recipe_trains_and_ships_the_tokenizer(tmp_path, icons_dataset):
     from genstudio.train import train
     from pipelines.svg.train import is_valid_svg, recipe
-    monkeypatch.setenv("GENSTUDIO_DATA", str(tmp_path / "data"))
-    monkeypatch.setattr(SOURCES["icons"], "requires", ())  # the fixture tree stands in for npm
-    prepare("icons", packages_dir=FIXTURE, quiet=True)
     glyphs = bool(font_files()) and importlib.util.find_spec("fontTools") is not None
     if glyphs:
         prepare("glyphs", fonts=font_files()[0][0].stem, limit=24, quiet=True)
@@ -318,13 +324,9 @@ def test_recipe_trains_and_ships_the_tokenizer(tmp_path, monkeypatch):
     assert not is_valid_svg("<svg><path") and not is_valid_svg('<!DOCTYPE svg [<!ENTITY a "b">]><svg/>')
 
 
-def test_recipe_warm_starts_from_a_checkpoint_and_mixes_in_shapes(tmp_path, monkeypatch):
-    import genstudio.data.icons  # noqa: F401  (registers the icons source)
+def test_recipe_warm_starts_from_a_checkpoint_and_mixes_in_shapes(tmp_path, icons_dataset):
     from genstudio.train import train
     from pipelines.svg.train import recipe
-    monkeypatch.setenv("GENSTUDIO_DATA", str(tmp_path / "data"))
-    monkeypatch.setattr(SOURCES["icons"], "requires", ())
-    prepare("icons", packages_dir=FIXTURE, quiet=True)
     tok = train_svg_tokenizer([svg_to_training_text(p.read_text()) for p in ICONS], vocab_size=320)
     start = tiny_model(tok)
     start.save_pretrained(tmp_path / "start")
