@@ -6,9 +6,10 @@ Options (besides TrainConfig's): preset (tiny/S/1b), sets (icon sets, comma-sepa
 but the colour-emoji sets, whose SVGs are long), glyphs (true), max_tokens (384: longer SVGs are
 dropped), vocab_size (2048), image_size (the preset's), eval_items (32), eval_max_new_tokens,
 shapes (0: how many synthetic primitive drawings, `synthetic_shape_svgs`, to mix into the train
-split), max_shapes (3: primitives per drawing), vision_lr_scale (1: LR factor of the image encoder and
-adapter, which learn from a much weaker signal than the LM), init_from (a StarVector checkpoint, folder or shipped name, to start from: its weights,
-config and tokenizer; preset, image_size and vocab_size are then ignored).
+split), max_shapes (3: primitives per drawing), vision_lr_scale (1: LR factor of the image encoder
+and adapter, which learn from a much weaker signal than the LM), init_from (a StarVector checkpoint,
+folder or shipped name, to start from: its weights, config and tokenizer; preset, image_size and
+vocab_size are then ignored).
 
 The BPE tokenizer is trained on the train split's texts once and kept in output_dir/tokenizer, so
 a resumed run reuses it; training texts are cached in output_dir/texts.jsonl. The tokenizer is
@@ -119,12 +120,11 @@ def evaluate_starvector(model: StarVectorModel, dataset: SVGImageDataset, max_it
         batch = dataset.collate([dataset[i] for i in picks[start:start + batch_size]])
         batch = {k: v.to(model.device) for k, v in batch.items()}
         tokens = int((batch["labels"] != -100).sum())
-        total += float(model(**batch).loss) * tokens
-        if len(batch["pixel_values"]) > 1:
-            shuffled = dict(batch, pixel_values=batch["pixel_values"].roll(1, 0))
-            total_shuffled += float(model(**shuffled).loss) * tokens
-        else:
-            total_shuffled += float(model(**batch).loss) * tokens
+        loss = float(model(**batch).loss)
+        total += loss * tokens
+        if len(batch["pixel_values"]) > 1:  # a batch of one has no other image to pair with
+            loss = float(model(**dict(batch, pixel_values=batch["pixel_values"].roll(1, 0))).loss)
+        total_shuffled += loss * tokens
         count += tokens
     loss, loss_shuffled = total / max(count, 1), total_shuffled / max(count, 1)
     images = torch.stack([dataset[i]["pixel_values"] for i in picks[:num_generate]])
@@ -165,6 +165,10 @@ def recipe(cfg: dict) -> Recipe:
         image_size = model.config.image_size
     else:
         tokenizer = load_or_train_tokenizer(out / "tokenizer", [t for t in train_texts if t], vocab_size)
+        config = starvector_config(preset, vocab_size=len(tokenizer), image_size=image_size,
+                                   max_length_train=max_tokens, **special_token_ids(tokenizer))
+        model = StarVectorModel(config)
+        model.svg_tokenizer = tokenizer  # saved into every checkpoint by save_pretrained
 
     train_set = SVGImageDataset(train_items, tokenizer, image_size, max_tokens, TEXT_SIZE, TEXT_PRECISION,
                                 texts=train_texts)
@@ -172,11 +176,6 @@ def recipe(cfg: dict) -> Recipe:
                               texts=val_texts)
     print(f"[starvector] train {len(train_set)} items (dropped {dict(train_set.dropped)}), val {len(val_set)}, "
           f"vocab {len(tokenizer)}")
-    if init_from is None:
-        config = starvector_config(preset, vocab_size=len(tokenizer), image_size=image_size,
-                                   max_length_train=max_tokens, **special_token_ids(tokenizer))
-        model = StarVectorModel(config)
-        model.svg_tokenizer = tokenizer  # saved into every checkpoint by save_pretrained
 
     def loss_fn(m, batch):
         return m(**batch).loss
