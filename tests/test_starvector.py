@@ -347,6 +347,22 @@ def test_recipe_warm_starts_from_a_checkpoint_and_mixes_in_shapes(tmp_path, icon
     assert not (tmp_path / "run" / "tokenizer").exists()
 
 
+def test_recipe_shapes_only_with_a_fresh_vision_side(tmp_path, icons_dataset):
+    from pipelines.svg.train import recipe
+    tok = train_svg_tokenizer([svg_to_training_text(p.read_text()) for p in ICONS], vocab_size=320)
+    start = tiny_model(tok)
+    start.save_pretrained(tmp_path / "start")
+    cfg = dict(output_dir=str(tmp_path / "run"), init_from=str(tmp_path / "start"), reinit_vision=True, sets="",
+               glyphs=False, shapes=10, max_shapes=1, eval_items=6, steps=1, max_tokens=400, progress=False)
+    r = recipe(cfg)
+    assert {it["set"] for it in r.dataset.items} == {"shapes"}
+    val = r.extra["val_set"]
+    assert len(val) == 6 and not {it["id"] for it in val.items} & {it["id"] for it in r.dataset.items}
+    new, old = r.model.state_dict(), start.state_dict()
+    vision = [k for k in old if k.startswith(("image_encoder.", "image_projection.")) and "weight" in k]
+    assert vision and all(not torch.equal(new[k], old[k]) for k in vision if old[k].std() > 0)
+    assert all(torch.equal(new[k], old[k]) for k in old if k.startswith("svg_transformer."))
+
 def test_synthetic_shapes_are_seeded_valid_and_need_the_image():
     from pipelines.svg.data import synthetic_shape_svgs
     a, b = synthetic_shape_svgs(20, seed=3, max_shapes=2), synthetic_shape_svgs(20, seed=4, max_shapes=2)

@@ -9,7 +9,8 @@ shapes (0: how many synthetic primitive drawings, `synthetic_shape_svgs`, to mix
 split), max_shapes (3: primitives per drawing), vision_lr_scale (1: LR factor of the image encoder
 and adapter, which learn from a much weaker signal than the LM), init_from (a StarVector checkpoint,
 folder or shipped name, to start from: its weights, config and tokenizer; preset, image_size and
-vocab_size are then ignored).
+vocab_size are then ignored), reinit_vision (false: with init_from, start the image encoder and adapter
+afresh and keep only the LM, e.g. after a run whose vision side learnt to ignore the image).
 
 The BPE tokenizer is trained on the train split's texts once and kept in output_dir/tokenizer, so
 a resumed run reuses it; training texts are cached in output_dir/texts.jsonl. The tokenizer is
@@ -148,6 +149,7 @@ def recipe(cfg: dict) -> Recipe:
     eval_new_tokens = int(opts.pop("eval_max_new_tokens", max_tokens))
     num_shapes, init_from = int(opts.pop("shapes", 0)), opts.pop("init_from", None)
     max_shapes, vision_lr_scale = int(opts.pop("max_shapes", 3)), float(opts.pop("vision_lr_scale", 1.0))
+    reinit_vision = _as_bool(opts.pop("reinit_vision", False))
     if opts:
         raise ValueError(f"unknown starvector option(s): {', '.join(sorted(opts))}")
 
@@ -156,13 +158,21 @@ def recipe(cfg: dict) -> Recipe:
     train_items = load_items("train", sets, glyphs)
     train_items += [{"id": f"shapes/s{train_cfg.seed}m{max_shapes}/{i}", "svg": svg, "set": "shapes"}
                     for i, svg in enumerate(synthetic_shape_svgs(num_shapes, train_cfg.seed, max_shapes=max_shapes))]
-    val_items = load_items("val", sets, glyphs) or train_items[:eval_items]  # tiny builds may have no val
+    val_items = load_items("val", sets, glyphs)
+    if not val_items:  # a shapes-only run (sets="", glyphs=false) is validated on unseen drawings
+        val_items = [{"id": f"shapes/val{i}", "svg": svg, "set": "shapes"} for i, svg in
+                     enumerate(synthetic_shape_svgs(eval_items if num_shapes else 0, train_cfg.seed + 10_000,
+                                                    max_shapes=max_shapes))] or train_items[:eval_items]
     train_texts = cached_texts(train_items, out / "texts.jsonl", max_chars)
     val_texts = cached_texts(val_items, out / "texts.jsonl", max_chars)
     if init_from is not None:
         model, tokenizer = load_starvector(init_from)
         model.train()
         image_size = model.config.image_size
+        if reinit_vision:
+            fresh = StarVectorModel(model.config)
+            for name in ("image_encoder", "image_projection"):
+                getattr(model, name).load_state_dict(getattr(fresh, name).state_dict())
     else:
         tokenizer = load_or_train_tokenizer(out / "tokenizer", [t for t in train_texts if t], vocab_size)
         config = starvector_config(preset, vocab_size=len(tokenizer), image_size=image_size,
