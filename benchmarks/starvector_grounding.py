@@ -1,0 +1,101 @@
+"""Does a small StarVector learn to read its image? A fast ablation on synthetic drawings.
+
+    .venv/bin/python benchmarks/starvector_grounding.py NAME [key=value ...]
+
+Trains a ~0.9M-parameter StarVector (the shipped checkpoint's tokenizer, a small ViT and LM) on
+`synthetic_shape_svgs` drawings, whose coordinates cannot be guessed without the image, and prints
+every 100 steps the validation loss on 64 unseen drawings and the image gain (loss with each SVG
+paired with another drawing's image minus the loss; 0 = the image is ignored). Keys (defaults in
+DEFAULTS): lr, vlr (LR factor of the image encoder + adapter), norm (adapter_norm), max_shapes,
+icons (share of batches drawn from the icon/glyph train split instead of drawings), steps, ...
+Results of the runs behind the StarVector recipe: benchmarks/results/starvector_grounding.md.
+"""
+from __future__ import annotations
+
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pipelines.svg.data import SVGImageDataset, collate_svg, special_token_ids, synthetic_shape_svgs  # noqa: E402
+from pipelines.svg.starvector import StarVectorModel, load_starvector, starvector_config  # noqa: E402
+from pipelines.svg.train import (TEXT_PRECISION, TEXT_SIZE, cached_texts, evaluate_starvector,  # noqa: E402
+                                 load_items)
+
+DEFAULTS = dict(steps=1000, lr=1e-3, vlr=1.0, batch_size=16, max_shapes=1, drawings=6000, hidden=128, layers=2,
+                vision_hidden=96, vision_layers=2, norm="layer_norm", icons=0.0, seed=0)
+
+
+def parse(argv: list[str]) -> dict:
+    opts = dict(DEFAULTS)
+    for kv in argv:
+        key, _, value = kv.partition("=")
+        if key not in opts:
+            raise SystemExit(f"unknown option {key!r}: expected one of {', '.join(opts)}")
+        opts[key] = value if isinstance(opts[key], str) else type(opts[key])(value)
+    return opts
+
+
+def drawings(tokenizer, n: int, seed: int, max_shapes: int) -> SVGImageDataset:
+    items = [{"id": f"{seed}/{i}", "svg": svg, "set": "shapes"}
+             for i, svg in enumerate(synthetic_shape_svgs(n, seed, max_shapes=max_shapes))]
+    return SVGImageDataset(items, tokenizer, 64, 256, TEXT_SIZE, TEXT_PRECISION)
+
+
+def main(name: str, opts: dict) -> None:
+    torch.manual_seed(opts["seed"])
+    rng = random.Random(opts["seed"])
+    tokenizer = load_starvector("starvector-icons-S")[1]
+    config = starvector_config(
+        "S", vocab_size=len(tokenizer), vision_hidden_size=opts["vision_hidden"],
+        vision_num_layers=opts["vision_layers"], vision_num_heads=max(1, opts["vision_hidden"] // 64),
+        adapter_norm=opts["norm"], max_length_train=256, **special_token_ids(tokenizer),
+        lm_overrides=dict(hidden=opts["hidden"], layers=opts["layers"], heads=max(1, opts["hidden"] // 64),
+                          positions=512, multi_query=True))
+    model = StarVectorModel(config).train()
+    train_set = drawings(tokenizer, opts["drawings"], opts["seed"] + 1, opts["max_shapes"])
+    val_set = drawings(tokenizer, 64, opts["seed"] + 999, opts["max_shapes"])
+    icon_set = None
+    if opts["icons"] > 0:
+        items = load_items("train")
+        texts = cached_texts(items, Path("runs/starvector-grounding/texts.jsonl"), 16 * 256)
+        icon_set = SVGImageDataset(items, tokenizer, 64, 256, TEXT_SIZE, TEXT_PRECISION, texts=texts)
+    vision = ("image_encoder.", "image_projection.")
+    groups = [{"params": [p for n, p in model.named_parameters() if not n.startswith(vision)], "lr": opts["lr"]},
+              {"params": [p for n, p in model.named_parameters() if n.startswith(vision)],
+               "lr": opts["lr"] * opts["vlr"]}]
+    optimizer = torch.optim.AdamW(groups, weight_decay=0.01)
+    base = [g["lr"] for g in groups]
+    print(f"{name}: {opts}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters", flush=True)
+    start = time.time()
+    for step in range(1, opts["steps"] + 1):
+        scale = min(1.0, step / 50) * 0.5 * (1 + math.cos(math.pi * step / opts["steps"]))
+        for group, lr in zip(optimizer.param_groups, base):
+            group["lr"] = lr * scale
+        source = icon_set if icon_set is not None and rng.random() < opts["icons"] else train_set
+        batch = collate_svg([source[rng.randrange(len(source))] for _ in range(opts["batch_size"])],
+                            tokenizer.pad_token_id)
+        with torch.autocast("cpu", torch.bfloat16):
+            loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+        if step % 100 == 0 or step == opts["steps"]:
+            model.eval()
+            with torch.autocast("cpu", torch.bfloat16):
+                r = evaluate_starvector(model, val_set, 64, num_generate=1, max_new_tokens=64)
+            model.train()
+            print(f"{name} step {step}: train loss {loss.item():.3f}, val loss {r['val_loss']:.3f}, "
+                  f"image gain {r['image_gain']:.3f} ({time.time() - start:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        raise SystemExit(__doc__)
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    main(sys.argv[1], parse(sys.argv[2:]))
