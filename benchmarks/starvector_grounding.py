@@ -9,6 +9,8 @@ paired with another drawing's image minus the loss; 0 = the image is ignored). K
 DEFAULTS): lr, vlr (LR factor of the image encoder + adapter), norm (adapter_norm), max_shapes,
 icons (share of batches drawn from the icon/glyph train split instead of drawings), steps, ...
 Results of the runs behind the StarVector recipe: benchmarks/results/starvector_grounding.md.
+The loop is written out here (not genstudio.train) on purpose: fixed-rate evaluation, batch-level
+icon mixing and no EMA/length grouping, exactly as the committed numbers were measured.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipelines.svg.data import SVGImageDataset, collate_svg, special_token_ids, synthetic_shape_svgs  # noqa: E402
+from pipelines.svg.data import SVGImageDataset, collate_svg, special_token_ids, synthetic_shape_items  # noqa: E402
 from pipelines.svg.starvector import StarVectorModel, load_starvector, starvector_config  # noqa: E402
 from pipelines.svg.train import (TEXT_PRECISION, TEXT_SIZE, cached_texts, evaluate_starvector,  # noqa: E402
                                  load_items)
@@ -41,9 +43,7 @@ def parse(argv: list[str]) -> dict:
 
 
 def drawings(tokenizer, n: int, seed: int, max_shapes: int) -> SVGImageDataset:
-    items = [{"id": f"{seed}/{i}", "svg": svg, "set": "shapes"}
-             for i, svg in enumerate(synthetic_shape_svgs(n, seed, max_shapes=max_shapes))]
-    return SVGImageDataset(items, tokenizer, 64, 256, TEXT_SIZE, TEXT_PRECISION)
+    return SVGImageDataset(synthetic_shape_items(n, seed, max_shapes), tokenizer, 64, 256, TEXT_SIZE, TEXT_PRECISION)
 
 
 def main(name: str, opts: dict) -> None:

@@ -363,6 +363,7 @@ def test_recipe_shapes_only_with_a_fresh_vision_side(tmp_path, icons_dataset):
     assert vision and all(not torch.equal(new[k], old[k]) for k in vision if old[k].std() > 0)
     assert all(torch.equal(new[k], old[k]) for k in old if k.startswith("svg_transformer."))
 
+
 def test_synthetic_shapes_are_seeded_valid_and_need_the_image():
     from pipelines.svg.data import synthetic_shape_svgs
     a, b = synthetic_shape_svgs(20, seed=3, max_shapes=2), synthetic_shape_svgs(20, seed=4, max_shapes=2)

@@ -370,3 +370,9 @@ def synthetic_shape_svgs(n: int, seed: int = 0, size: int = 128, max_shapes: int
         body = "".join(_shape_element(rng, size) for _ in range(int(rng.integers(1, max_shapes + 1))))
         out.append(f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {size} {size}">{body}</svg>')
     return out
+
+
+def synthetic_shape_items(n: int, seed: int = 0, max_shapes: int = 4) -> list[dict]:
+    """`synthetic_shape_svgs` as manifest-like items (set "shapes", ids unique per seed and max_shapes)."""
+    return [{"id": f"shapes/s{seed}m{max_shapes}/{i}", "svg": svg, "set": "shapes"}
+            for i, svg in enumerate(synthetic_shape_svgs(n, seed, max_shapes=max_shapes))]

@@ -30,7 +30,7 @@ import torch
 from genstudio.data import DataError, load_manifest, prepare
 from genstudio.train import Recipe, split_config
 
-from .data import (SVGImageDataset, collate_svg, special_token_ids, synthetic_shape_svgs, train_svg_tokenizer,
+from .data import (SVGImageDataset, collate_svg, special_token_ids, synthetic_shape_items, train_svg_tokenizer,
                    training_texts)
 from .starvector import STARVECTOR_CONFIGS, StarVectorModel, load_starvector, starvector_config
 
@@ -156,13 +156,11 @@ def recipe(cfg: dict) -> Recipe:
     out = Path(train_cfg.output_dir)
     max_chars = 16 * max_tokens  # see SVGImageDataset: longer sources cannot fit in max_tokens
     train_items = load_items("train", sets, glyphs)
-    train_items += [{"id": f"shapes/s{train_cfg.seed}m{max_shapes}/{i}", "svg": svg, "set": "shapes"}
-                    for i, svg in enumerate(synthetic_shape_svgs(num_shapes, train_cfg.seed, max_shapes=max_shapes))]
+    train_items += synthetic_shape_items(num_shapes, train_cfg.seed, max_shapes)
     val_items = load_items("val", sets, glyphs)
     if not val_items:  # a shapes-only run (sets="", glyphs=false) is validated on unseen drawings
-        val_items = [{"id": f"shapes/val{i}", "svg": svg, "set": "shapes"} for i, svg in
-                     enumerate(synthetic_shape_svgs(eval_items if num_shapes else 0, train_cfg.seed + 10_000,
-                                                    max_shapes=max_shapes))] or train_items[:eval_items]
+        val_items = (synthetic_shape_items(eval_items if num_shapes else 0, train_cfg.seed + 10_000, max_shapes)
+                     or train_items[:eval_items])
     train_texts = cached_texts(train_items, out / "texts.jsonl", max_chars)
     val_texts = cached_texts(val_items, out / "texts.jsonl", max_chars)
     if init_from is not None:
