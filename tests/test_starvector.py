@@ -362,6 +362,8 @@ def test_recipe_shapes_only_with_a_fresh_vision_side(tmp_path, icons_dataset):
     vision = [k for k in old if k.startswith(("image_encoder.", "image_projection.")) and "weight" in k]
     assert vision and all(not torch.equal(new[k], old[k]) for k in vision if old[k].std() > 0)
     assert all(torch.equal(new[k], old[k]) for k in old if k.startswith("svg_transformer."))
+    with pytest.raises(ValueError, match="init_from"):
+        recipe(dict(cfg, init_from=None))
 
 
 def test_synthetic_shapes_are_seeded_valid_and_need_the_image():

@@ -134,6 +134,13 @@ class StarVectorModel(PreTrainedModel):
         elif isinstance(module, (nn.LayerNorm, nn.BatchNorm1d)):
             module.reset_parameters()
 
+    def reset_vision(self) -> None:
+        """Re-initialise the image encoder and adapter (the LM is kept), e.g. after a run whose vision
+        side learnt to send a near-constant prefix."""
+        dtype = self.vision_tower.embeddings.patch_embedding.weight.dtype
+        self.image_encoder = CLIPVisionModel(_vision_config(self.config)).to(self.device, dtype)
+        self.image_projection.apply(self._init_weights)
+
     @property
     def vision_tower(self) -> nn.Module:
         """The module holding embeddings/encoder/post_layernorm (transformers 4.x nests it in `vision_model`)."""

@@ -7,7 +7,8 @@ but the colour-emoji sets, whose SVGs are long), glyphs (true), max_tokens (384:
 dropped), vocab_size (2048), image_size (the preset's), eval_items (32), eval_max_new_tokens,
 shapes (0: how many synthetic primitive drawings, `synthetic_shape_svgs`, to mix into the train
 split), max_shapes (3: primitives per drawing), vision_lr_scale (1: LR factor of the image encoder
-and adapter, which learn from a much weaker signal than the LM), init_from (a StarVector checkpoint,
+and adapter; keep 1: at 8 a small model stopped reading its image, see
+benchmarks/results/starvector_grounding.md), init_from (a StarVector checkpoint,
 folder or shipped name, to start from: its weights, config and tokenizer; preset, image_size and
 vocab_size are then ignored), reinit_vision (false: with init_from, start the image encoder and adapter
 afresh and keep only the LM, e.g. after a run whose vision side learnt to ignore the image).
@@ -152,6 +153,8 @@ def recipe(cfg: dict) -> Recipe:
     reinit_vision = _as_bool(opts.pop("reinit_vision", False))
     if opts:
         raise ValueError(f"unknown starvector option(s): {', '.join(sorted(opts))}")
+    if reinit_vision and init_from is None:
+        raise ValueError("reinit_vision needs init_from (a fresh model's vision side is new already)")
 
     out = Path(train_cfg.output_dir)
     max_chars = 16 * max_tokens  # see SVGImageDataset: longer sources cannot fit in max_tokens
@@ -168,9 +171,7 @@ def recipe(cfg: dict) -> Recipe:
         model.train()
         image_size = model.config.image_size
         if reinit_vision:
-            fresh = StarVectorModel(model.config)
-            for name in ("image_encoder", "image_projection"):
-                getattr(model, name).load_state_dict(getattr(fresh, name).state_dict())
+            model.reset_vision()
     else:
         tokenizer = load_or_train_tokenizer(out / "tokenizer", [t for t in train_texts if t], vocab_size)
         config = starvector_config(preset, vocab_size=len(tokenizer), image_size=image_size,
