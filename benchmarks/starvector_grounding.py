@@ -7,7 +7,9 @@ Trains a ~0.9M-parameter StarVector (the shipped checkpoint's tokenizer, a small
 every 100 steps the validation loss on 64 unseen drawings and the image gain (loss with each SVG
 paired with another drawing's image minus the loss; 0 = the image is ignored). Keys (defaults in
 DEFAULTS): lr, vlr (LR factor of the image encoder + adapter), norm (adapter_norm), max_shapes,
-icons (share of batches drawn from the icon/glyph train split instead of drawings), steps, ...
+icons (share of batches drawn from the icon/glyph train split instead of drawings), warm (steps on
+drawings alone before any icon), ramp (steps over which the icon share grows from 0 to `icons`),
+mix (1: mix icons and drawings inside every batch instead of whole batches), steps, ...
 Results of the runs behind the StarVector recipe: benchmarks/results/starvector_grounding.md.
 The loop is written out here (not genstudio.train) on purpose: fixed-rate evaluation, batch-level
 icon mixing and no EMA/length grouping, exactly as the committed numbers were measured.
@@ -29,7 +31,7 @@ from pipelines.svg.train import (TEXT_PRECISION, TEXT_SIZE, cached_texts, evalua
                                  load_items)
 
 DEFAULTS = dict(steps=1000, lr=1e-3, vlr=1.0, batch_size=16, max_shapes=1, drawings=6000, hidden=128, layers=2,
-                vision_hidden=96, vision_layers=2, norm="layer_norm", icons=0.0, seed=0)
+                vision_hidden=96, vision_layers=2, norm="layer_norm", icons=0.0, warm=0, ramp=0, mix=0, eval_every=100, seed=0)
 
 
 def parse(argv: list[str]) -> dict:
@@ -59,11 +61,14 @@ def main(name: str, opts: dict) -> None:
     model = StarVectorModel(config).train()
     train_set = drawings(tokenizer, opts["drawings"], opts["seed"] + 1, opts["max_shapes"])
     val_set = drawings(tokenizer, 64, opts["seed"] + 999, opts["max_shapes"])
-    icon_set = None
+    icon_set = icon_val = None
     if opts["icons"] > 0:
-        items = load_items("train")
-        texts = cached_texts(items, Path("runs/starvector-grounding/texts.jsonl"), 16 * 256)
-        icon_set = SVGImageDataset(items, tokenizer, 64, 256, TEXT_SIZE, TEXT_PRECISION, texts=texts)
+        cache = Path("runs/starvector-grounding/texts.jsonl")
+        items, val_items = load_items("train"), load_items("val")
+        icon_set = SVGImageDataset(items, tokenizer, 64, 256, TEXT_SIZE, TEXT_PRECISION,
+                                   texts=cached_texts(items, cache, 16 * 256))
+        icon_val = SVGImageDataset(val_items, tokenizer, 64, 256, TEXT_SIZE, TEXT_PRECISION,
+                                   texts=cached_texts(val_items, cache, 16 * 256))
     vision = ("image_encoder.", "image_projection.")
     groups = [{"params": [p for n, p in model.named_parameters() if not n.startswith(vision)], "lr": opts["lr"]},
               {"params": [p for n, p in model.named_parameters() if n.startswith(vision)],
@@ -76,22 +81,31 @@ def main(name: str, opts: dict) -> None:
         scale = min(1.0, step / 50) * 0.5 * (1 + math.cos(math.pi * step / opts["steps"]))
         for group, lr in zip(optimizer.param_groups, base):
             group["lr"] = lr * scale
-        source = icon_set if icon_set is not None and rng.random() < opts["icons"] else train_set
-        batch = collate_svg([source[rng.randrange(len(source))] for _ in range(opts["batch_size"])],
-                            tokenizer.pad_token_id)
+        share = opts["icons"] * min(1.0, max(0, step - opts["warm"]) / max(opts["ramp"], 1))
+        if step <= opts["warm"]:
+            share = 0.0
+        if opts["mix"]:
+            sources = [icon_set if rng.random() < share else train_set for _ in range(opts["batch_size"])]
+        else:
+            sources = [icon_set if rng.random() < share else train_set] * opts["batch_size"]
+        batch = collate_svg([s[rng.randrange(len(s))] for s in sources], tokenizer.pad_token_id)
         with torch.autocast("cpu", torch.bfloat16):
             loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad()
-        if step % 100 == 0 or step == opts["steps"]:
+        if step % opts["eval_every"] == 0 or step == opts["steps"]:
             model.eval()
             with torch.autocast("cpu", torch.bfloat16):
                 r = evaluate_starvector(model, val_set, 64, num_generate=1, max_new_tokens=64)
+                icons = evaluate_starvector(model, icon_val, 64, num_generate=1, max_new_tokens=64) \
+                    if icon_val is not None else None
             model.train()
+            extra = f", icons val loss {icons['val_loss']:.3f} gain {icons['image_gain']:.3f}" if icons else ""
             print(f"{name} step {step}: train loss {loss.item():.3f}, val loss {r['val_loss']:.3f}, "
-                  f"image gain {r['image_gain']:.3f} ({time.time() - start:.0f} s)", flush=True)
+                  f"image gain {r['image_gain']:.3f}{extra} (share {share:.2f}, {time.time() - start:.0f} s)",
+                  flush=True)
 
 
 if __name__ == "__main__":

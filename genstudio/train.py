@@ -54,6 +54,7 @@ class Recipe:
     collate_fn: Callable | None = None
     eval_fn: Callable[[torch.nn.Module], dict] | None = None  # run on EMA weights at each save
     lengths: list[int] | None = None  # per-item sequence lengths: batches are grouped by length
+    batch_sampler: torch.utils.data.Sampler | None = None  # overrides `lengths` (e.g. CurriculumBatchSampler)
     extra: dict = field(default_factory=dict)
     lr_multipliers: dict[str, float] = field(default_factory=dict)  # parameter-name prefix -> LR factor
 
@@ -84,6 +85,43 @@ class LengthGroupedBatchSampler(torch.utils.data.Sampler):
             batches += [chunk[j:j + self.batch_size] for j in range(0, len(chunk) - self.batch_size + 1, self.batch_size)]
         for b in torch.randperm(len(batches), generator=g).tolist():
             yield batches[b]
+
+
+class CurriculumBatchSampler(torch.utils.data.Sampler):
+    """Batches that move from one pool of items to another on a schedule (curriculum mixing).
+
+    Batch b draws each of its items from `late` with probability
+    share(b) = final_share * clamp((b - warm) / ramp, 0, 1), else from `early`: `warm` batches of
+    `early` alone, then the share of `late` grows linearly over `ramp` batches and stays at
+    `final_share` (< 1 keeps `early` items in every batch). Items are drawn at random with
+    replacement; batch b depends only on (seed, b), so a resumed run continues the schedule
+    (`start_at`). One epoch = one pass worth of batches over both pools.
+    """
+
+    def __init__(self, early: list[int], late: list[int], batch_size: int, warm: int, ramp: int,
+                 final_share: float, seed: int = 0):
+        if not early or (final_share > 0 and not late):
+            raise ValueError("CurriculumBatchSampler needs items in both pools")
+        self.early, self.late, self.batch_size = list(early), list(late), batch_size
+        self.warm, self.ramp, self.final_share, self.seed, self.position = warm, max(ramp, 1), final_share, seed, 0
+
+    def share(self, b: int) -> float:
+        return self.final_share * min(1.0, max(0.0, (b - self.warm) / self.ramp))
+
+    def start_at(self, batch: int) -> None:
+        self.position = batch
+
+    def __len__(self) -> int:
+        return (len(self.early) + len(self.late)) // self.batch_size
+
+    def __iter__(self):
+        for _ in range(len(self)):
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.position)
+            late = (torch.rand(self.batch_size, generator=g) < self.share(self.position)).tolist()
+            picks = torch.rand(self.batch_size, generator=g).tolist()
+            self.position += 1
+            yield [self.late[int(u * len(self.late))] if is_late else self.early[int(u * len(self.early))]
+                   for is_late, u in zip(late, picks)]
 
 
 def split_config(cfg: dict) -> tuple[TrainConfig, dict]:
@@ -172,7 +210,9 @@ def train(recipe: Recipe) -> dict:
     params = [p for group in optimizer.param_groups for p in group["params"]]
     lr_sched = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, max(cfg.steps, 1))
     common = dict(num_workers=cfg.num_workers, collate_fn=recipe.collate_fn, persistent_workers=cfg.num_workers > 0)
-    if recipe.lengths is not None:
+    if recipe.batch_sampler is not None:
+        loader = DataLoader(recipe.dataset, batch_sampler=recipe.batch_sampler, **common)
+    elif recipe.lengths is not None:
         sampler = LengthGroupedBatchSampler(recipe.lengths, cfg.batch_size, seed=cfg.seed)
         loader = DataLoader(recipe.dataset, batch_sampler=sampler, **common)
     else:
@@ -189,6 +229,8 @@ def train(recipe: Recipe) -> dict:
         accelerator.load_state(str(state_dir))
         step = json.loads((state_dir / "train_state.json").read_text())["step"]
         accelerator.print(f"resumed from {state_dir} at step {step}")
+        if hasattr(recipe.batch_sampler, "start_at"):  # a scheduled sampler continues where it was
+            recipe.batch_sampler.start_at(step * cfg.grad_accum * accelerator.num_processes)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))

@@ -366,6 +366,27 @@ def test_recipe_shapes_only_with_a_fresh_vision_side(tmp_path, icons_dataset):
         recipe(dict(cfg, init_from=None))
 
 
+def test_recipe_curriculum_starts_on_drawings_and_brings_icons_in(tmp_path, icons_dataset):
+    from genstudio.train import train
+    from pipelines.svg.train import recipe
+    cfg = dict(preset="tiny", output_dir=str(tmp_path / "run"), shapes=16, max_shapes=1, curriculum_warm=2,
+               curriculum_ramp=2, shapes_share=0.5, steps=6, batch_size=4, save_every=6, log_every=3,
+               vocab_size=300, max_tokens=400, eval_items=4, eval_max_new_tokens=8, glyphs=False,
+               mixed_precision="no", progress=False, ema_decay=None)
+    r = recipe(cfg)
+    shapes = {i for i, it in enumerate(r.dataset.items) if it["set"] == "shapes"}
+    batches = iter(r.batch_sampler)
+    first = [next(batches) for _ in range(3)]
+    assert all(i in shapes for b in first for i in b)  # warm-up: drawings alone
+    assert r.batch_sampler.share(4) == r.batch_sampler.share(100) == 0.5
+    summary = train(r)
+    assert np.isfinite(summary["val_loss"])
+    if r.extra["val_set"].items[0]["set"] != "shapes":  # icons in val: the drawings' gain is reported beside
+        assert np.isfinite(summary["shapes_image_gain"])
+    with pytest.raises(ValueError, match="shapes=N"):
+        recipe(dict(cfg, shapes=0))
+
+
 def test_synthetic_shapes_are_seeded_valid_and_need_the_image():
     from pipelines.svg.data import synthetic_shape_svgs
     a, b = synthetic_shape_svgs(20, seed=3, max_shapes=2), synthetic_shape_svgs(20, seed=4, max_shapes=2)

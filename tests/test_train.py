@@ -101,6 +101,24 @@ def test_length_grouped_batches_cover_items_and_reduce_padding():
     assert list(s) != batches
 
 
+def test_curriculum_sampler_follows_its_schedule_and_resumes():
+    from genstudio.train import CurriculumBatchSampler
+    early, late = list(range(100)), list(range(100, 400))
+    s = CurriculumBatchSampler(early, late, batch_size=20, warm=5, ramp=10, final_share=0.75, seed=3)
+    batches = list(s)
+    assert len(batches) == 20 and all(len(b) == 20 for b in batches)
+    late_share = [sum(i >= 100 for i in b) / 20 for b in batches]
+    assert late_share[:6] == [0.0] * 6  # warm-up (and the ramp's first batch): early items only
+    assert 0.5 <= sum(late_share[15:]) / 5 <= 0.95 and min(late_share[15:]) < 1.0  # early kept in every batch
+    assert sum(late_share[6:10]) < sum(late_share[15:19])  # the share grows along the ramp
+    assert s.share(15) == s.share(1000) == 0.75 and s.share(10) == pytest.approx(0.375)
+    again = CurriculumBatchSampler(early, late, 20, 5, 10, 0.75, seed=3)
+    again.start_at(12)  # a resumed run continues at batch 12
+    assert next(iter(again)) == batches[12]
+    with pytest.raises(ValueError, match="both pools"):
+        CurriculumBatchSampler(early, [], 20, 5, 10, 0.75)
+
+
 def test_lr_multipliers_give_a_prefix_its_own_learning_rate():
     from genstudio.train import _param_groups
     model = ToyModel()

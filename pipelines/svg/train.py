@@ -11,7 +11,11 @@ and adapter; keep 1: at 8 a small model stopped reading its image, see
 benchmarks/results/starvector_grounding.md), init_from (a StarVector checkpoint,
 folder or shipped name, to start from: its weights, config and tokenizer; preset, image_size and
 vocab_size are then ignored), reinit_vision (false: with init_from, start the image encoder and adapter
-afresh and keep only the LM, e.g. after a run whose vision side learnt to ignore the image).
+afresh and keep only the LM, e.g. after a run whose vision side learnt to ignore the image),
+curriculum_warm / curriculum_ramp (0 / 0: with `shapes`, train on the drawings alone for
+curriculum_warm steps, then bring the icons and glyphs in over curriculum_ramp steps until they make
+up 1 - shapes_share of every batch; shapes_share defaults to 0.25. Without it a small model learns to
+ignore its image, see benchmarks/results/starvector_grounding.md).
 
 The BPE tokenizer is trained on the train split's texts once and kept in output_dir/tokenizer, so
 a resumed run reuses it; training texts are cached in output_dir/texts.jsonl. The tokenizer is
@@ -29,7 +33,7 @@ from pathlib import Path
 import torch
 
 from genstudio.data import DataError, load_manifest, prepare
-from genstudio.train import Recipe, split_config
+from genstudio.train import CurriculumBatchSampler, Recipe, split_config
 
 from .data import (SVGImageDataset, collate_svg, special_token_ids, synthetic_shape_items, train_svg_tokenizer,
                    training_texts)
@@ -129,12 +133,14 @@ def evaluate_starvector(model: StarVectorModel, dataset: SVGImageDataset, max_it
         total_shuffled += loss * tokens
         count += tokens
     loss, loss_shuffled = total / max(count, 1), total_shuffled / max(count, 1)
-    images = torch.stack([dataset[i]["pixel_values"] for i in picks[:num_generate]])
-    svgs = [c[0] for c in model.generate_svg(images, dataset.tokenizer, max_new_tokens=max_new_tokens,
-                                             do_sample=False)]
-    return {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50.0)), "image_gain": loss_shuffled - loss,
-            "valid_svg_rate": sum(map(is_valid_svg, svgs)) / len(svgs),
-            "generated_chars": sum(map(len, svgs)) / len(svgs)}
+    metrics = {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50.0)), "image_gain": loss_shuffled - loss}
+    if num_generate > 0:
+        images = torch.stack([dataset[i]["pixel_values"] for i in picks[:num_generate]])
+        svgs = [c[0] for c in model.generate_svg(images, dataset.tokenizer, max_new_tokens=max_new_tokens,
+                                                 do_sample=False)]
+        metrics.update(valid_svg_rate=sum(map(is_valid_svg, svgs)) / len(svgs),
+                       generated_chars=sum(map(len, svgs)) / len(svgs))
+    return metrics
 
 
 def recipe(cfg: dict) -> Recipe:
@@ -151,10 +157,17 @@ def recipe(cfg: dict) -> Recipe:
     num_shapes, init_from = int(opts.pop("shapes", 0)), opts.pop("init_from", None)
     max_shapes, vision_lr_scale = int(opts.pop("max_shapes", 3)), float(opts.pop("vision_lr_scale", 1.0))
     reinit_vision = _as_bool(opts.pop("reinit_vision", False))
+    warm, ramp = int(opts.pop("curriculum_warm", 0)), int(opts.pop("curriculum_ramp", 0))
+    shapes_share = float(opts.pop("shapes_share", 0.25))
     if opts:
         raise ValueError(f"unknown starvector option(s): {', '.join(sorted(opts))}")
     if reinit_vision and init_from is None:
         raise ValueError("reinit_vision needs init_from (a fresh model's vision side is new already)")
+    curriculum = warm > 0 or ramp > 0
+    if curriculum and num_shapes <= 0:
+        raise ValueError("curriculum_warm/curriculum_ramp need synthetic drawings: set shapes=N")
+    if not 0.0 <= shapes_share <= 1.0:
+        raise ValueError(f"shapes_share must be in [0, 1], got {shapes_share}")
 
     out = Path(train_cfg.output_dir)
     max_chars = 16 * max_tokens  # see SVGImageDataset: longer sources cannot fit in max_tokens
@@ -183,15 +196,33 @@ def recipe(cfg: dict) -> Recipe:
                                 texts=train_texts)
     val_set = SVGImageDataset(val_items, tokenizer, image_size, max_tokens, TEXT_SIZE, TEXT_PRECISION,
                               texts=val_texts)
+    batch_sampler = None
+    if curriculum:
+        is_shape = [it.get("set") == "shapes" for it in train_set.items]
+        batch_sampler = CurriculumBatchSampler(
+            [i for i, s in enumerate(is_shape) if s], [i for i, s in enumerate(is_shape) if not s],
+            train_cfg.batch_size, warm * train_cfg.grad_accum, ramp * train_cfg.grad_accum, 1.0 - shapes_share,
+            seed=train_cfg.seed)
     print(f"[starvector] train {len(train_set)} items (dropped {dict(train_set.dropped)}), val {len(val_set)}, "
           f"vocab {len(tokenizer)}")
+
+    shapes_val = None
+    if num_shapes and val_set.items[0].get("set") != "shapes":  # also watch the drawings' image gain
+        shapes_val = SVGImageDataset(synthetic_shape_items(eval_items, train_cfg.seed + 10_000, max_shapes), tokenizer,
+                                     image_size, max_tokens, TEXT_SIZE, TEXT_PRECISION)
+
+    def eval_fn(m):
+        metrics = evaluate_starvector(m, val_set, eval_items, max_new_tokens=eval_new_tokens)
+        if shapes_val is not None:
+            metrics["shapes_image_gain"] = evaluate_starvector(m, shapes_val, eval_items, num_generate=0)["image_gain"]
+        return metrics
 
     def loss_fn(m, batch):
         return m(**batch).loss
 
     return Recipe(model, train_set, loss_fn, train_cfg,
                   collate_fn=functools.partial(collate_svg, pad_token_id=tokenizer.pad_token_id),
-                  eval_fn=lambda m: evaluate_starvector(m, val_set, eval_items, max_new_tokens=eval_new_tokens),
-                  lengths=[len(t) for t in train_set.token_ids],
+                  eval_fn=eval_fn,
+                  lengths=[len(t) for t in train_set.token_ids], batch_sampler=batch_sampler,
                   extra={"tokenizer": tokenizer, "val_set": val_set},
                   lr_multipliers={"image_encoder.": vision_lr_scale, "image_projection.": vision_lr_scale})
