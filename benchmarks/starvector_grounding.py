@@ -11,8 +11,8 @@ icons (share of batches drawn from the icon/glyph train split instead of drawing
 drawings alone before any icon), ramp (steps over which the icon share grows from 0 to `icons`),
 mix (1: mix icons and drawings inside every batch instead of whole batches), steps, ...
 Results of the runs behind the StarVector recipe: benchmarks/results/starvector_grounding.md.
-The loop is written out here (not genstudio.train) on purpose: fixed-rate evaluation, batch-level
-icon mixing and no EMA/length grouping, exactly as the committed numbers were measured.
+The loop is written out here (not genstudio.train) on purpose: fixed-rate evaluation, icon mixing
+per batch or per item and no EMA/length grouping, exactly as the committed numbers were measured.
 """
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ from pipelines.svg.train import (TEXT_PRECISION, TEXT_SIZE, cached_texts, evalua
                                  load_items)
 
 DEFAULTS = dict(steps=1000, lr=1e-3, vlr=1.0, batch_size=16, max_shapes=1, drawings=6000, hidden=128, layers=2,
-                vision_hidden=96, vision_layers=2, norm="layer_norm", icons=0.0, warm=0, ramp=0, mix=0, eval_every=100, seed=0)
+                vision_hidden=96, vision_layers=2, norm="layer_norm", icons=0.0, warm=0, ramp=0, mix=0,
+                eval_every=100, seed=0)
 
 
 def parse(argv: list[str]) -> dict:
@@ -82,8 +83,6 @@ def main(name: str, opts: dict) -> None:
         for group, lr in zip(optimizer.param_groups, base):
             group["lr"] = lr * scale
         share = opts["icons"] * min(1.0, max(0, step - opts["warm"]) / max(opts["ramp"], 1))
-        if step <= opts["warm"]:
-            share = 0.0
         if opts["mix"]:
             sources = [icon_set if rng.random() < share else train_set for _ in range(opts["batch_size"])]
         else:
