@@ -40,11 +40,14 @@ bench: install
 train-starvector: install
 	$(VENV)/bin/genstudio data prepare icons
 	$(VENV)/bin/genstudio data prepare glyphs
-	$(VENV)/bin/genstudio train starvector --set preset='"S"' --set max_tokens=256 --set steps=2400 \
-	  --set batch_size=16 --set lr=8e-4 --set warmup_steps=100 --output-dir runs/starvector-icons-S
-	$(VENV)/bin/genstudio train starvector --set init_from='"runs/starvector-icons-S/final"' --set shapes=15000 \
-	  --set max_shapes=3 --set vision_lr_scale=8 --set max_tokens=256 --set steps=3600 --set batch_size=16 \
-	  --set lr=4e-4 --set warmup_steps=100 --set save_every=600 --set eval_items=64 --output-dir runs/starvector-icons-S2
+	$(VENV)/bin/genstudio train starvector --set preset='"S"' --set max_tokens=256 --set steps=4200 \
+	  --set batch_size=16 --set lr=8e-4 --set warmup_steps=100 --set shapes=15000 --set max_shapes=2 \
+	  --set curriculum_warm=1200 --set curriculum_ramp=1500 --set shapes_share=0.25 --set save_every=600 \
+	  --set eval_items=64 --set eval_max_new_tokens=256 --output-dir runs/starvector-C
+	$(VENV)/bin/genstudio train starvector --set init_from='"runs/starvector-C/final"' --set shapes=15000 \
+	  --set max_shapes=2 --set curriculum_ramp=1 --set shapes_share=0.25 --set max_tokens=256 --set steps=2800 \
+	  --set batch_size=16 --set lr=4e-4 --set warmup_steps=50 --set save_every=700 --set eval_items=64 \
+	  --set eval_max_new_tokens=256 --output-dir runs/starvector-C2
 
 train-tokenizer: install
 	$(VENV)/bin/genstudio data prepare photos --option debian=true
