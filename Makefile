@@ -48,6 +48,10 @@ train-starvector: install
 	  --set max_shapes=2 --set curriculum_ramp=1 --set shapes_share=0.25 --set max_tokens=256 --set steps=2800 \
 	  --set batch_size=16 --set lr=4e-4 --set warmup_steps=50 --set save_every=700 --set eval_items=64 \
 	  --set eval_max_new_tokens=256 --output-dir runs/starvector-C2
+	$(VENV)/bin/genstudio train starvector --set init_from='"runs/starvector-C2/final"' --set shapes=15000 \
+	  --set max_shapes=2 --set curriculum_ramp=1 --set shapes_share=0.25 --set max_tokens=256 --set steps=1700 \
+	  --set batch_size=16 --set lr=3e-4 --set warmup_steps=50 --set save_every=850 --set eval_items=64 \
+	  --set eval_max_new_tokens=256 --set max_minutes=42 --output-dir runs/starvector-C3
 
 train-tokenizer: install
 	$(VENV)/bin/genstudio data prepare photos --option debian=true
