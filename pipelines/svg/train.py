@@ -15,7 +15,8 @@ afresh and keep only the LM, e.g. after a run whose vision side learnt to ignore
 curriculum_warm / curriculum_ramp (0 / 0: with `shapes`, train on the drawings alone for
 curriculum_warm steps, then bring the icons and glyphs in over curriculum_ramp steps until they make
 up 1 - shapes_share of every batch; shapes_share defaults to 0.25. Without it a small model learns to
-ignore its image, see benchmarks/results/starvector_grounding.md).
+ignore its image, see benchmarks/results/starvector_grounding.md. curriculum_ramp=1 alone keeps that
+final mix from the second batch on: how `make train-starvector` continues a curriculum run with init_from).
 
 The BPE tokenizer is trained on the train split's texts once and kept in output_dir/tokenizer, so
 a resumed run reuses it; training texts are cached in output_dir/texts.jsonl. The tokenizer is
