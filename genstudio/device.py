@@ -35,11 +35,7 @@ def seed_everything(seed: int | None) -> None:
     torch.manual_seed(seed)
 
 
-def autocast_dtype(device: str):
-    """bf16 where it is fast (CPU with AMX/AVX512-BF16, recent GPUs); None means fp32."""
-    import torch
-    if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device == "cpu":
-        return torch.bfloat16
-    return None
+def autocast_dtype(device: str, precision: str | None = "auto"):
+    """The autocast dtype the precision policy picks (genstudio.precision); None means fp32."""
+    from .precision import resolve_precision
+    return resolve_precision(device, precision).dtype
