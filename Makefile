@@ -62,7 +62,7 @@ train-put: install
 	$(VENV)/bin/genstudio train put --set stage='"vqvae"' --set steps=1500 --output-dir runs/put-vqvae-S
 	$(VENV)/bin/genstudio train put --set stage='"transformer"' --set vqvae='"runs/put-vqvae-S"' --set steps=1500 \
 	  --output-dir runs/put-transformer-S
-	$(PY) -m pipelines.inpaint.train runs/put-vqvae-S runs/put-transformer-S checkpoints/put-photos-S
+	$(VENV)/bin/genstudio export runs/put-transformer-S --to checkpoints/put-photos-S --dtype fp16 --overwrite
 
 train-vdt: install
 	$(VENV)/bin/genstudio train vdt --set preset='"S"' --set steps=1100 --set batch_size=16 --set lr=5e-4 \
@@ -72,7 +72,7 @@ train-meshanything: install
 	$(VENV)/bin/genstudio data prepare meshes
 	$(VENV)/bin/genstudio train meshanything --set preset='"XS"' --set steps=2400 --set batch_size=8 \
 	  --set lr=1e-3 --set warmup_steps=200 --set save_every=500 --output-dir runs/meshanything-urdf-XS
-	$(PY) -m pipelines.mesh.train runs/meshanything-urdf-XS checkpoints/meshanything-urdf-XS
+	$(VENV)/bin/genstudio export runs/meshanything-urdf-XS --to checkpoints/meshanything-urdf-XS --dtype fp16 --overwrite
 
 app: install
 	$(VENV)/bin/genstudio app

@@ -16,3 +16,10 @@ def ui_errors(fn):
         except Exception as e:
             raise gr.Error(str(e)) from None
     return wrapped
+
+
+@functools.lru_cache(maxsize=4)
+def pipeline(task: str, model: str | None = None):
+    """The task's pipeline, loaded once per (task, model) for every tab (genstudio.load)."""
+    from genstudio.pipeline import load
+    return load(task, model)

@@ -1,20 +1,13 @@
 """Gradio tab: paint a hole on an image, get N PUT completions side by side."""
 from __future__ import annotations
 
-from apps import ui_errors
+from apps import pipeline, ui_errors
 
-import functools
 from pathlib import Path
 
 import numpy as np
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "inpaint"
-
-
-@functools.lru_cache(maxsize=2)
-def _pipeline(model: str):
-    from pipelines.inpaint.pipeline import PUTInpaintPipeline
-    return PUTInpaintPipeline.from_pretrained(model)
 
 
 def editor_to_image_and_hole(value):
@@ -38,7 +31,7 @@ def inpaint(value, num_samples: int = 4, seed: int | None = 0, top_k: int = 50, 
     from PIL import Image
     from pipelines.inpaint.pipeline import DEFAULT_MODEL
     image, hole = editor_to_image_and_hole(value)
-    out = _pipeline(model or DEFAULT_MODEL)(image, hole, num_samples=int(num_samples), top_k=int(top_k),
+    out = pipeline("inpaint", model or DEFAULT_MODEL)(image, hole, num_samples=int(num_samples), top_k=int(top_k),
                                             seed=None if seed is None else int(seed))
     masked = np.asarray(image).copy()
     masked[hole] = 255

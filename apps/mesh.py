@@ -1,29 +1,23 @@
 """Gradio tab: a dense mesh -> an artist-like mesh with MeshAnything, both in 3D viewers."""
 from __future__ import annotations
 
-from apps import ui_errors
+from apps import pipeline, ui_errors
 
-import functools
 import tempfile
 from pathlib import Path
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "mesh"
 
 
-@functools.lru_cache(maxsize=2)
-def _pipeline(model: str):
-    from pipelines.mesh.pipeline import MeshAnythingPipeline
-    return MeshAnythingPipeline.from_pretrained(model)
-
-
 def convert(mesh_path, max_faces: int | None = None, seed: int | None = 0, marching_cubes: bool = True,
             model: str | None = None) -> tuple[str, dict]:
     """A mesh file -> (path of the output .glb, {faces, vertices, ...}). Raises ValueError on failure."""
-    from pipelines.mesh.pipeline import DEFAULT_MODEL, load_input
+    from genstudio.formats.mesh import load_mesh_input
+    from pipelines.mesh.pipeline import DEFAULT_MODEL
     if not mesh_path:
         raise ValueError("Upload a mesh or pick an example first.")
-    source = load_input(mesh_path)
-    out = _pipeline(model or DEFAULT_MODEL)(source, max_faces=int(max_faces) if max_faces else None, seed=0 if seed is None else int(seed),
+    source = load_mesh_input(mesh_path)
+    out = pipeline("mesh", model or DEFAULT_MODEL)(source, max_faces=int(max_faces) if max_faces else None, seed=0 if seed is None else int(seed),
                                             marching_cubes=bool(marching_cubes))
     if out.failed:
         raise ValueError(f"{out.message}. Try another seed or turn on marching cubes.")

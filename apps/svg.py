@@ -1,19 +1,12 @@
 """Gradio tab: image -> SVG code with StarVector (best-of-N), rendered beside the input."""
 from __future__ import annotations
 
-from apps import ui_errors
+from apps import pipeline, ui_errors
 
-import functools
 import tempfile
 from pathlib import Path
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "svg"
-
-
-@functools.lru_cache(maxsize=2)
-def _pipeline(model: str):
-    from pipelines.svg.pipeline import StarVectorPipeline
-    return StarVectorPipeline.from_pretrained(model)
 
 
 def convert(image, candidates: int = 1, seed: int | None = 0, model: str | None = None):
@@ -22,7 +15,7 @@ def convert(image, candidates: int = 1, seed: int | None = 0, model: str | None 
     from genstudio.render import write_text
     if image is None:
         raise ValueError("Upload an image or pick an example first.")
-    out = _pipeline(model or DEFAULT_MODEL)(image, num_candidates=int(candidates),
+    out = pipeline("svg", model or DEFAULT_MODEL)(image, num_candidates=int(candidates),
                                             seed=None if seed is None else int(seed))
     if out.failed:
         raise ValueError(f"{out.message}. Try more candidates or another seed.")

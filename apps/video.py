@@ -5,9 +5,8 @@ the part to generate dimmed. The model loads on the first run, so the tab builds
 """
 from __future__ import annotations
 
-from apps import ui_errors
+from apps import pipeline, ui_errors
 
-import functools
 import tempfile
 from pathlib import Path
 
@@ -26,21 +25,15 @@ def _enlarge(frames, factor: int = 4):
     return frames.repeat(factor, axis=1).repeat(factor, axis=2)
 
 
-@functools.lru_cache(maxsize=2)
-def _pipeline(model: str):
-    from pipelines.video.pipeline import VDTPipeline
-    return VDTPipeline.from_pretrained(model)
-
-
 def run_video(path, task: str = "predict", num_known: int | None = 4, steps: int = 25, scheduler: str = "dpm",
               seed: int | None = 0, model: str | None = None) -> tuple[str | None, str, dict]:
     """(GIF of what the model was given or None, GIF of the result, info). Raises ValueError on bad input."""
-    from genstudio.render import write_video
+    from genstudio.formats.video import write_video
     from pipelines.video.pipeline import DEFAULT_MODEL
     if path is None and task != "generate":
         raise ValueError(f"Upload a clip (GIF/MP4/AVI) or pick an example for '{task}'.")
     known = int(num_known) if num_known and task in ("predict", "interpolate") else None
-    out = _pipeline(model or DEFAULT_MODEL)(task=task, frames=None if task == "generate" else str(path),
+    out = pipeline("video", model or DEFAULT_MODEL)(task=task, frames=None if task == "generate" else str(path),
                                             num_known=known, num_inference_steps=int(steps), scheduler=scheduler,
                                             seed=None if seed is None else int(seed), progress=False)
     folder = Path(tempfile.mkdtemp(prefix="genstudio-video-"))

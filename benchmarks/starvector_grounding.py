@@ -9,10 +9,12 @@ paired with another drawing's image minus the loss; 0 = the image is ignored). K
 DEFAULTS): lr, vlr (LR factor of the image encoder + adapter), norm (adapter_norm), max_shapes,
 icons (share of batches drawn from the icon/glyph train split instead of drawings), warm (steps on
 drawings alone before any icon), ramp (steps over which the icon share grows from 0 to `icons`),
-mix (1: mix icons and drawings inside every batch instead of whole batches), steps, ...
+mix (1: mix icons and drawings inside every batch instead of whole batches), precision (auto | fp32 |
+bf16: autocast through genstudio.precision; auto = bf16 only where the CPU runs it natively), steps, ...
 Results of the runs behind the StarVector recipe: benchmarks/results/starvector_grounding.md.
 The loop is written out here (not genstudio.train) on purpose: fixed-rate evaluation, icon mixing
-per batch or per item and no EMA/length grouping, exactly as the committed numbers were measured.
+per batch or per item and no EMA/length grouping, exactly as the committed numbers were measured
+(in bf16, on a CPU with AVX-512 BF16, which is what `precision=auto` picks there).
 """
 from __future__ import annotations
 
@@ -25,14 +27,16 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipelines.svg.data import SVGImageDataset, collate_svg, special_token_ids, synthetic_shape_items  # noqa: E402
+from genstudio.formats.svg_tokenizer import special_token_ids  # noqa: E402
+from pipelines.svg.data import SVGImageDataset, collate_svg, synthetic_shape_items  # noqa: E402
 from pipelines.svg.starvector import StarVectorModel, load_starvector, starvector_config  # noqa: E402
 from pipelines.svg.train import (TEXT_PRECISION, TEXT_SIZE, cached_texts, evaluate_starvector,  # noqa: E402
                                  load_items)
+from genstudio.precision import autocast, resolve_precision  # noqa: E402
 
 DEFAULTS = dict(steps=1000, lr=1e-3, vlr=1.0, batch_size=16, max_shapes=1, drawings=6000, hidden=128, layers=2,
                 vision_hidden=96, vision_layers=2, norm="layer_norm", icons=0.0, warm=0, ramp=0, mix=0,
-                eval_every=100, seed=0)
+                eval_every=100, seed=0, precision="auto")
 
 
 def parse(argv: list[str]) -> dict:
@@ -76,7 +80,9 @@ def main(name: str, opts: dict) -> None:
                "lr": opts["lr"] * opts["vlr"]}]
     optimizer = torch.optim.AdamW(groups, weight_decay=0.01)
     base = [g["lr"] for g in groups]
-    print(f"{name}: {opts}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters", flush=True)
+    precision = resolve_precision("cpu", opts["precision"])
+    print(f"{name}: {opts}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
+          f"precision {precision.name} ({precision.reason})", flush=True)
     start = time.time()
     for step in range(1, opts["steps"] + 1):
         scale = min(1.0, step / 50) * 0.5 * (1 + math.cos(math.pi * step / opts["steps"]))
@@ -88,7 +94,7 @@ def main(name: str, opts: dict) -> None:
         else:
             sources = [icon_set if rng.random() < share else train_set] * opts["batch_size"]
         batch = collate_svg([s[rng.randrange(len(s))] for s in sources], tokenizer.pad_token_id)
-        with torch.autocast("cpu", torch.bfloat16):
+        with autocast("cpu", precision):
             loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -96,7 +102,7 @@ def main(name: str, opts: dict) -> None:
         optimizer.zero_grad()
         if step % opts["eval_every"] == 0 or step == opts["steps"]:
             model.eval()
-            with torch.autocast("cpu", torch.bfloat16):
+            with autocast("cpu", precision):
                 r = evaluate_starvector(model, val_set, 64, num_generate=1, max_new_tokens=64)
                 icons = evaluate_starvector(model, icon_val, 64, num_generate=1, max_new_tokens=64) \
                     if icon_val is not None else None

@@ -41,15 +41,16 @@ def bench_vq(report, quick: bool = False, steps: int = 1200, sizes=(1024, 8192),
             m = evaluate_tokenizer(model, test)
             report.add(kind, f"K={size}", utilization=round(m["utilization"], 4), perplexity=round(m["perplexity"], 1),
                        psnr=round(m["psnr"], 2), ssim=round(m["ssim"], 4), train_loss=round(summary["loss_ema"], 4),
-                       steps=steps, train_s=round(seconds, 1))
+                       steps=steps, train_s=round(seconds, 1), precision=summary["precision"])
     report.compare("vq", ["utilization", "perplexity", "psnr", "ssim"])
     report.note(f"Tokenizer: patch-4 conv encoder/decoder (channels 96, 2 res blocks), 64x64 photo crops "
-                f"(skimage, sklearn, Debian wallpapers; train split), {steps} steps x batch 32, AdamW 2e-4, bf16; "
+                f"(skimage, sklearn, Debian wallpapers; train split), {steps} steps x batch 32, AdamW 2e-4, "
+                "precision per row (the trainer's auto policy); "
                 "codebook dim 32. Scored on 512 fixed crops of the test-split photos. Utilisation = share of codes "
                 "used at least once on those crops (131,072 tokens).")
 
 
-# ---------------------------------------------------------------- DiT training speed: fp32 vs bf16
+# ---------------------------------------------------------------- DiT training speed: fp32 vs the policy's precision
 def _dit_train_flops(model, batch: int, tokens: int) -> float:
     """Model FLOPs of one training step (forward + backward = 3x forward) for a DiT."""
     c = model.config
@@ -59,11 +60,13 @@ def _dit_train_flops(model, batch: int, tokens: int) -> float:
     return 3 * batch * (layers * tokens * per_token_layer + patch)
 
 
-def bench_dit(report, quick: bool = False, steps: int = 10) -> None:
-    """Train a DiT-S-shaped model in fp32 and bf16 autocast; steps/s, speed-up, MFU; few-step sampling."""
+def bench_dit(report, quick: bool = False, steps: int = 10, bf16: bool = False) -> None:
+    """Train a DiT-S-shaped model in fp32 and in the precision policy's choice; steps/s, speed-up, MFU;
+    few-step sampling. Where the policy picks fp32 (bf16 emulated) the bf16 row is skipped: `bf16=true` adds it."""
     from .bench import matmul_peak_flops
     from .diffusion import diffusion_loss, make_scheduler, sample
     from .dit import DiT
+    from .precision import autocast, resolve_precision
     cfg = dict(input_size=32, patch_size=2, in_channels=4, hidden_size=384, depth=6, num_heads=6,
                num_classes=10, learn_sigma=False)
     batch = 32
@@ -71,12 +74,17 @@ def bench_dit(report, quick: bool = False, steps: int = 10) -> None:
         cfg.update(hidden_size=64, depth=2, num_heads=2, input_size=8)
         steps, batch = 2, 4
     tokens = (cfg["input_size"] // cfg["patch_size"]) ** 2
-    peak = matmul_peak_flops("bfloat16")
-    peak32 = matmul_peak_flops("float32")
-    report.add("matmul 2048^3", "peak", bf16_gflops=round(peak / 1e9, 1), fp32_gflops=round(peak32 / 1e9, 1))
+    auto = resolve_precision("cpu", "auto")
+    report.note(f"precision policy on this CPU: {auto.name} ({auto.reason}).")
+    precisions = ["fp32"] + ([auto.name] if auto.name != "fp32" else []) \
+        + (["bf16"] if _truthy(bf16) and auto.name != "bf16" else [])
+    # MFU is measured against the matmul peak of the precision each row runs in.
+    peaks = {name: matmul_peak_flops({"fp32": "float32", "bf16": "bfloat16"}[name]) for name in precisions}
+    report.add("matmul 2048^3", "peak", **{f"{name}_gflops": round(peak / 1e9, 1) for name, peak in peaks.items()})
     sched = make_scheduler("ddpm")
     rates = {}
-    for precision in ("fp32", "bf16"):
+    for name in precisions:
+        precision = resolve_precision("cpu", name)
         torch.manual_seed(0)
         model = DiT(**cfg)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -85,26 +93,32 @@ def bench_dit(report, quick: bool = False, steps: int = 10) -> None:
         times = []
         for i in range(steps + 2):
             t = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            with autocast("cpu", precision):
                 loss = diffusion_loss(model, x0, sched, y=y)
             loss.backward()
             opt.step(); opt.zero_grad(set_to_none=True)
             times.append(time.perf_counter() - t)
         step_s = sorted(times[2:])[len(times[2:]) // 2]  # median after 2 warm-up steps
         flops = _dit_train_flops(model, batch, tokens)
-        rates[precision] = 1 / step_s
-        report.add(f"DiT train {precision}", f"d{cfg['hidden_size']}xL{cfg['depth']} T={tokens} B={batch}",
-                   steps_per_s=round(1 / step_s, 3), sec_per_step=round(step_s, 3),
-                   model_tflops=round(flops / step_s / 1e12, 3),
-                   mfu_vs_bf16_peak=round(flops / step_s / peak, 4))
-    report.note(f"bf16 autocast speed-up over fp32 for DiT training: {rates['bf16'] / rates['fp32']:.2f}x. "
-                "MFU = model FLOPs (fwd+bwd = 3x fwd, linear layers + attention) / measured bf16 2048^3 matmul peak.")
+        rates[name] = 1 / step_s
+        report.add(f"DiT train {name}", f"d{cfg['hidden_size']}xL{cfg['depth']} T={tokens} B={batch}",
+                   precision=name, steps_per_s=round(1 / step_s, 3), sec_per_step=round(step_s, 3),
+                   model_tflops=round(flops / step_s / 1e12, 3), mfu=round(flops / step_s / peaks[name], 4))
+    if "bf16" in rates:
+        report.note(f"bf16 autocast speed-up over fp32 for DiT training: {rates['bf16'] / rates['fp32']:.2f}x.")
+    report.note("MFU = model FLOPs (fwd+bwd = 3x fwd, linear layers + attention) / the measured 2048^3 matmul peak "
+                "of the row's own precision (fp32 peak for the fp32 row, bf16 peak for the bf16 row).")
     # Few-step sampling: what DDIM / DPM-Solver keep vs. many DDPM steps (speed only; quality needs a trained model).
     model = DiT(**cfg).eval()
     for name, n in (("ddpm", 20 if quick else 250), ("ddim", 5 if quick else 50), ("dpm", 3 if quick else 20)):
         s = make_scheduler(name)
         t = time.perf_counter()
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.inference_mode(), autocast("cpu", auto):
             sample(model, (8, 4, cfg["input_size"], cfg["input_size"]), s, num_inference_steps=n,
                    generator=torch.Generator().manual_seed(0), progress=False, y=torch.zeros(8, dtype=torch.long))
-        report.add(f"sample {name}", "batch 8 bf16", nfe=n, seconds=round(time.perf_counter() - t, 2))
+        report.add(f"sample {name}", f"batch 8 {auto.name}", nfe=n, seconds=round(time.perf_counter() - t, 2))
+
+
+def _truthy(value) -> bool:
+    """A benchmark option from `--option KEY=VALUE` (JSON-parsed: true/1, or a string such as "yes")."""
+    return str(value).strip().lower() in ("1", "true", "yes", "on")

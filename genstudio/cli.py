@@ -17,30 +17,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-console = Console(stderr=True)
+from .cli_common import DeviceOpt, PrecisionOpt, RunOptions, SeedOpt, console, run_options
+
 app = typer.Typer(name="genstudio", help="genstudio: a generative vision suite (SVG, 3D, video, inpainting, faces).",
                   no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Offline datasets: build them into the cache and list them.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 
-class Settings:
-    """Global options, read by task commands (`from genstudio.cli import SETTINGS`)."""
-    device: str = "auto"
-    seed: Optional[int] = None
-
-
-SETTINGS = Settings()
-
-
 @app.callback()
-def _global(device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N] | mps"),
-            seed: Optional[int] = typer.Option(None, "--seed", help="Global random seed (tasks also take their own).")):
-    SETTINGS.device, SETTINGS.seed = device, seed
-    os.environ.setdefault("GENSTUDIO_DEVICE", device)
-    if seed is not None:
-        from .device import seed_everything
-        seed_everything(seed)
+def _global(ctx: typer.Context, device: DeviceOpt = None, seed: SeedOpt = None, precision: PrecisionOpt = None):
+    """Root options are the defaults of every command's own --device / --seed / --precision."""
+    ctx.obj = run_options(None, device, seed, precision)
 
 
 # ---------------------------------------------------------------- data
@@ -67,20 +55,38 @@ def data_prepare(name: str = typer.Argument(..., help="Source name (see `genstud
 
 # ---------------------------------------------------------------- train / bench / app / info
 @app.command()
-def train(recipe: str = typer.Argument(..., help="Recipe name (entry point in genstudio.recipes)."),
+def train(ctx: typer.Context,
+          recipe: str = typer.Argument(..., help="Recipe name (entry point in genstudio.recipes)."),
           config: Optional[Path] = typer.Option(None, "--config", "-c", help="JSON or YAML config file."),
           set_: List[str] = typer.Option([], "--set", help="Override KEY=VALUE (repeatable)."),
-          output_dir: Optional[str] = typer.Option(None, help="Where checkpoints and metrics go.")):
-    """Train a recipe with the shared trainer (bf16, EMA, resume, multi-process via accelerate launch)."""
+          output_dir: Optional[str] = typer.Option(None, help="Where checkpoints and metrics go."),
+          device: DeviceOpt = None, seed: SeedOpt = None,
+          precision: Optional[str] = typer.Option(
+              None, "--precision", help="auto | fp32 | bf16 | fp16 (CUDA only). Default: the config's "
+              "mixed_precision, else auto (bf16 only where the hardware runs it natively, else fp32).")):
+    """Train a recipe with the shared trainer (auto precision, EMA, resume, multi-process via accelerate launch)."""
     from .train import load_recipe, train as run
     cfg = _load_config(config) if config else {}
     cfg.update(_parse_kv(set_))
     if output_dir:
         cfg["output_dir"] = output_dir
-    if SETTINGS.device == "cpu":
+    root = ctx.find_object(RunOptions) or RunOptions()
+    precision = precision or (root.precision if root.precision != "auto" else None)
+    device = device or root.device
+    if precision is not None:
+        from .precision import PRECISIONS
+        if precision.lower() not in PRECISIONS:
+            raise typer.BadParameter(f"{precision!r}: use one of {', '.join(PRECISIONS)}", param_hint="--precision")
+        import torch
+        if precision.lower() == "fp16" and (device == "cpu" or not torch.cuda.is_available()):
+            raise typer.BadParameter("fp16 needs a CUDA GPU: use auto, fp32 or bf16", param_hint="--precision")
+        cfg["mixed_precision"] = precision.lower()
+    if device == "cpu":
         cfg["cpu"] = True
-    if SETTINGS.seed is not None:
-        cfg.setdefault("seed", SETTINGS.seed)
+    if seed is not None:
+        cfg["seed"] = seed
+    else:
+        cfg.setdefault("seed", root.seed)
     summary = run(load_recipe(recipe)(cfg))
     console.print_json(json.dumps(summary))
 
@@ -96,18 +102,33 @@ def bench(task: str = typer.Argument(..., help="Benchmark name (entry point in g
     console.print(f"[green]wrote[/green] {jp} and {mp}")
 
 
+@app.command("export")
+def export_cmd(run: Path = typer.Argument(..., help="A training run folder (what `genstudio train --output-dir` wrote)."),
+               to: Path = typer.Option(..., "--to", help="The checkpoint folder to write, e.g. checkpoints/NAME."),
+               dtype: str = typer.Option("fp16", "--dtype", help="fp16 | bf16 | fp32"),
+               overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing folder (keeps its README.md)."),
+               recipe: Optional[str] = typer.Option(None, "--recipe", help="The recipe, for runs that do not record it."),
+               set_: List[str] = typer.Option([], "--set", help="Exporter option KEY=VALUE (e.g. put: vqvae=RUN).")):
+    """Export a run's final weights to a shippable safetensors checkpoint (written atomically)."""
+    from .export import export_run
+    out = export_run(run, to, dtype=dtype, overwrite=overwrite, recipe=recipe, **_parse_kv(set_))
+    console.print(f"[green]exported[/green] {run} -> {out} ({dtype})")
+
+
 @app.command("app")
 def app_cmd(host: str = typer.Option("127.0.0.1", help="Interface to bind (127.0.0.1 = this machine only)."),
             port: int = typer.Option(7860, help="Port."),
             share: bool = typer.Option(False, help="Ask Gradio for a public share link (needs internet).")):
     """Launch the Gradio app (one tab per installed pipeline)."""
-    from apps.app import build_app
-    build_app().launch(server_name=host, server_port=port, share=share)
+    eps = list(entry_points(group="genstudio.app"))
+    if not eps:
+        raise RuntimeError("no app is installed (entry point group genstudio.app); install genstudio[app]")
+    eps[0].load()().launch(server_name=host, server_port=port, share=share)
 
 
 @app.command()
-def info():
-    """Versions, device and the checkpoints found."""
+def info(ctx: typer.Context, device: DeviceOpt = None, precision: PrecisionOpt = None):
+    """Versions, device, what --precision auto picks and why, and the checkpoints found."""
     import torch
     from importlib.metadata import version
     from .device import resolve_device
@@ -118,7 +139,13 @@ def info():
             t.add_row(pkg, version(pkg))
         except Exception:
             t.add_row(pkg, "not installed")
-    t.add_row("device (auto)", resolve_device("auto"))
+    from .precision import resolve_precision
+    run = run_options(ctx, device, None, precision)
+    device = resolve_device(run.device)
+    chosen = resolve_precision(device, run.precision)
+    t.add_row(f"device ({run.device})", device)
+    t.add_row(f"precision ({run.precision})", f"{chosen.name}: {chosen.reason}")
+    t.add_row("cpu", f"{torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads")
     t.add_row("cuda", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no")
     t.add_row("checkpoints", f"{checkpoints_dir()}: {', '.join(available()) or 'none'}")
     t.add_row("tasks", ", ".join(sorted(ep.name for ep in entry_points(group="genstudio.tasks"))))

@@ -1,14 +1,13 @@
 """Device and seed helpers shared by the CLI, pipelines and the app."""
 from __future__ import annotations
 
-import os
 import random
 
 
 def resolve_device(name: str | None = "auto") -> str:
     """'auto' -> cuda, then mps, then cpu; anything else is checked and returned."""
     import torch
-    name = (name or os.environ.get("GENSTUDIO_DEVICE") or "auto").lower()
+    name = (name or "auto").lower()
     if name == "auto":
         if torch.cuda.is_available():
             return "cuda"

@@ -25,7 +25,12 @@ def available() -> list[str]:
     root = checkpoints_dir()
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob("*.json")))
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and _has_config(p))
+
+
+def _has_config(folder: Path) -> bool:
+    """A checkpoint folder: its own config, or a multi-part one (vqvae/, transformer/ ...)."""
+    return any(folder.glob("*.json")) or any(folder.glob("*/config.json"))
 
 
 def is_offline() -> bool:
@@ -64,7 +69,7 @@ def _check(folder: Path, subfolder: str | None) -> Path:
     folder = folder / subfolder if subfolder else folder
     if not folder.is_dir():
         raise CheckpointNotFound(f"{folder} is not a folder")
-    if not any(folder.glob("*.json")):
+    if not _has_config(folder):
         raise CheckpointNotFound(f"{folder} has no config.json: not a checkpoint folder")
     if any(folder.glob("*.bin")) and not any(folder.glob("*.safetensors")):
         raise CheckpointNotFound(f"{folder} holds only pickle weights (*.bin); genstudio loads safetensors only")

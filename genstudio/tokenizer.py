@@ -8,6 +8,7 @@ benchmark swaps one for the other with everything else fixed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -147,25 +148,49 @@ def evaluate_tokenizer(model: VQTokenizer, dataset, batch_size: int = 32, max_it
             "utilization": float(usage["utilization"]), "perplexity": float(usage["perplexity"])}
 
 
+@dataclass
+class TokenizerOptions:
+    """`genstudio train tokenizer` options (besides TrainConfig's). Model fields left at None take
+    the preset's value, else VQTokenizer's default."""
+    preset: str = "S"                     # a TOKENIZER_CONFIGS name: tiny / S / B
+    sample_size: int = 64                 # crop size in pixels
+    eval_items: int = 256                 # fixed validation crops scored at each save
+    quantizer: Optional[str] = None       # vq / vq_ema / simvq / rvq ... (genstudio.vq.build_quantizer)
+    codebook_size: Optional[int] = None
+    codebook_dim: Optional[int] = None
+    channels: Optional[int] = None        # encoder/decoder width
+    patch_size: Optional[int] = None      # pixels per token side
+    num_res_blocks: Optional[int] = None
+    latent_channels: Optional[int] = None
+    beta: Optional[float] = None          # commitment weight
+    in_channels: Optional[int] = None
+
+    def model_kwargs(self) -> dict:
+        if self.preset not in TOKENIZER_CONFIGS:
+            raise ValueError(f"unknown preset {self.preset!r}: expected one of {', '.join(TOKENIZER_CONFIGS)}")
+        fields = ("quantizer", "codebook_size", "codebook_dim", "channels", "patch_size", "num_res_blocks",
+                  "latent_channels", "beta", "in_channels")
+        return {**TOKENIZER_CONFIGS[self.preset], **{k: getattr(self, k) for k in fields if getattr(self, k) is not None}}
+
+
 def recipe(cfg: dict):
     """`genstudio train tokenizer --set quantizer=simvq --set codebook_size=1024 ...`"""
     from .data import load_manifest, prepare
     from .data.photos import PhotoCropDataset
-    from .train import Recipe, split_config
-    train_cfg, opts = split_config({"output_dir": "runs/tokenizer", "steps": 3000, "batch_size": 32,
-                                    "lr": 2e-4, "ema_decay": None, **cfg})
-    size = int(opts.pop("sample_size", 64))
-    preset = dict(TOKENIZER_CONFIGS[opts.pop("preset", "S")])
-    model_kw = {**preset, **{k: v for k, v in opts.items() if k in _model_keys()}}
+    from .train import Recipe, parse_config
+    train_cfg, opts = parse_config(cfg, TokenizerOptions, recipe="tokenizer", output_dir="runs/tokenizer",
+                                   steps=3000, batch_size=32, lr=2e-4, ema_decay=None)
+    model_kw = opts.model_kwargs()
     prepare("photos", quiet=True)
-    train_set = PhotoCropDataset(load_manifest("photos", "train"), size=size, length=100_000)
-    val_set = PhotoCropDataset(load_manifest("photos", "val"), size=size,
-                               length=int(opts.get("eval_items", 256)), deterministic=True, seed=1234)
-    model = VQTokenizer(sample_size=size, **model_kw)
-    return Recipe(model, train_set, tokenizer_loss, train_cfg,
-                  eval_fn=lambda m: evaluate_tokenizer(m, val_set))
+    train_set = PhotoCropDataset(load_manifest("photos", "train"), size=opts.sample_size, length=100_000)
+    val_set = PhotoCropDataset(load_manifest("photos", "val"), size=opts.sample_size, length=opts.eval_items,
+                               deterministic=True, seed=1234)
+    model = VQTokenizer(sample_size=opts.sample_size, **model_kw)
+    return Recipe(model, train_set, tokenizer_loss, train_cfg, eval_fn=lambda m: evaluate_tokenizer(m, val_set),
+                  name="tokenizer", options=opts)
 
 
-def _model_keys() -> set[str]:
-    import inspect
-    return set(inspect.signature(VQTokenizer.__init__).parameters) - {"self"}
+def export(run_dir, to, dtype: torch.dtype) -> None:
+    """`genstudio export RUN --to checkpoints/NAME`: the run's final (EMA) weights in `dtype`."""
+    from .export import export_model
+    export_model(VQTokenizer, run_dir, to, dtype)

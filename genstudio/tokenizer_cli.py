@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from .cli_common import DeviceOpt
+
 app = typer.Typer(help="The shared VQ image tokenizer (SimVQ): reconstruct images through its tokens.",
                   no_args_is_help=True)
 DEFAULT_MODEL = "tokenizer-simvq-photos"
@@ -40,13 +42,17 @@ def reconstruct_image(image, model: str = DEFAULT_MODEL, device: str = "auto"):
 
 
 @app.command()
-def reconstruct(image: Path = typer.Option(..., "--image", "-i", help="Input image (PNG/JPEG/...)."),
+def reconstruct(ctx: typer.Context,
+                image: Path = typer.Option(..., "--image", "-i", help="Input image (PNG/JPEG/...)."),
                 output: Path = typer.Option(Path("outputs/reconstruction.png"), "--output", "-o"),
-                model: str = typer.Option(DEFAULT_MODEL, help="Checkpoint name, folder or hub id.")):
+                model: str = typer.Option(DEFAULT_MODEL, help="Checkpoint name, folder or hub id."),
+                device: DeviceOpt = None):
     """Encode IMAGE to discrete tokens and decode it back; print PSNR/SSIM and the token grid."""
-    from .cli import SETTINGS, console
+    from .cli_common import check_writable, console, run_options
     from .render import load_image, save_image
-    rec, stats = reconstruct_image(load_image(image), model, SETTINGS.device)
+    run = run_options(ctx, device)
+    check_writable(output)
+    rec, stats = reconstruct_image(load_image(image), model, run.device)
     save_image(output, rec)
     console.print(f"[green]wrote[/green] {output}  tokens={stats['tokens'][0]}x{stats['tokens'][1]} "
                   f"codes used={stats['codes_used']} PSNR={stats['psnr']} dB SSIM={stats['ssim']}")

@@ -1,11 +1,18 @@
-"""The one training loop every recipe calls (accelerate: devices, bf16 autocast, DDP).
+"""The one training loop every recipe calls (accelerate: devices, mixed precision, DDP).
 
 A *recipe* (entry-point group `genstudio.recipes`) is a callable `recipe(config: dict) -> Recipe`:
 the model, the dataset and a loss function. `train(recipe)` then handles what every model needs:
-bf16 autocast on CPU (AMX) and GPU, gradient accumulation and clipping, warmup + cosine LR,
+the precision genstudio.precision picks for the device (`mixed_precision="auto"`: bf16 autocast
+only where the hardware runs bf16 natively, else fp32), gradient accumulation and clipping, warmup + cosine LR,
 EMA weights, periodic `save_pretrained` checkpoints, resume after a kill, tqdm progress,
 metrics to JSONL (and TensorBoard when installed), and data parallelism through
 `accelerate launch --num_processes N`.
+
+A recipe reads its flat config with `parse_config(cfg, ItsOptions, recipe=NAME, **defaults)`: its own
+options are a dataclass, values take the field types and an unknown key is an error. State a loss
+needs across steps comes from the trainer (`loss_fn(model, batch, step=...)`), never from a closure,
+so it resumes. The run's train_config.json records the recipe's name and options, which is how
+`genstudio export` (genstudio/export.py) finds the recipe module's `export(run_dir, to, dtype)`.
 """
 from __future__ import annotations
 
@@ -33,7 +40,7 @@ class TrainConfig:
     warmup_steps: int = 0
     grad_accum: int = 1
     grad_clip: float | None = 1.0
-    mixed_precision: str = "bf16"     # "no" | "bf16" | "fp16" (fp16 on GPU only)
+    mixed_precision: str = "auto"     # auto | fp32 | bf16 | fp16 (GPU only); "no" = fp32. auto: genstudio.precision
     ema_decay: float | None = 0.999   # None: no EMA
     save_every: int = 500
     keep_checkpoints: int = 2
@@ -49,7 +56,9 @@ class TrainConfig:
 class Recipe:
     model: torch.nn.Module            # a ModelMixin / PreTrainedModel (has save_pretrained)
     dataset: Dataset
-    loss_fn: Callable[[torch.nn.Module, Any], Any]  # (model, batch) -> loss or (loss, {name: float})
+    # (model, batch) -> loss or (loss, {name: float}). A loss_fn with a `step` parameter also gets
+    # step=the optimizer steps done so far, which resumes with the run (schedules need no closure state).
+    loss_fn: Callable[..., Any]
     config: TrainConfig
     collate_fn: Callable | None = None
     eval_fn: Callable[[torch.nn.Module], dict] | None = None  # run on EMA weights at each save
@@ -57,6 +66,8 @@ class Recipe:
     batch_sampler: torch.utils.data.Sampler | None = None  # overrides `lengths` (e.g. CurriculumBatchSampler)
     extra: dict = field(default_factory=dict)
     lr_multipliers: dict[str, float] = field(default_factory=dict)  # parameter-name prefix -> LR factor
+    name: str | None = None           # the recipe's entry-point name: recorded so `genstudio export` finds its exporter
+    options: Any = None               # the recipe's typed options (a dataclass): recorded in train_config.json
 
 
 class LengthGroupedBatchSampler(torch.utils.data.Sampler):
@@ -124,13 +135,136 @@ class CurriculumBatchSampler(torch.utils.data.Sampler):
                    for is_late, u in zip(late, picks)]
 
 
-def split_config(cfg: dict) -> tuple[TrainConfig, dict]:
-    """Split a flat config into TrainConfig fields and the recipe's own options."""
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    train_kw = {k: v for k, v in cfg.items() if k in names}
-    if "betas" in train_kw:
-        train_kw["betas"] = tuple(train_kw["betas"])
-    return TrainConfig(**train_kw), {k: v for k, v in cfg.items() if k not in names}
+# ---------------------------------------------------------------- typed recipe configs
+def parse_config(cfg: dict, options_cls: type | None = None, *, recipe: str = "recipe", **defaults) -> tuple[TrainConfig, Any]:
+    """A flat config (JSON/YAML file, `--set KEY=VALUE`) -> (TrainConfig, an `options_cls` instance).
+
+    Every key names a TrainConfig field or a field of the recipe's options dataclass, else a
+    ValueError names the closest valid key and lists them all. Values are coerced to the field's
+    type: "3" -> 3, "true" -> True, [0.9, 0.95] or "0.9,0.95" -> (0.9, 0.95), '{"a": 1}' -> {"a": 1},
+    "none" -> None for Optional fields. `defaults` are the recipe's own defaults for either kind of
+    field; `cfg` wins over them. `recipe` names the recipe in error messages.
+    """
+    train_fields = _field_types(TrainConfig)
+    option_fields = _field_types(options_cls) if options_cls is not None else {}
+    if set(train_fields) & set(option_fields):
+        raise TypeError(f"{options_cls.__name__} redefines TrainConfig field(s) {sorted(set(train_fields) & set(option_fields))}")
+    valid = {**train_fields, **option_fields}
+    merged = {**defaults, **cfg}
+    unknown = [k for k in merged if k not in valid]
+    if unknown:
+        import difflib
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(str(key), list(valid), n=1, cutoff=0.6)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        own = f"{recipe} options: {', '.join(option_fields) or 'none'}; " if options_cls is not None else ""
+        raise ValueError(f"unknown {recipe} option{'s' if len(unknown) > 1 else ''} {', '.join(hints)}. "
+                         f"Valid keys: {own}trainer options: {', '.join(train_fields)}")
+    values = {}
+    for key, value in merged.items():
+        try:
+            values[key] = _coerce(value, valid[key])
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{recipe} option {key!r}: {e}") from None
+    train_cfg = TrainConfig(**{k: v for k, v in values.items() if k in train_fields})
+    options = options_cls(**{k: v for k, v in values.items() if k in option_fields}) if options_cls is not None else None
+    return train_cfg, options
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    """A dataclass's init fields -> their resolved types (string annotations evaluated)."""
+    import typing
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _type_name(tp) -> str:
+    return tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "")
+
+
+def _coerce(value, tp):
+    """`value` (from JSON or the command line) as type `tp`; ValueError when it cannot be one."""
+    import types
+    import typing
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if type(None) in args and (value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null"))):
+            return None
+        for arm in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arm)
+            except (TypeError, ValueError):
+                continue
+        raise ValueError(f"expected {_type_name(tp)}, got {value!r}")
+    if origin is typing.Literal:
+        for choice in args:
+            if value == choice or (isinstance(value, str) and str(choice) == value.strip()):
+                return choice
+        raise ValueError(f"expected one of {', '.join(map(repr, args))}, got {value!r}")
+    if value is None:
+        raise ValueError(f"expected {_type_name(tp)}, got None")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE or text in _FALSE:
+            return text in _TRUE
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, (float, str)) and not isinstance(value, bool):
+            try:
+                number = float(value)
+            except ValueError:
+                number = None
+            if number is not None and number.is_integer():
+                return int(number)
+    elif tp is float:
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    elif tp in (tuple, list) or origin in (tuple, list):
+        items = [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else value
+        if isinstance(items, (list, tuple)):
+            kind = origin or tp
+            if not args:
+                return kind(items)
+            if kind is tuple and args[-1] is not Ellipsis:
+                if len(items) != len(args):
+                    raise ValueError(f"expected {len(args)} values ({_type_name(tp)}), got {value!r}")
+                return tuple(_coerce(v, a) for v, a in zip(items, args))
+            return kind(_coerce(v, args[0]) for v in items)
+    elif tp is dict or origin is dict:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise ValueError(f"expected a JSON object, got {value!r}") from None
+        if isinstance(value, dict):
+            if not args:
+                return dict(value)
+            return {_coerce(k, args[0]): _coerce(v, args[1]) for k, v in value.items()}
+    elif isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise ValueError(f"expected {_type_name(tp)}, got {value!r}")
+
+
+def options_dict(options) -> dict | None:
+    """A recipe's options dataclass -> a JSON-ready dict (None stays None)."""
+    return dataclasses.asdict(options) if dataclasses.is_dataclass(options) else options
 
 
 def _infinite(loader: DataLoader):
@@ -201,8 +335,10 @@ def train(recipe: Recipe) -> dict:
     _reset_single_process_state()
     # cpu=True also when no accelerator exists: accelerate then runs multi-process CPU (gloo) DDP.
     no_accel = not torch.cuda.is_available() and not torch.backends.mps.is_available()
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cfg.cpu or no_accel,
+    precision = train_precision(cfg.mixed_precision, _train_device(cfg.cpu or no_accel))
+    accelerator = Accelerator(mixed_precision=precision.accelerate_name, cpu=cfg.cpu or no_accel,
                               gradient_accumulation_steps=cfg.grad_accum)
+    accelerator.print(f"precision: {precision.name} ({precision.reason})")
     set_seed(cfg.seed, device_specific=True)
     model = recipe.model
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.lr, recipe.lr_multipliers), lr=cfg.lr, betas=cfg.betas,
@@ -233,7 +369,9 @@ def train(recipe: Recipe) -> dict:
             recipe.batch_sampler.start_at(step * cfg.grad_accum * accelerator.num_processes)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+        # what `genstudio export` reads: which recipe made the run, and its options
+        record = {"recipe": recipe.name, **dataclasses.asdict(cfg), "options": options_dict(recipe.options)}
+        (out / "train_config.json").write_text(json.dumps(record, indent=2))
     writer = _tensorboard(out) if accelerator.is_main_process else None
 
     def save_state(step: int) -> None:
@@ -267,6 +405,8 @@ def train(recipe: Recipe) -> dict:
                 shutil.rmtree(old, ignore_errors=True)
         return metrics
 
+    import inspect
+    takes_step = "step" in inspect.signature(recipe.loss_fn).parameters
     batches = _infinite(loader)
     bar = tqdm(total=cfg.steps, initial=step, disable=not (cfg.progress and accelerator.is_main_process),
                desc=f"train {out.name}", dynamic_ncols=True)
@@ -276,7 +416,7 @@ def train(recipe: Recipe) -> dict:
         for _ in range(cfg.grad_accum):
             batch = next(batches)
             with accelerator.accumulate(model), accelerator.autocast():
-                res = recipe.loss_fn(model, batch)
+                res = recipe.loss_fn(model, batch, step=step) if takes_step else recipe.loss_fn(model, batch)
                 loss, logs = res if isinstance(res, tuple) else (res, {})
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and cfg.grad_clip:
@@ -310,10 +450,28 @@ def train(recipe: Recipe) -> dict:
     if writer is not None:
         writer.close()
     summary = {"steps": step, "loss": last.get("loss"), "loss_ema": loss_avg, "seconds": round(time.time() - t0, 1),
-               "final": str(out / "final"), "processes": accelerator.num_processes, **final_metrics}
+               "final": str(out / "final"), "processes": accelerator.num_processes,
+               "precision": precision.name, "precision_reason": precision.reason, **final_metrics}
     if accelerator.is_main_process:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _train_device(cpu: bool) -> str:
+    """The device accelerate will train on (what the precision policy is asked about)."""
+    if cpu:
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else "mps"
+
+
+def train_precision(mixed_precision: str | None, device: str):
+    """TrainConfig.mixed_precision (auto | fp32 | bf16 | fp16; "no" = fp32) -> a policy Precision."""
+    from .precision import PRECISIONS, resolve_precision
+    name = {"no": "fp32"}.get(str(mixed_precision or "auto").lower(), str(mixed_precision or "auto").lower())
+    if name not in PRECISIONS:
+        raise ValueError(f"mixed_precision={mixed_precision!r} is unknown: use one of {', '.join(PRECISIONS)} "
+                         "('no' is read as fp32)")
+    return resolve_precision(device, name)
 
 
 def _reset_single_process_state() -> None:

@@ -41,4 +41,5 @@ def test_shipped_checkpoints_have_model_cards():
         text = card.read_text().lower()
         for word in ("data", "licen", "steps"):
             assert word in text, f"{name}'s model card does not mention {word}"
-        assert list(d.glob("*.safetensors")) and not list(d.glob("*.bin"))
+        assert list(d.rglob("*.safetensors")) and not list(d.rglob("*.bin"))  # multi-part: in subfolders
+    assert "put-photos-S" in available()  # a multi-part checkpoint (vqvae/ + transformer/) is listed

@@ -1,4 +1,4 @@
-"""SVG normalisation (svgnorm) and the npm icon source, on a tiny hand-made package tree."""
+"""SVG normalisation (genstudio.formats.svg) and the npm icon source, on a tiny hand-made package tree."""
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -13,7 +13,7 @@ pytest.importorskip("svgelements")
 from genstudio.data import DataError, SOURCES, load_manifest, prepare  # noqa: E402
 from genstudio.data.icons import (ICON_SETS, IconRasterDataset, _phosphor_meta, describe,  # noqa: E402
                                   emoji_label)
-from genstudio.data.svgnorm import SVGError, normalize_svg, rasterize_svg, svg_stats  # noqa: E402
+from genstudio.formats.svg import SVGError, normalize_svg, rasterize_svg, svg_stats  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "npm_icons"
 NS = "{http://www.w3.org/2000/svg}"

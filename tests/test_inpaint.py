@@ -180,6 +180,32 @@ def test_pipeline_save_load_round_trip_fp16(tiny_put_dir, tmp_path):
     assert PUTInpaintPipeline.from_pretrained(tmp_path / "half", device="cpu")(image, hole).images[0].size == (40, 40)
 
 
+def test_export_joins_the_transformer_run_and_the_vqvae_run_it_remembers(tmp_path):
+    """`genstudio export` of a transformer run: its P-VQVAE comes from the run's own record."""
+    import json
+    from genstudio.export import export_run
+    from pipelines.inpaint.pipeline import PUTInpaintPipeline
+    vqvae, transformer = _tiny_models()
+    vq_run, tr_run = tmp_path / "put-vqvae", tmp_path / "put-transformer"
+    vqvae.save_pretrained(vq_run / "final")
+    transformer.save_pretrained(tr_run / "final")
+    (vq_run / "train_config.json").write_text(json.dumps({"recipe": "put", "options": {"stage": "vqvae"}}))
+    (tr_run / "train_config.json").write_text(
+        json.dumps({"recipe": "put", "options": {"stage": "transformer", "vqvae": str(vq_run)}}))
+    out = export_run(tr_run, tmp_path / "put-photos", dtype="fp16")
+    pipe = PUTInpaintPipeline.from_pretrained(out, device="cpu", dtype=torch.float16)
+    for exported, trained in ((pipe.vqvae, vqvae), (pipe.transformer, transformer)):
+        ref = trained.state_dict()
+        assert all(torch.equal(v, ref[k].to(torch.float16)) for k, v in exported.state_dict().items()
+                   if v.is_floating_point())
+    with pytest.raises(ValueError, match="export the transformer run"):
+        export_run(vq_run, tmp_path / "other")
+    (tr_run / "train_config.json").write_text(json.dumps({"recipe": "put", "options": {"stage": "transformer"}}))
+    with pytest.raises(ValueError, match="--set vqvae"):
+        export_run(tr_run, tmp_path / "other")
+    assert export_run(tr_run, tmp_path / "other", vqvae=str(vq_run / "final")).is_dir()  # the override
+
+
 def test_pipeline_mask_errors(tiny_put_dir):
     from genstudio.render import InputError
     from pipelines.inpaint.pipeline import PUTInpaintPipeline

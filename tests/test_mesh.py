@@ -433,6 +433,22 @@ def test_recipe_trains_a_tiny_model_for_two_steps(meshes_built, tmp_path):
         recipe({"preset": "tiny", "colour": 1})
 
 
+def test_v1_vq_warmup_follows_the_trainer_step_across_a_resume(meshes_built, tmp_path):
+    """The V1 warm-up (face VQ alone for vq_warmup steps) counts the trainer's steps, so a killed
+    and resumed run brings the LM in at the same step as an unbroken one."""
+    from genstudio.train import train
+    from pipelines.mesh.train import recipe
+    cfg = {"preset": "tiny", "tokenization": "v1", "vq_warmup": 3, "batch_size": 2, "max_faces": 64,
+           "output_dir": str(tmp_path / "run"), "eval_items": 1, "log_every": 1, "save_every": 100,
+           "mixed_precision": "no", "ema_decay": None, "progress": False}
+    train(recipe({**cfg, "steps": 2}))   # killed after step 2 ...
+    train(recipe({**cfg, "steps": 5}))   # ... and resumed: steps 3 to 5
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+            if '"loss"' in line]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+    assert [("lm_loss" in r) for r in rows] == [False, False, False, True, True]
+
+
 # ---- pipeline, CLI ----
 
 def test_pipeline_writes_the_memorised_cube_from_any_input_kind(tiny_mesh_model, tmp_path):
@@ -481,7 +497,7 @@ def test_greedy_that_loops_falls_back_to_sampling(tiny_mesh_model, monkeypatch):
 
 
 def test_bad_inputs_raise_clear_input_errors(tmp_path):
-    from pipelines.mesh.pipeline import load_input
+    from genstudio.formats.mesh import load_mesh_input
     garbage = tmp_path / "garbage.glb"
     garbage.write_bytes(b"\x00\x01not a mesh")
     nan = np.ones((50, 3))
@@ -495,7 +511,7 @@ def test_bad_inputs_raise_clear_input_errors(tmp_path):
     cases.append((tmp_path / "table.csv", "unknown file type"))
     for source, message in cases:
         with pytest.raises(InputError, match=message):
-            load_input(source)
+            load_mesh_input(source)
 
 
 def _cli_in_process(args, capsys, monkeypatch):

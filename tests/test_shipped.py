@@ -16,7 +16,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 def test_svg_default_checkpoint_writes_a_valid_svg():
     from pipelines.svg.pipeline import DEFAULT_MODEL, StarVectorPipeline
-    from pipelines.svg.svgtools import validate_svg
+    from genstudio.formats.svg_safety import validate_svg
     out = StarVectorPipeline.from_pretrained(DEFAULT_MODEL)(EXAMPLES / "svg" / "rocket.png", num_candidates=1,
                                                            max_new_tokens=96, seed=0)
     if out.failed:  # allowed, but then it says so and gives no SVG

@@ -13,9 +13,10 @@ pytest.importorskip("cairosvg")
 pytest.importorskip("svgelements")
 
 from genstudio.data import SOURCES, load_manifest, prepare  # noqa: E402
-from genstudio.data.svgnorm import normalize_svg, rasterize_svg  # noqa: E402
-from pipelines.svg.data import (CLIP_MEAN, CLIP_STD, SPECIAL_TOKENS, SVGImageDataset, font_files,  # noqa: E402
-                                preprocess_image, special_token_ids, svg_to_training_text, train_svg_tokenizer)
+from genstudio.formats.svg import normalize_svg, rasterize_svg  # noqa: E402
+from genstudio.formats.svg_tokenizer import SPECIAL_TOKENS, special_token_ids, train_svg_tokenizer  # noqa: E402
+from pipelines.svg.data import (CLIP_MEAN, CLIP_STD, SVGImageDataset, font_files, preprocess_image,  # noqa: E402
+                                svg_to_training_text)
 from pipelines.svg.starvector import (StarVectorModel, convert_official_starvector_state_dict,  # noqa: E402
                                       load_starvector, starvector_config)
 
@@ -345,6 +346,21 @@ def test_recipe_warm_starts_from_a_checkpoint_and_mixes_in_shapes(tmp_path, icon
     assert model.config.vocab_size == start.config.vocab_size
     assert any(not torch.allclose(before[k], after[k].float()) for k in before)  # it trained
     assert not (tmp_path / "run" / "tokenizer").exists()
+
+
+def test_export_ships_the_weights_in_fp16_with_the_tokenizer(tmp_path):
+    from genstudio.export import export_run
+    tok = train_svg_tokenizer([svg_to_training_text(p.read_text()) for p in ICONS], vocab_size=320)
+    tiny_model(tok).save_pretrained(tmp_path / "run" / "final")
+    (tmp_path / "run" / "train_config.json").write_text(json.dumps({"recipe": "starvector", "options": {}}))
+    out = export_run(tmp_path / "run", tmp_path / "starvector-tiny", dtype="fp16")
+    model, exported_tok = load_starvector(out)
+    assert exported_tok.get_vocab() == tok.get_vocab()
+    from safetensors.torch import load_file
+    stored = load_file(next(out.glob("*.safetensors")))
+    trained = tiny_model(tok).state_dict()
+    assert {v.dtype for v in stored.values()} == {torch.float16}
+    assert all(torch.equal(v, trained[k].half()) for k, v in stored.items())
 
 
 def test_recipe_shapes_only_with_a_fresh_vision_side(tmp_path, icons_dataset):

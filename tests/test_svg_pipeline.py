@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 pytest.importorskip("cairosvg")
-from genstudio.data.svgnorm import SVGError, normalize_svg, rasterize_svg, svg_stats  # noqa: E402
-from pipelines.svg.svgtools import is_empty, repair_svg, validate_svg  # noqa: E402
+from genstudio.formats.svg import SVGError, normalize_svg, rasterize_svg, svg_stats  # noqa: E402
+from genstudio.formats.svg_safety import is_empty, repair_svg, validate_svg  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LUCIDE = FIXTURES / "npm_icons" / "lucide-static" / "icons"
@@ -99,7 +99,7 @@ class FakeModel:
 
 def fake_pipe(texts):
     from pipelines.svg.pipeline import StarVectorPipeline
-    return StarVectorPipeline(FakeModel(texts), tokenizer=None, device="cpu", autocast=False)
+    return StarVectorPipeline(FakeModel(texts), tokenizer=None, device="cpu", precision="fp32")
 
 
 def test_best_of_n_picks_the_highest_ssim_and_reports_scores():
@@ -132,7 +132,7 @@ def test_all_candidates_unusable_is_a_clear_failure_never_an_empty_svg(tmp_path)
     pipe = fake_pipe(["<svg", '<svg viewBox="0 0 64 64"></svg>', "no svg at all"])
     out = pipe(Image.new("RGB", (32, 32), "gray"), num_candidates=3)
     assert out.failed and out.svg is None and out.image is None and "no usable SVG" in out.message
-    with pytest.raises(ValueError, match="no SVG to write"):
+    with pytest.raises(ValueError, match="nothing to write"):
         out.save(tmp_path / "x.svg")
     assert not (tmp_path / "x.svg").exists()
 
@@ -185,7 +185,8 @@ def tiny_starvector(tmp_path_factory):
     """A tiny StarVector that has memorised one icon: greedy decoding writes a real SVG."""
     sv = pytest.importorskip("pipelines.svg.starvector", reason="the model side is not there yet")
     import torch
-    from pipelines.svg.data import preprocess_image, special_token_ids, train_svg_tokenizer
+    from genstudio.formats.svg_tokenizer import special_token_ids, train_svg_tokenizer
+    from pipelines.svg.data import preprocess_image
     target = model_like(LUCIDE / "house.svg")
     texts = [target] + [model_like(p) for p in sorted(LUCIDE.glob("*.svg"))] * 4
     tok = train_svg_tokenizer(texts, vocab_size=400, min_frequency=1)

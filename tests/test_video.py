@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from genstudio.data import DataError
-from genstudio.render import InputError, read_video, write_video
+from genstudio.formats.video import read_video, write_video
+from genstudio.render import InputError
 from pipelines.video.data import PhysicsClips, make_clip, simulate_balls
 from pipelines.video.vdt import (MASK_MODES, VDT, VDT_CONFIGS, interpolation_frames, make_mask, random_mask,
                                  sample_training_mask)

@@ -32,7 +32,13 @@ def toy_recipe(output_dir, steps=20, **kw) -> Recipe:
 
     cfg = TrainConfig(output_dir=str(output_dir), steps=steps, batch_size=16, lr=1e-2, save_every=5,
                       log_every=5, progress=False, **kw)
-    return Recipe(model, TensorDataset(x, y), loss_fn, cfg)
+    return Recipe(model, TensorDataset(x, y), loss_fn, cfg, name="toy")
+
+
+def export(run_dir, to, dtype):
+    """The toy recipe's exporter (tests point genstudio.export.find_exporter at it)."""
+    from genstudio.export import export_model
+    export_model(ToyModel, run_dir, to, dtype)
 
 
 if __name__ == "__main__":  # accelerate launch --num_processes 2 tests/toy_recipe.py OUT

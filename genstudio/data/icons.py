@@ -2,7 +2,7 @@
 
 `prepare("icons")` runs `npm install --ignore-scripts` into a scratch folder inside the build,
 reads each package's SVGs and its per-icon metadata (names, tags, categories) into a short
-text description for text conditioning, normalises every SVG with `svgnorm.normalize_svg`
+text description for text conditioning, normalises every SVG with `formats.svg.normalize_svg`
 (viewBox 0 0 256 256, flat absolute paths), drops those that fail to normalise or render
 blank, and keeps one copy of each distinct drawing. Options: `sets="tabler,lucide"`,
 `limit_per_set=50` for quick builds, `packages_dir=` to read an existing node_modules tree.
@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .registry import BuildLog, DataError, register_source
-from .svgnorm import SVGError, normalize_svg, rasterize_svg, svg_stats
+from genstudio.formats.svg import SVGError, normalize_svg, rasterize_svg, svg_stats
 
 # One icon of a package: (file-safe name, svg text, tags, extra metadata). Two optional extra
 # keys shape the text description and are not stored: "label" (the human name, default: the

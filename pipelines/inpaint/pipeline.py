@@ -7,6 +7,7 @@ copied into the output unchanged. Mask convention: white (non-zero) = hole to fi
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,18 +15,39 @@ import numpy as np
 import torch
 from PIL import Image
 
+from genstudio.pipeline import SEED_DEFAULT, PipelineMixin, PipelineOutput, save_all
 from genstudio.render import InputError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 DEFAULT_MODEL = "put-photos-S"
 
 
 @dataclass
-class InpaintOutput:
+class InpaintOutput(PipelineOutput):
     images: list                      # N PIL images, the size of the input
     hole: np.ndarray                  # (H, W) bool, True = filled pixel
     work_size: tuple[int, int]        # (W, H) the models ran at
     tokens: torch.Tensor | None = None  # (N, h, w) known-codebook tokens
     info: dict = field(default_factory=dict)
+    source: str | None = None         # the input's path, when it came from a file
+
+    def paths_for(self, path: Path) -> list[Path]:
+        """An image file name (one completion; `name_i.png` for several) or a folder
+        (`<folder>/<input name>_inpaint_<i>.png`)."""
+        path = Path(path)
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            if len(self.images) == 1:
+                return [path]
+            return [path.with_name(f"{path.stem}_{i}{path.suffix}") for i in range(len(self.images))]
+        stem = Path(self.source).stem if self.source else "image"
+        return [path / f"{stem}_inpaint_{i}.png" for i in range(len(self.images))]
+
+    def _write(self, path: Path) -> list[Path]:
+        """Every completion or none (a full disk leaves no partial set)."""
+        def writer(image):
+            return lambda tmp: image.save(tmp, format=Image.registered_extensions()[tmp.suffix.lower()])
+        return save_all([(p, writer(im)) for p, im in zip(self.paths_for(path), self.images)])
 
 
 def _as_image(image, what: str) -> Image.Image:
@@ -69,23 +91,32 @@ def work_size(width: int, height: int, resolution: int, patch: int) -> tuple[int
     return (max(patch, round(width * s / patch) * patch), max(patch, round(height * s / patch) * patch))
 
 
-class PUTInpaintPipeline:
+class PUTInpaintPipeline(PipelineMixin):
     """P-VQVAE + UQ-Transformer; see pipelines/inpaint/put.py."""
+    task, paper, default_model = "inpaint", "PUT", DEFAULT_MODEL
+    checkpoint_classes = ("PatchVQVAE", "UnquantizedTransformer")
 
-    def __init__(self, vqvae, transformer, device: str | None = None):
+    def __init__(self, vqvae, transformer, device: str | None = None, precision=None):
         from genstudio.device import resolve_device
+        from genstudio.precision import resolve_precision
         self.device = resolve_device(device) if device in (None, "auto") else device
         self.vqvae = vqvae.to(self.device).eval()
         self.transformer = transformer.to(self.device).eval()
+        self.precision = resolve_precision(self.device, precision) if isinstance(precision, (str, type(None))) \
+            else precision
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | None = None,
-                        dtype: torch.dtype = torch.float32) -> "PUTInpaintPipeline":
+    def _from_folder(cls, folder: Path, dtype, **kwargs) -> "PUTInpaintPipeline":
         from genstudio.hub import resolve
         from .put import PatchVQVAE, UnquantizedTransformer
-        vqvae = PatchVQVAE.from_pretrained(resolve(name_or_path, "vqvae"), torch_dtype=dtype)
-        transformer = UnquantizedTransformer.from_pretrained(resolve(name_or_path, "transformer"), torch_dtype=dtype)
-        return cls(vqvae, transformer, device)
+        vqvae = PatchVQVAE.from_pretrained(resolve(folder, "vqvae"), torch_dtype=dtype)
+        transformer = UnquantizedTransformer.from_pretrained(resolve(folder, "transformer"), torch_dtype=dtype)
+        return cls(vqvae, transformer, "cpu", **kwargs)
+
+    def to(self, device) -> "PUTInpaintPipeline":
+        self.vqvae.to(device)
+        self.transformer.to(device)
+        return self
 
     def save_pretrained(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
         """Writes vqvae/ and transformer/ (optionally cast, e.g. torch.float16 to ship)."""
@@ -98,13 +129,14 @@ class PUTInpaintPipeline:
 
     @torch.no_grad()
     def __call__(self, image, mask, num_samples: int = 1, top_k: int = 50, temperature: float = 1.0,
-                 tokens_per_step: int = 4, seed: int | None = 0, resolution: int | None = None,
-                 progress: bool = False) -> InpaintOutput:
-        from tqdm.auto import tqdm
+                 tokens_per_step: int = 4, seed: int | None = SEED_DEFAULT, resolution: int | None = None,
+                 progress: bool | None = None, generator: torch.Generator | None = None) -> InpaintOutput:
         from .put import patch_known_mask, sample_tokens
         if num_samples < 1:
             raise InputError(f"num_samples must be >= 1, got {num_samples}")
+        started = time.perf_counter()
         # 1. Inputs: the image, its hole mask, the working size.
+        source = str(image) if isinstance(image, (str, os.PathLike)) else None
         image = _as_image(image, "image")
         hole = prepare_hole(mask, image.size)
         patch = self.vqvae.patch_size
@@ -116,20 +148,21 @@ class PUTInpaintPipeline:
         known = torch.from_numpy(~small_hole).float().to(self.device)[None, None].repeat(num_samples, 1, 1, 1)
         x = x.to(self.vqvae.dtype) * known.to(self.vqvae.dtype)
         known = known.to(self.vqvae.dtype)
-        # 2. Un-quantised features of the masked image; tokens of the fully known patches.
-        features = self.vqvae.encode(x, known)
-        patch_known = patch_known_mask(known, patch)
-        known_tokens = self.vqvae.quantize(features, known).indices.masked_fill(~patch_known, 0)
-        # 3. Fill masked tokens, most confident first (N samples in one batch, one generator).
-        generator = torch.Generator().manual_seed(int(seed) if seed is not None else int(torch.seed() % 2**63))
-        steps = int(np.ceil((~patch_known[0]).sum().item() / tokens_per_step))
-        bar = tqdm(total=steps, desc="PUT sampling", disable=not progress)
-        tokens = sample_tokens(self.transformer, self.vqvae, features.permute(0, 2, 3, 1), patch_known,
-                               known_tokens, top_k=top_k, temperature=temperature,
-                               tokens_per_step=tokens_per_step, generator=generator, progress=bar)
-        bar.close()
-        # 4. Decode with the masked image as guide; back to full size with known pixels pasted.
-        out = self.vqvae.decode_tokens(tokens, x, known).float().clamp(-1, 1)
+        with self.autocast():  # the precision policy: bf16 only where the device runs it natively
+            # 2. Un-quantised features of the masked image; tokens of the fully known patches.
+            features = self.vqvae.encode(x, known)
+            patch_known = patch_known_mask(known, patch)
+            known_tokens = self.vqvae.quantize(features, known).indices.masked_fill(~patch_known, 0)
+            # 3. Fill masked tokens, most confident first (N samples in one batch, one generator).
+            generator, seed = self.make_generator(seed, generator)
+            steps = int(np.ceil((~patch_known[0]).sum().item() / tokens_per_step))
+            bar = self.progress_bar(total=steps, desc="PUT sampling", disable=not self.progress_enabled(progress))
+            tokens = sample_tokens(self.transformer, self.vqvae, features.permute(0, 2, 3, 1), patch_known,
+                                   known_tokens, top_k=top_k, temperature=temperature,
+                                   tokens_per_step=tokens_per_step, generator=generator, progress=bar)
+            bar.close()
+            # 4. Decode with the masked image as guide; back to full size with known pixels pasted.
+            out = self.vqvae.decode_tokens(tokens, x, known).float().clamp(-1, 1)
         original = np.asarray(image)
         images = []
         for o in out.cpu().numpy():
@@ -138,4 +171,5 @@ class PUTInpaintPipeline:
             images.append(Image.fromarray(np.where(hole[..., None], filled, original)))
         return InpaintOutput(images, hole, size, tokens.cpu(),
                              {"hole_ratio": float(hole.mean()), "sampling_steps": steps,
-                              "masked_tokens": int((~patch_known[0]).sum())})
+                              "masked_tokens": int((~patch_known[0]).sum())}, source=source,
+                             metadata=self.metadata(seed, steps, started, samples=num_samples))

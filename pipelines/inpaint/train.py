@@ -1,10 +1,15 @@
 """`genstudio train put`: the two PUT stages on random photo crops with random masks.
 
-Stage 1 (`--set stage='"vqvae"'`) trains the P-VQVAE; stage 2 (`--set stage='"transformer"'
---set vqvae='"runs/put-vqvae-S"'`) trains the UQ-Transformer on the frozen P-VQVAE.
-`make train-put` runs both and assembles checkpoints/put-photos-S.
+Stage 1 (`--set stage=vqvae`) trains the P-VQVAE; stage 2 (`--set stage=transformer
+--set vqvae=runs/put-vqvae-S`) trains the UQ-Transformer on the frozen P-VQVAE. Options: `PUTOptions`.
+`make train-put` runs both and assembles checkpoints/put-photos-S with
+`genstudio export runs/put-transformer-S --to checkpoints/put-photos-S` (the transformer run
+remembers its P-VQVAE).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
 
 import numpy as np
 import torch
@@ -109,55 +114,78 @@ def _datasets(size: int, eval_items: int, ratio, no_reference_prob: float = 0.0)
     return train, val
 
 
-def recipe(cfg: dict):
-    """`genstudio train put --set stage='"vqvae"'|'"transformer"' --set preset='"S"' ...`"""
-    from genstudio.train import Recipe, split_config
-    stage = cfg.get("stage", "vqvae")
-    defaults = {"vqvae": {"output_dir": "runs/put-vqvae-S", "steps": 1500, "batch_size": 16, "lr": 5e-4,
-                          "ema_decay": None, "warmup_steps": 100},
-                "transformer": {"output_dir": "runs/put-transformer-S", "steps": 2000, "batch_size": 16,
-                                "lr": 5e-4, "weight_decay": 0.01, "betas": (0.9, 0.95), "ema_decay": 0.999,
-                                "warmup_steps": 200}}
-    if stage not in defaults:
-        raise ValueError(f"stage must be 'vqvae' or 'transformer', got {stage!r}")
-    train_cfg, opts = split_config({**defaults[stage], **cfg})
-    preset = PUT_CONFIGS[opts.get("preset", "S")]
-    ratio = tuple(opts.get("mask_ratio", (0.1, 0.6)))
-    if stage == "vqvae":
-        model = PatchVQVAE(**{**preset["vqvae"], **opts.get("vqvae_kwargs", {})})
-        train_set, val_set = _datasets(model.config.sample_size, int(opts.get("eval_items", 128)), ratio,
-                                       float(opts.get("no_reference_prob", 0.3)))
-        return Recipe(model, train_set, vqvae_loss, train_cfg, eval_fn=lambda m: evaluate_vqvae(m, val_set))
+STAGE_DEFAULTS = {  # TrainConfig defaults of each stage
+    "vqvae": dict(output_dir="runs/put-vqvae-S", steps=1500, batch_size=16, lr=5e-4, ema_decay=None, warmup_steps=100),
+    "transformer": dict(output_dir="runs/put-transformer-S", steps=2000, batch_size=16, lr=5e-4, weight_decay=0.01,
+                        betas=(0.9, 0.95), ema_decay=0.999, warmup_steps=200),
+}
 
-    if "vqvae" not in opts:
-        raise ValueError("stage 'transformer' needs the trained P-VQVAE: --set vqvae='\"runs/put-vqvae-S\"'")
-    vqvae = PatchVQVAE.from_pretrained(opts["vqvae"]).eval().requires_grad_(False)
+
+@dataclass
+class PUTOptions:
+    """`genstudio train put` options (besides TrainConfig's)."""
+    stage: Literal["vqvae", "transformer"] = "vqvae"   # which of the two models this run trains
+    preset: str = "S"                                  # a PUT_CONFIGS name
+    vqvae: Optional[str] = None        # transformer stage: the trained P-VQVAE (its run folder or weights folder)
+    mask_ratio: tuple[float, float] = (0.1, 0.6)       # hole area range of the random training masks
+    eval_items: int = 128                              # fixed validation crops scored at each save
+    no_reference_prob: float = 0.3     # vqvae stage: share of items whose decoder sees no known pixels
+    random_quantize: float = 0.3       # transformer stage: share of input features replaced by their code
+    vqvae_kwargs: dict = field(default_factory=dict)        # PatchVQVAE arguments over the preset's
+    transformer_kwargs: dict = field(default_factory=dict)  # UnquantizedTransformer arguments over the preset's
+
+
+def recipe(cfg: dict):
+    """`genstudio train put --set stage=vqvae|transformer --set preset=S ...`"""
+    from genstudio.export import run_weights
+    from genstudio.train import Recipe, parse_config
+    stage = str(cfg.get("stage", "vqvae"))
+    if stage not in STAGE_DEFAULTS:
+        raise ValueError(f"stage must be 'vqvae' or 'transformer', got {stage!r}")
+    train_cfg, opts = parse_config(cfg, PUTOptions, recipe="put", **STAGE_DEFAULTS[stage])
+    if opts.preset not in PUT_CONFIGS:
+        raise ValueError(f"unknown preset {opts.preset!r}: expected one of {', '.join(PUT_CONFIGS)}")
+    preset = PUT_CONFIGS[opts.preset]
+    if opts.stage == "vqvae":
+        model = PatchVQVAE(**{**preset["vqvae"], **opts.vqvae_kwargs})
+        train_set, val_set = _datasets(model.config.sample_size, opts.eval_items, opts.mask_ratio, opts.no_reference_prob)
+        return Recipe(model, train_set, vqvae_loss, train_cfg, eval_fn=lambda m: evaluate_vqvae(m, val_set),
+                      name="put", options=opts)
+
+    if opts.vqvae is None:
+        raise ValueError("stage 'transformer' needs the trained P-VQVAE: --set vqvae=runs/put-vqvae-S")
+    vqvae = PatchVQVAE.from_pretrained(run_weights(opts.vqvae)).eval().requires_grad_(False)
     model = UnquantizedTransformer(feature_dim=vqvae.config.latent_dim, num_tokens=vqvae.config.codebook_size_known,
-                                   **{**preset["transformer"], **opts.get("transformer_kwargs", {})})
-    train_set, val_set = _datasets(vqvae.config.sample_size, int(opts.get("eval_items", 128)), ratio)
-    random_quantize = float(opts.get("random_quantize", 0.3))
+                                   **{**preset["transformer"], **opts.transformer_kwargs})
+    train_set, val_set = _datasets(vqvae.config.sample_size, opts.eval_items, opts.mask_ratio)
 
     def loss_fn(m, batch):
         loss, acc = transformer_loss(m, vqvae.to(batch["image"].device), batch["image"], batch["known"],
-                                     random_quantize=random_quantize)
+                                     random_quantize=opts.random_quantize)
         return loss, {"token_accuracy": acc}
 
     return Recipe(model, train_set, loss_fn, train_cfg, eval_fn=lambda m: evaluate_transformer(m, vqvae, val_set),
-                  extra={"vqvae": vqvae})
+                  extra={"vqvae": vqvae}, name="put", options=opts)
 
 
-__all__ = ["MaskedPhotoDataset", "recipe", "vqvae_loss", "evaluate_vqvae", "evaluate_transformer",
+def export(run_dir, to, dtype: torch.dtype, vqvae: str | None = None) -> None:
+    """`genstudio export runs/put-transformer-S --to checkpoints/NAME`: both stages -> vqvae/ + transformer/.
+
+    The transformer run remembers its P-VQVAE (its `vqvae` option); `--set vqvae=RUN` overrides it.
+    """
+    from genstudio.export import run_record, run_weights
+    from .pipeline import PUTInpaintPipeline
+    options = run_record(run_dir).get("options") or {}
+    if options.get("stage") == "vqvae":
+        raise ValueError(f"{run_dir} trained the P-VQVAE stage: export the transformer run, which names its P-VQVAE")
+    vqvae = vqvae or options.get("vqvae")
+    if not vqvae:
+        raise ValueError(f"{run_dir} does not name its P-VQVAE: pass --set vqvae=RUN")
+    pipe = PUTInpaintPipeline(PatchVQVAE.from_pretrained(run_weights(vqvae)),
+                              UnquantizedTransformer.from_pretrained(run_weights(run_dir)), device="cpu")
+    pipe.save_pretrained(to, dtype=dtype)
+
+
+__all__ = ["MaskedPhotoDataset", "PUTOptions", "recipe", "export", "vqvae_loss", "evaluate_vqvae", "evaluate_transformer",
            "patch_known_mask"]
 
-
-def export_checkpoint(vqvae_dir, transformer_dir, out_dir) -> None:
-    """Both trained stages -> one shippable fp16 folder (vqvae/ + transformer/)."""
-    from .pipeline import PUTInpaintPipeline
-    pipe = PUTInpaintPipeline(PatchVQVAE.from_pretrained(vqvae_dir), UnquantizedTransformer.from_pretrained(transformer_dir),
-                              device="cpu")
-    pipe.save_pretrained(out_dir, dtype=torch.float16)
-
-
-if __name__ == "__main__":  # python -m pipelines.inpaint.train VQVAE_DIR TRANSFORMER_DIR OUT_DIR
-    import sys
-    export_checkpoint(*sys.argv[1:4])

@@ -6,10 +6,14 @@ from typing import Optional
 
 import typer
 
-from .pipeline import DEFAULT_MODEL, OUTPUT_SUFFIXES  # no torch at import: `genstudio --help` stays fast
+from genstudio.cli_common import DeviceOpt, PrecisionOpt, SeedOpt
+from genstudio.formats.mesh import OUTPUT_SUFFIXES
+
+from .pipeline import DEFAULT_MODEL  # no torch at import: `genstudio --help` stays fast
 
 
-def mesh(input: Path = typer.Option(..., "--input", "-i",
+def mesh(ctx: typer.Context,
+         input: Path = typer.Option(..., "--input", "-i",
                                     help="A mesh (.obj/.ply/.glb/.gltf/.stl/.off) or points (.npy, (N, 3) or "
                                          "(N, 6) with normals)."),
          output: Optional[Path] = typer.Option(None, "--output", "-o",
@@ -25,22 +29,17 @@ def mesh(input: Path = typer.Option(..., "--input", "-i",
          temperature: float = typer.Option(0.0, min=0.0, help="0 = greedy; > 0 samples."),
          top_k: int = typer.Option(50, "--top-k", min=0, help="Sampling: keep the k likeliest tokens."),
          top_p: float = typer.Option(0.95, "--top-p", min=0.0, max=1.0, help="Sampling: nucleus."),
-         seed: Optional[int] = typer.Option(None, "--seed", help="Seed for point sampling and decoding "
-                                                                 "(default: the global --seed, else 0).")):
+         device: DeviceOpt = None, seed: SeedOpt = None, precision: PrecisionOpt = None):
     """Turn a dense mesh or point cloud into a compact mesh; print #V/#F and the output path."""
-    from genstudio.cli import SETTINGS, console
-    from genstudio.render import InputError
-    from .pipeline import MeshAnythingPipeline, load_input
+    from genstudio.cli_common import console, output_file, run_options
+    from genstudio.formats.mesh import load_mesh_input
+    from .pipeline import MeshAnythingPipeline
 
-    target = output or Path("outputs/mesh") / f"{input.stem}.obj"
-    if target.is_dir():
-        target = target / f"{input.stem}.obj"
-    if target.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise InputError(f"output {target} should end in one of {', '.join(OUTPUT_SUFFIXES)}")
-    source = load_input(input)  # a bad file fails here, before the model loads
-    seed = seed if seed is not None else (SETTINGS.seed if SETTINGS.seed is not None else 0)
-    pipe = MeshAnythingPipeline.from_pretrained(model, device=SETTINGS.device)
-    out = pipe(source, max_faces=max_faces, seed=seed, temperature=temperature, top_k=top_k, top_p=top_p,
+    run = run_options(ctx, device, seed, precision)
+    target = output_file(output, input.stem, OUTPUT_SUFFIXES, "outputs/mesh", ".obj")
+    source = load_mesh_input(input)  # a bad file fails here, before the model loads
+    pipe = MeshAnythingPipeline.from_pretrained(model, device=run.device, precision=run.precision)
+    out = pipe(source, max_faces=max_faces, seed=run.seed, temperature=temperature, top_k=top_k, top_p=top_p,
                marching_cubes=marching_cubes)
     if out.failed:
         raise RuntimeError(f"{input}: {out.message}; nothing was written (try --marching-cubes or another --seed)")

@@ -20,25 +20,22 @@ from pathlib import Path
 
 import numpy as np
 
-from genstudio.render import InputError, atomic_path
+from genstudio.formats.mesh import load_mesh_input, write_mesh
+from genstudio.pipeline import SEED_DEFAULT, PipelineMixin, PipelineOutput
+from genstudio.render import InputError
 
 from .data import dense_remesh, normalize_points, sample_surface
 from .tokenize import postprocess
 
 DEFAULT_MODEL = "meshanything-urdf-XS"
-MESH_SUFFIXES = (".obj", ".ply", ".glb", ".gltf", ".stl", ".off")
-OUTPUT_SUFFIXES = (".obj", ".glb", ".ply", ".stl", ".off")
-MIN_POINTS = 16
 
 
 @dataclass
-class MeshOutput:
+class MeshOutput(PipelineOutput):
     mesh: object | None            # trimesh.Trimesh in the input's frame; None when failed
     vertices: np.ndarray           # (V, 3) float
     faces: np.ndarray              # (F, 3) int
     tokens: np.ndarray             # the generated token ids (after BOS, without EOS)
-    message: str = ""
-    failed: bool = False
     seconds: float = 0.0
     source: str | None = None      # the input's path, when it came from a file
     input_faces: int | None = None
@@ -52,74 +49,14 @@ class MeshOutput:
     def num_faces(self) -> int:
         return len(self.faces)
 
-    def save(self, path) -> Path:
-        """Write .obj/.glb/.ply/.stl/.off atomically; refuses (ValueError) when the model failed."""
-        path = Path(path)
-        if self.failed or self.mesh is None:
-            raise ValueError(f"no mesh to write to {path}: {self.message}")
-        if path.suffix.lower() not in OUTPUT_SUFFIXES:
-            raise InputError(f"output {path} should end in one of {', '.join(OUTPUT_SUFFIXES)}")
-        data = self.mesh.export(file_type=path.suffix.lower()[1:])
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
-        return path
+    def _write(self, path: Path) -> Path:
+        """.obj/.glb/.ply/.stl/.off, atomically."""
+        if self.mesh is None:
+            raise ValueError(f"nothing to write to {path}: {self.message}")
+        return write_mesh(path, self.mesh)
 
 
 # ---- 1. Inputs ----
-
-def load_input(source):
-    """A path (mesh file or .npy points), a trimesh, or an array -> trimesh.Trimesh or (N, 3|6) float array.
-    Raises InputError with the reason for anything unusable."""
-    import trimesh
-    name = "input"
-    if isinstance(source, (str, os.PathLike)):
-        path, name = Path(source), str(source)
-        if not path.exists():
-            raise InputError(f"input {path} does not exist")
-        if path.is_dir():
-            raise InputError(f"input {path} is a folder; expected a mesh file ({', '.join(MESH_SUFFIXES)}) or .npy points")
-        suffix = path.suffix.lower()
-        if suffix == ".npy":
-            try:
-                source = np.load(path, allow_pickle=False)
-            except (ValueError, OSError) as e:
-                raise InputError(f"{path} is not a readable .npy array ({e})") from None
-        elif suffix in MESH_SUFFIXES:
-            try:
-                source = trimesh.load(path, force="mesh")
-            except Exception as e:  # trimesh raises many kinds on a broken file
-                raise InputError(f"{path} is not a readable mesh ({type(e).__name__}: {str(e)[:160]})") from None
-        else:
-            raise InputError(f"input {path}: unknown file type {suffix!r}; expected {', '.join(MESH_SUFFIXES)} or .npy")
-    if isinstance(source, trimesh.Scene):
-        source = source.dump(concatenate=True) if source.geometry else trimesh.Trimesh()
-    if isinstance(source, trimesh.PointCloud):
-        source = np.asarray(source.vertices)
-    if isinstance(source, trimesh.Trimesh):
-        if len(source.faces) == 0:
-            if len(source.vertices) == 0:
-                raise InputError(f"{name} is empty: no faces and no vertices")
-            source = np.asarray(source.vertices)  # a point-cloud file read as a mesh
-        else:
-            _check_finite(np.asarray(source.vertices), name)
-            if not source.area > 0:
-                raise InputError(f"{name} is degenerate: its faces have no area")
-            return source
-    array = np.asarray(source, dtype=np.float64) if not isinstance(source, np.ndarray) else source.astype(np.float64)
-    if array.ndim != 2 or array.shape[1] not in (3, 6):
-        raise InputError(f"{name}: expected points of shape (N, 3) or (N, 6) (xyz + normal), got {array.shape}")
-    if len(array) < MIN_POINTS:
-        raise InputError(f"{name} has {len(array)} points; at least {MIN_POINTS} are needed")
-    _check_finite(array, name)
-    if not np.ptp(array[:, :3], axis=0).max() > 0:
-        raise InputError(f"{name} is degenerate: all points coincide")
-    return array
-
-
-def _check_finite(values: np.ndarray, name: str) -> None:
-    if not np.isfinite(values).all():
-        raise InputError(f"{name} contains NaN or infinite coordinates")
-
 
 def estimate_normals(points: np.ndarray, neighbours: int = 16) -> np.ndarray:
     """Normals of an (N, 3) cloud: the smallest principal direction of each point's neighbourhood,
@@ -152,38 +89,28 @@ def condition_from(source, num_points: int, marching_cubes: bool = False, resolu
 
 # ---- The pipeline ----
 
-class MeshAnythingPipeline:
-    def __init__(self, model, device: str = "cpu"):
+class MeshAnythingPipeline(PipelineMixin):
+    task, paper, default_model = "mesh", "MeshAnything", DEFAULT_MODEL
+    checkpoint_classes = ("MeshAnythingModel", "genstudio-meshanything")
+
+    def __init__(self, model, device: str = "cpu", precision=None):
+        from genstudio.precision import resolve_precision
         self.model, self.device = model, device
-        self.name: str | None = None
+        self.precision = resolve_precision(device, precision) if isinstance(precision, (str, type(None))) else precision
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str = "auto") -> "MeshAnythingPipeline":
-        """A shipped checkpoint name, a local folder or a hub id (see genstudio.hub.resolve)."""
-        import torch
-        from transformers.utils import logging as hf_logging
-        from genstudio.device import resolve_device
-        from genstudio.hub import resolve
+    def _from_folder(cls, folder: Path, dtype, **kwargs) -> "MeshAnythingPipeline":
         from .meshanything import MeshAnythingModel
-        dev = resolve_device(device)
-        folder = resolve(name_or_path)
-        bars = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()
-        try:
-            model = MeshAnythingModel.from_pretrained(folder, dtype=torch.float32)
-        except (FileNotFoundError, OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
-            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-            raise ValueError(f"{folder} could not be loaded as a MeshAnything checkpoint ({first})") from None
-        finally:
-            if bars:
-                hf_logging.enable_progress_bar()
-        pipe = cls(model.to(dev).eval(), device=dev)
-        pipe.name = str(name_or_path)
-        return pipe
+        return cls(MeshAnythingModel.from_pretrained(folder, dtype=dtype).eval(), **kwargs)
 
-    def __call__(self, points_or_mesh, max_faces: int | None = None, seed: int | None = 0, temperature: float = 0.0,
-                 top_k: int = 50, top_p: float = 0.95, marching_cubes: bool = False, mc_resolution: int = 64,
-                 progress: bool = False, fallback: bool = True) -> MeshOutput:
+    def to(self, device) -> "MeshAnythingPipeline":
+        self.model.to(device)
+        return self
+
+    def __call__(self, points_or_mesh, max_faces: int | None = None, seed: int | None = SEED_DEFAULT,
+                 temperature: float = 0.0, top_k: int = 50, top_p: float = 0.95, marching_cubes: bool = False,
+                 mc_resolution: int = 64, progress: bool | None = None, fallback: bool = True,
+                 generator=None) -> MeshOutput:
         """One input -> MeshOutput. temperature 0 = greedy; > 0 samples (with top_k / top_p).
         max_faces: None = the checkpoint's (what it was trained for). fallback: when greedy decoding
         yields no faces (a small model can loop on one vertex), decode again with the reference's
@@ -194,20 +121,23 @@ class MeshAnythingPipeline:
         if max_faces < 1:
             raise InputError(f"max_faces must be >= 1 (got {max_faces})")
         t0 = time.perf_counter()
+        _, seed = self.make_generator(seed, generator)
+        progress = self.progress_enabled(progress) if progress is not None else False
         source_path = str(points_or_mesh) if isinstance(points_or_mesh, (str, os.PathLike)) else None
         # 1. read and sample the condition
-        source = load_input(points_or_mesh)
+        source = load_mesh_input(points_or_mesh)
         input_faces = None if isinstance(source, np.ndarray) else len(source.faces)
         cloud = condition_from(source, self.model.config.num_points, marching_cubes, mc_resolution,
-                               seed=0 if seed is None else seed)
+                               seed=seed)
         # 2. normalise as in training
         points, center, half = normalize_points(cloud)
         # 3. generate
         sampling = temperature > 0
-        tokens = self.model.generate_tokens(
-            torch.from_numpy(points).float()[None].to(self.device), max_faces=max_faces, do_sample=sampling,
-            temperature=temperature if sampling else 1.0, top_k=top_k if sampling else 0,
-            top_p=top_p if sampling else 1.0, seed=seed, progress=progress)[0]
+        with self.autocast():  # the precision policy: bf16 only where the device runs it natively
+            tokens = self.model.generate_tokens(
+                torch.from_numpy(points).float()[None].to(self.device), max_faces=max_faces, do_sample=sampling,
+                temperature=temperature if sampling else 1.0, top_k=top_k if sampling else 0,
+                top_p=top_p if sampling else 1.0, seed=seed, progress=progress)[0]
         # 4. decode, back to the input's frame, clean up
         quantized = self.model.tokens_to_mesh(tokens)
         vertices = self.model.mesh_vertices(quantized) * 2 * half + center
@@ -222,13 +152,16 @@ class MeshAnythingPipeline:
             out.message = f"greedy decoding gave no faces, so {out.message}"
             out.seconds += seconds
             out.source = source_path
+            out.metadata["seconds"] = round(out.seconds, 3)
             return out
         if len(mesh.faces) == 0:
             return MeshOutput(None, np.zeros((0, 3)), np.zeros((0, 3), np.int64), tokens_np, failed=True,
                               message=f"the model produced no faces ({len(tokens_np)} tokens, {how})",
-                              seconds=seconds, source=source_path, input_faces=input_faces)
+                              seconds=seconds, source=source_path, input_faces=input_faces,
+                              metadata=self.metadata(seed, None, t0, max_faces=max_faces))
         limit = quantized.num_faces >= max_faces
         message = f"{how}, {len(tokens_np)} tokens" + (f"; stopped at the {max_faces}-face limit" if limit else "")
         return MeshOutput(mesh, np.asarray(mesh.vertices), np.asarray(mesh.faces), tokens_np, message=message,
                           seconds=seconds, source=source_path, input_faces=input_faces,
-                          extra={"hit_face_limit": limit})
+                          extra={"hit_face_limit": limit},
+                          metadata=self.metadata(seed, None, t0, max_faces=max_faces))

@@ -2,10 +2,10 @@
 
     genstudio train meshanything --set preset=S --set max_minutes=25 --output-dir runs/meshanything-S
 
-Options (besides TrainConfig's): preset (tiny/S), tokenization ("amt" = V2, default; "v1" = face
+Options (besides TrainConfig's, `MeshAnythingOptions`): preset (tiny/S), tokenization ("amt" = V2, default; "v1" = face
 VQ codes), max_faces (meshes with more quantised faces are left out; default: the preset's),
-num_points (the preset's), augment (true), eval_items (32), vq_warmup (V1 only: steps during which
-only the face VQ trains before the LM joins, 300).
+num_points (the preset's), augment (true), eval_items (32), vq_warmup (V1 only: optimizer steps
+during which only the face VQ trains before the LM joins, 300; counted by the trainer, so it resumes).
 
 Sequences are `BOS tokens EOS` after the point prefix; meshes whose un-augmented sequence does not
 fit in the decoder's positions are left out. Batches group meshes of similar length.
@@ -13,19 +13,17 @@ fit in the decoder's positions are left out. Batches group meshes of similar len
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Literal, Optional
 
 import torch
 
 from genstudio.data import DataError, load_manifest, prepare
-from genstudio.train import Recipe, split_config
+from genstudio.train import Recipe, parse_config
 
 from .data import MeshDataset, collate_meshes
 from .meshanything import MESHANYTHING_CONFIGS, MeshAnythingModel, meshanything_config
 from .tokenize import BOS, EOS, PAD
-
-
-def _as_bool(value) -> bool:
-    return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
 def load_items(split: str, max_faces: int, max_tokens: int) -> list[dict]:
@@ -83,18 +81,27 @@ def evaluate(model: MeshAnythingModel, dataset: MeshDataset, max_items: int = 32
     return metrics
 
 
+@dataclass
+class MeshAnythingOptions:
+    """`genstudio train meshanything` options (besides TrainConfig's)."""
+    preset: str = "S"                                # a MESHANYTHING_CONFIGS name
+    tokenization: Literal["amt", "v1"] = "amt"       # "amt" = V2's adjacent mesh tokens; "v1" = face VQ codes
+    max_faces: Optional[int] = None                  # meshes with more quantised faces are left out; None: the preset's
+    num_points: Optional[int] = None                 # points per cloud; None: the preset's
+    augment: bool = True                             # per-axis scale and a rotation about y of training meshes
+    eval_items: int = 32                             # validation meshes scored at each save
+    vq_warmup: int = 300                             # V1 only: optimizer steps during which only the face VQ trains
+
+
 def recipe(cfg: dict) -> Recipe:
-    train_cfg, opts = split_config({"output_dir": "runs/meshanything", "steps": 3000, "batch_size": 8, "lr": 5e-4,
-                                    "warmup_steps": 100, "weight_decay": 0.01, "save_every": 250, **cfg})
-    preset = opts.pop("preset", "S")
+    train_cfg, opts = parse_config(cfg, MeshAnythingOptions, recipe="meshanything", output_dir="runs/meshanything",
+                                   steps=3000, batch_size=8, lr=5e-4, warmup_steps=100, weight_decay=0.01,
+                                   save_every=250)
+    preset, tokenization = opts.preset, opts.tokenization
     if preset not in MESHANYTHING_CONFIGS:
         raise ValueError(f"unknown preset {preset!r}: expected one of {', '.join(MESHANYTHING_CONFIGS)}")
-    tokenization = opts.pop("tokenization", "amt")
-    overrides = {k: int(opts.pop(k)) for k in ("max_faces", "num_points") if k in opts}
-    augment, eval_items = _as_bool(opts.pop("augment", True)), int(opts.pop("eval_items", 32))
-    vq_warmup = int(opts.pop("vq_warmup", 300))
-    if opts:
-        raise ValueError(f"unknown meshanything option(s): {', '.join(sorted(opts))}")
+    overrides = {k: getattr(opts, k) for k in ("max_faces", "num_points") if getattr(opts, k) is not None}
+    augment, eval_items, vq_warmup = opts.augment, opts.eval_items, opts.vq_warmup
 
     config = meshanything_config(preset, tokenization=tokenization, **overrides)
     model = MeshAnythingModel(config)
@@ -112,16 +119,13 @@ def recipe(cfg: dict) -> Recipe:
     print(f"[meshanything] preset {preset} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters), "
           f"{tokenization}, train {len(train_set)} meshes, val {len(val_set)}, <= {config.max_faces} faces")
 
-    step = {"n": 0}
-
-    def loss_fn(m, batch):
+    def loss_fn(m, batch, step: int = 0):
         if tokenization == "amt":
             out = m(batch["points"], batch["input_ids"], batch["attention_mask"], batch["labels"])
             return out.loss
-        step["n"] += 1
         vq = m.face_vq(batch["faces"], batch["face_mask"])
         logs = {"vq_loss": vq["loss"].item(), "vq_accuracy": vq["accuracy"].item()}
-        if step["n"] <= vq_warmup:
+        if step < vq_warmup:  # the trainer's step (optimizer steps done), so a resumed run continues the warm-up
             return vq["loss"], logs
         ids, mask, labels = v1_batch_tokens(m, batch["faces"], batch["face_mask"], vq["indices"].detach())
         lm = m(batch["points"], ids, mask, labels).loss
@@ -129,22 +133,12 @@ def recipe(cfg: dict) -> Recipe:
 
     return Recipe(model, train_set, loss_fn, train_cfg, collate_fn=collate_meshes,
                   eval_fn=lambda m: evaluate(m, val_set, eval_items),
-                  lengths=[it["tokens"] for it in train_items], extra={"val_set": val_set})
+                  lengths=[it["tokens"] for it in train_items], extra={"val_set": val_set},
+                  name="meshanything", options=opts)
 
 
-def export_checkpoint(run_dir, out_dir) -> None:
-    """A finished run (its final/ EMA weights and summary.json) -> one shippable fp16 folder."""
-    import json
-    import shutil
-    from pathlib import Path
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
-    model = MeshAnythingModel.from_pretrained(run_dir / "final", dtype=torch.float32)
-    model.to(torch.float16).save_pretrained(out_dir, safe_serialization=True)
-    summary = json.loads((run_dir / "summary.json").read_text())
-    (out_dir / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "final"}, indent=2))
-    shutil.copy(run_dir / "train_config.json", out_dir / "train_config.json")
+def export(run_dir, to, dtype: torch.dtype) -> None:
+    """`genstudio export RUN --to checkpoints/NAME`: the run's final (EMA) weights in `dtype`."""
+    from genstudio.export import export_model
+    export_model(MeshAnythingModel, run_dir, to, dtype, load_kwargs={"dtype": torch.float32})
 
-
-if __name__ == "__main__":  # python -m pipelines.mesh.train RUN_DIR OUT_DIR
-    import sys
-    export_checkpoint(*sys.argv[1:3])

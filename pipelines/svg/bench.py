@@ -22,9 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from genstudio.data.svgnorm import SVGError, rasterize_svg, svg_stats
-
-from .svgtools import validate_svg
+from genstudio.formats.svg import SVGError, rasterize_svg, svg_stats
+from genstudio.formats.svg_safety import validate_svg
 
 SETS = ("tabler", "mdi", "simple-icons", "lucide", "bootstrap", "phosphor")
 SIZE = 128

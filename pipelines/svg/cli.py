@@ -6,22 +6,11 @@ from typing import Optional
 
 import typer
 
+from genstudio.cli_common import DeviceOpt, OverwriteOpt, PrecisionOpt, SeedOpt
+
 from .pipeline import DEFAULT_MODEL  # no torch at import: `genstudio --help` stays fast
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-
-
-def _images_in(folder: Path) -> list[Path]:
-    from genstudio.render import InputError
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise InputError(f"{folder} holds no images (expected {', '.join(IMAGE_SUFFIXES)} files)")
-    return files
-
-
-def _svg_names(files: list[Path]) -> list[str]:
-    """logo.png -> logo.svg; a stem shared by two inputs (a.png, a.jpg) keeps the suffix: a.jpg.svg."""
-    stems = [p.stem for p in files]
-    return [f"{p.stem}.svg" if stems.count(p.stem) == 1 else f"{p.name}.svg" for p in files]
 
 
 def _describe(out) -> str:
@@ -30,7 +19,8 @@ def _describe(out) -> str:
             f"({out.message}{f', candidate #{out.best}' if len(out.candidates) > 1 else ''})")
 
 
-def svg(image: Path = typer.Option(..., "--image", "-i", help="An image (PNG/JPEG/...) or a folder of images."),
+def svg(ctx: typer.Context,
+        image: Path = typer.Option(..., "--image", "-i", help="An image (PNG/JPEG/...) or a folder of images."),
         output: Optional[Path] = typer.Option(None, "--output", "-o",
                                               help="SVG file, or a folder when --image is a folder "
                                                    "(default: outputs/svg/<name>.svg)."),
@@ -42,42 +32,32 @@ def svg(image: Path = typer.Option(..., "--image", "-i", help="An image (PNG/JPE
         top_p: float = typer.Option(0.95, "--top-p", min=0.0, max=1.0, help="Nucleus sampling (N > 1)."),
         max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1,
                                                  help="Most SVG tokens per candidate (default: the model's)."),
-        seed: Optional[int] = typer.Option(None, "--seed", help="Seed for sampling (default: the global --seed).")):
+        overwrite: OverwriteOpt = False,
+        device: DeviceOpt = None, seed: SeedOpt = None, precision: PrecisionOpt = None):
     """Convert an image (or a folder of images) into SVG code; print the score and the output path."""
-    from genstudio.cli import SETTINGS, console
-    from genstudio.render import InputError, load_image, write_text
+    from genstudio.cli_common import (console, files_in, finish_batch, output_file, output_folder, output_names,
+                                      run_batch, run_options)
+    from genstudio.render import InputError, load_image
     from .pipeline import StarVectorPipeline
 
+    run = run_options(ctx, device, seed, precision)
     if not image.exists():
         raise InputError(f"image {image} does not exist")
     options = dict(num_candidates=candidates, temperature=temperature, top_p=top_p,
-                   max_new_tokens=max_tokens, seed=seed if seed is not None else SETTINGS.seed)
+                   max_new_tokens=max_tokens, seed=run.seed)
 
     if image.is_dir():
-        files = _images_in(image)
-        out_dir = output or Path("outputs/svg") / image.resolve().name
-        if out_dir.exists() and not out_dir.is_dir():
-            raise InputError(f"--image is a folder, so -o must be a folder; {out_dir} is a file")
-        pipe = StarVectorPipeline.from_pretrained(model, device=SETTINGS.device)
-        bad, written = [], 0
-        for path, name, out in zip(files, _svg_names(files), pipe.batch(files, **options)):
-            if out.failed:
-                bad.append(f"{path.name} ({out.message})")
-                continue
-            write_text(out_dir / name, out.svg)
-            written += 1
-        console.print(f"[green]wrote[/green] {written} SVG{'s' if written != 1 else ''} to {out_dir}")
-        if bad:
-            raise RuntimeError(f"{len(bad)} of {len(files)} images were not converted: " + "; ".join(bad))
+        files = files_in(image, IMAGE_SUFFIXES, "images")
+        out_dir = output_folder(output, Path("outputs/svg") / image.resolve().name)
+        pipe = StarVectorPipeline.from_pretrained(model, device=run.device, precision=run.precision)
+        jobs = [(f, out_dir / name) for f, name in zip(files, output_names(files, ".svg"))]
+        summary = run_batch(jobs, lambda f: pipe(f, **options), "image -> SVG", overwrite=overwrite)
+        finish_batch(summary, out_dir)
         return
 
     picture = load_image(image)  # a bad file fails here, before the model loads
-    target = output or Path("outputs/svg") / f"{image.stem}.svg"
-    if target.is_dir():
-        target = target / f"{image.stem}.svg"
-    if target.suffix.lower() != ".svg":
-        raise InputError(f"output {target} should end in .svg")
-    pipe = StarVectorPipeline.from_pretrained(model, device=SETTINGS.device)
+    target = output_file(output, image.stem, (".svg",), "outputs/svg")
+    pipe = StarVectorPipeline.from_pretrained(model, device=run.device, precision=run.precision)
     out = pipe(picture, **options)
     if out.failed:
         raise RuntimeError(f"{image}: {out.message}; nothing was written "

@@ -1,12 +1,11 @@
-"""StarVector's data side: image preprocessing, SVG training text, the SVG tokenizer, font glyphs.
+"""StarVector's data side: image preprocessing, SVG training text, font glyphs, the training dataset.
 
 - `preprocess_image` is the paper's: alpha flattened onto white, padded to a centred white
   square, resized (bicubic), normalised with the CLIP mean/std of the image encoder.
 - `svg_to_training_text` re-normalises a dataset SVG to a small integer viewBox (128, no
   decimals), which roughly halves the sequence length of the 256 / 0.1 storage form.
-- `train_svg_tokenizer` trains a byte-level BPE (any text round-trips exactly) with the special
-  tokens of the reference code (`<svg-start>`, `<svg-end>`, `<image-start>`, `<caption-start>`,
-  StarCoder's `<|endoftext|>` and the `[PAD]` the reference adds).
+- The SVG tokenizer (byte-level BPE with the reference's special tokens) is the core's:
+  `genstudio.formats.svg_tokenizer`.
 - The `glyphs` source outlines letters, digits and punctuation of the fonts installed here.
 - `SVGImageDataset` pairs each rendering with its token ids: `<svg-start> <svg ...</svg> <svg-end>`.
 """
@@ -23,7 +22,8 @@ import numpy as np
 import torch
 
 from genstudio.data.registry import BuildLog, DataError, register_source
-from genstudio.data.svgnorm import SVGError, normalize_svg, rasterize_svg, svg_stats
+from genstudio.formats.svg import SVGError, normalize_svg, rasterize_svg, svg_stats
+from genstudio.formats.svg_tokenizer import special_token_ids
 from genstudio.render import flatten_alpha, pad_square
 
 IGNORE_INDEX = -100
@@ -75,51 +75,6 @@ def training_texts(svgs: Sequence[str], size: int = 128, precision: int = 0,
         except SVGError:
             out.append(None)
     return out
-
-
-# ---- Tokenizer ----
-
-EOS_TOKEN = "<|endoftext|>"      # StarCoder's end of text
-PAD_TOKEN = "[PAD]"              # what the reference adds to StarCoder's tokenizer
-SVG_START_TOKEN = "<svg-start>"
-SVG_END_TOKEN = "<svg-end>"
-IMAGE_START_TOKEN = "<image-start>"
-CAPTION_START_TOKEN = "<caption-start>"
-SPECIAL_TOKENS = (EOS_TOKEN, PAD_TOKEN, SVG_START_TOKEN, SVG_END_TOKEN, IMAGE_START_TOKEN, CAPTION_START_TOKEN)
-
-
-def train_svg_tokenizer(texts, vocab_size: int = 2048, min_frequency: int = 2):
-    """Byte-level BPE over SVG texts -> `PreTrainedTokenizerFast` (ids 0-5 are SPECIAL_TOKENS)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    if vocab_size < 256 + len(SPECIAL_TOKENS):
-        raise ValueError(f"vocab_size {vocab_size} cannot hold the 256 bytes and {len(SPECIAL_TOKENS)} special tokens")
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                  special_tokens=list(SPECIAL_TOKENS), show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(texts, trainer=trainer)
-    return wrap_svg_tokenizer(tok)
-
-
-def wrap_svg_tokenizer(tok):
-    from transformers import PreTrainedTokenizerFast
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN,
-        additional_special_tokens=[SVG_START_TOKEN, SVG_END_TOKEN, IMAGE_START_TOKEN, CAPTION_START_TOKEN],
-        clean_up_tokenization_spaces=False)  # the clean-up would rewrite " ." and break round trips
-
-
-def special_token_ids(tokenizer) -> dict[str, int]:
-    """The ids a StarVectorConfig needs, looked up in `tokenizer`."""
-    names = dict(eos_token_id=EOS_TOKEN, pad_token_id=PAD_TOKEN, svg_start_token_id=SVG_START_TOKEN,
-                 svg_end_token_id=SVG_END_TOKEN, image_start_token_id=IMAGE_START_TOKEN)
-    ids = {k: tokenizer.convert_tokens_to_ids(v) for k, v in names.items()}
-    missing = [names[k] for k, v in ids.items() if v is None or v == tokenizer.unk_token_id]
-    if missing:
-        raise ValueError(f"tokenizer lacks the special tokens {missing}")
-    return ids
 
 
 # ---- Glyph source (fontTools) ----

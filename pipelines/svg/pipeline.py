@@ -14,6 +14,7 @@ size. When no candidate yields a drawing, `failed` is True and `message` says wh
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -21,11 +22,12 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from genstudio.data.svgnorm import SVGError, rasterize_svg, svg_stats
+from genstudio.formats.svg import SVGError, rasterize_svg, svg_stats
+from genstudio.formats.svg_safety import (is_unsafe, repair_svg, sanitize_svg, set_root_attributes, validate_svg,
+                                           viewbox_of)
 from genstudio.metrics import mse, ssim
+from genstudio.pipeline import SEED_DEFAULT, PipelineMixin, PipelineOutput
 from genstudio.render import InputError, flatten_alpha, load_image, pad_square, write_text
-
-from .svgtools import is_unsafe, repair_svg, sanitize_svg, set_root_attributes, validate_svg, viewbox_of
 
 DEFAULT_MODEL = "starvector-icons-S"
 MAX_RENDER_SIDE = 1024
@@ -42,21 +44,18 @@ class SVGCandidate:
 
 
 @dataclass
-class SVGOutput:
+class SVGOutput(PipelineOutput):
     svg: str | None               # the chosen SVG, sized to the input; None when failed
     image: Image.Image | None     # its rendering at the input's aspect
     score: dict                   # {"ssim", "mse"} of the chosen candidate at the model's resolution
     candidates: list[SVGCandidate]
     best: int | None = None       # index of the chosen candidate
     repaired: bool = False
-    failed: bool = False
-    message: str = ""
     size: tuple[int, int] = (0, 0)  # the input's width, height
     source: str | None = None     # the input's path, when it came from a file
 
-    def save(self, path) -> Path:
-        """Write the SVG atomically; refuses (ValueError) when the model failed."""
-        if self.failed or not self.svg:
+    def _write(self, path: Path) -> Path:
+        if not self.svg:
             raise ValueError(f"no SVG to write to {path}: {self.message}")
         return write_text(path, self.svg)
 
@@ -91,38 +90,26 @@ def _default_preprocess(image: Image.Image, size: int):
 
 # ---- The pipeline ----
 
-class StarVectorPipeline:
-    def __init__(self, model, tokenizer, device: str = "cpu", autocast: bool = True,
-                 preprocess: Callable | None = None):
+class StarVectorPipeline(PipelineMixin):
+    task, paper, default_model = "svg", "StarVector", DEFAULT_MODEL
+    checkpoint_classes = ("StarVectorModel", "genstudio-starvector")
+
+    def __init__(self, model, tokenizer, device: str = "cpu", precision=None, preprocess: Callable | None = None):
+        from genstudio.precision import resolve_precision
         self.model, self.tokenizer, self.device = model, tokenizer, device
-        self.autocast = autocast
+        self.precision = resolve_precision(device, precision) if isinstance(precision, (str, type(None))) else precision
         self.preprocess = preprocess or _default_preprocess
         self.image_size = int(model.config.image_size)
-        self.name: str | None = None
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str = "auto",
-                        **kwargs) -> "StarVectorPipeline":
-        """A shipped checkpoint name, a local folder or a hub id (see genstudio.hub.resolve)."""
-        from genstudio.device import resolve_device
-        from genstudio.hub import resolve
+    def _from_folder(cls, folder: Path, dtype, **kwargs) -> "StarVectorPipeline":
         from .starvector import load_starvector
-        from transformers.utils import logging as hf_logging
-        dev = resolve_device(device)
-        folder = resolve(name_or_path)
-        bars = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # a "Loading weights" bar per call is noise in the CLI
-        try:
-            model, tokenizer = load_starvector(folder)
-        except (FileNotFoundError, OSError, ValueError, KeyError, RuntimeError) as e:
-            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-            raise ValueError(f"{folder} could not be loaded as a StarVector checkpoint ({first})") from None
-        finally:
-            if bars:
-                hf_logging.enable_progress_bar()
-        pipe = cls(model.to(dev).eval(), tokenizer, device=dev, **kwargs)
-        pipe.name = str(name_or_path)
-        return pipe
+        model, tokenizer = load_starvector(folder)
+        return cls(model.to(dtype).eval(), tokenizer, **kwargs)
+
+    def to(self, device) -> "StarVectorPipeline":
+        self.model.to(device)
+        return self
 
     # 1. inputs
     def _load(self, image) -> tuple[Image.Image, str | None]:
@@ -145,14 +132,9 @@ class StarVectorPipeline:
         return int(positions) - int(getattr(self.model.config, "num_visual_tokens", 0)) - prompt
 
     def _generate(self, image: Image.Image, num_candidates: int, **gen) -> list[str]:
-        import contextlib
         import torch
-        from genstudio.device import autocast_dtype
         pixel_values = self.preprocess(image, self.image_size)[None].to(self.device)
-        dtype = autocast_dtype(self.device) if self.autocast else None
-        kind = "cuda" if self.device.startswith("cuda") else "cpu"
-        amp = torch.autocast(kind, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-        with torch.inference_mode(), amp:
+        with torch.inference_mode(), self.autocast():
             texts = self.model.generate_svg(pixel_values, self.tokenizer, num_candidates=num_candidates, **gen)
         return list(texts[0])
 
@@ -179,11 +161,14 @@ class StarVectorPipeline:
         return cand
 
     def __call__(self, image, num_candidates: int = 1, temperature: float = 0.8, top_p: float = 0.95,
-                 top_k: int = 0, max_new_tokens: int | None = None, seed: int | None = None,
-                 do_sample: bool | None = None) -> SVGOutput:
-        """One image (path, PIL or HxWx3 array) -> SVGOutput. Raises InputError for a bad image."""
+                 top_k: int = 0, max_new_tokens: int | None = None, seed: int | None = SEED_DEFAULT,
+                 do_sample: bool | None = None, generator=None) -> SVGOutput:
+        """One image (path, PIL or HxWx3 array) -> SVGOutput. Raises InputError for a bad image.
+        Sampling (N > 1) is seeded by `seed` (default 0; None draws one) or `generator`'s seed."""
         if num_candidates < 1:
             raise InputError(f"num_candidates must be >= 1 (got {num_candidates})")
+        started = time.perf_counter()
+        _, seed = self.make_generator(seed, generator)
         image, source = self._load(image)
         reference = square_on_white(image, self.image_size)
         gen = dict(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
@@ -195,7 +180,10 @@ class StarVectorPipeline:
             gen["max_new_tokens"] = max_new_tokens
         texts = self._generate(image, num_candidates, **gen)
         candidates = [self.score_candidate(t, reference) for t in texts]
-        return self._choose(candidates, image.size, source)
+        out = self._choose(candidates, image.size, source)
+        out.metadata = self.metadata(seed, None, started, candidates=num_candidates,
+                                     max_new_tokens=gen.get("max_new_tokens"))
+        return out
 
     # 4. best-of-N and the final, sized SVG
     def _choose(self, candidates: list[SVGCandidate], size: tuple[int, int], source: str | None) -> SVGOutput:
@@ -220,13 +208,13 @@ class StarVectorPipeline:
                          bytes=stats["bytes"]), candidates, best=best, repaired=cand.repaired, size=size,
                          source=source, message=", ".join(notes))
 
-    def batch(self, images: Sequence, progress: bool = True, **kwargs) -> list[SVGOutput]:
+    def batch(self, images: Sequence, progress: bool | None = None, **kwargs) -> list[SVGOutput]:
         """Several images with a progress bar. A bad input does not stop the batch: its output is
         `failed` with the reason in `message` (same seed for every image: results do not depend on
         the order)."""
-        from tqdm.auto import tqdm
         outputs = []
-        for image in tqdm(images, desc="image -> SVG", unit="image", disable=not progress):
+        for image in self.progress_bar(images, desc="image -> SVG", unit="image",
+                                       disable=not self.progress_enabled(progress)):
             try:
                 outputs.append(self(image, **kwargs))
             except (InputError, SVGError) as e:

@@ -2,7 +2,7 @@
 
     genstudio train starvector --set preset=S --set max_tokens=384 --output-dir runs/starvector
 
-Options (besides TrainConfig's): preset (tiny/S/1b), sets (icon sets, comma-separated; default all
+Options (`StarVectorOptions`, besides TrainConfig's): preset (tiny/S/1b), sets (icon sets, comma-separated; default all
 but the colour-emoji sets, whose SVGs are long), glyphs (true), max_tokens (384: longer SVGs are
 dropped), vocab_size (2048), image_size (the preset's), eval_items (32), eval_max_new_tokens,
 shapes (0: how many synthetic primitive drawings, `synthetic_shape_svgs`, to mix into the train
@@ -29,15 +29,17 @@ import json
 import math
 import shutil
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 
 from genstudio.data import DataError, load_manifest, prepare
-from genstudio.train import CurriculumBatchSampler, Recipe, split_config
+from genstudio.formats.svg_tokenizer import special_token_ids, train_svg_tokenizer
+from genstudio.train import CurriculumBatchSampler, Recipe, parse_config
 
-from .data import (SVGImageDataset, collate_svg, special_token_ids, synthetic_shape_items, train_svg_tokenizer,
-                   training_texts)
+from .data import SVGImageDataset, collate_svg, synthetic_shape_items, training_texts
 from .starvector import STARVECTOR_CONFIGS, StarVectorModel, load_starvector, starvector_config
 
 LONG_SETS = ("twemoji", "openmoji")  # colour emoji: many paths, mostly over any CPU token budget
@@ -48,10 +50,6 @@ def _as_list(value) -> list[str] | None:
     if value is None:
         return None
     return [s.strip() for s in (value.split(",") if isinstance(value, str) else value) if s.strip()]
-
-
-def _as_bool(value) -> bool:
-    return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
 def load_items(split: str, sets=None, glyphs: bool = True) -> list[dict]:
@@ -144,24 +142,44 @@ def evaluate_starvector(model: StarVectorModel, dataset: SVGImageDataset, max_it
     return metrics
 
 
+@dataclass
+class StarVectorOptions:
+    """`genstudio train starvector` options (besides TrainConfig's); the module docstring says more."""
+    preset: str = "S"                        # a STARVECTOR_CONFIGS name: tiny / S / 1b
+    sets: Optional[tuple[str, ...]] = None   # icon sets ("a,b"); None: all but LONG_SETS; "": none
+    glyphs: bool = True                      # also train on font glyphs
+    max_tokens: int = 384                    # longer SVGs are dropped
+    vocab_size: int = 2048                   # BPE vocabulary of a new tokenizer
+    image_size: Optional[int] = None         # None: the preset's
+    eval_items: int = 32                     # validation items scored at each save
+    eval_max_new_tokens: Optional[int] = None  # generation length at evaluation; None: max_tokens
+    shapes: int = 0                          # synthetic primitive drawings mixed into the train split
+    max_shapes: int = 3                      # primitives per drawing
+    vision_lr_scale: float = 1.0             # LR factor of the image encoder and adapter (keep 1, see the docstring)
+    init_from: Optional[str] = None          # a StarVector checkpoint (folder or shipped name) to start from
+    reinit_vision: bool = False              # with init_from: a fresh image encoder and adapter, the LM kept
+    curriculum_warm: int = 0                 # steps on the drawings alone (needs shapes)
+    curriculum_ramp: int = 0                 # steps over which icons and glyphs come in
+    shapes_share: float = 0.25               # the drawings' final share of every batch (curriculum)
+
+
 def recipe(cfg: dict) -> Recipe:
-    train_cfg, opts = split_config({"output_dir": "runs/starvector", "steps": 4000, "batch_size": 16, "lr": 5e-4,
-                                    "warmup_steps": 200, "weight_decay": 0.01, "save_every": 500, **cfg})
-    preset = opts.pop("preset", "S")
+    train_cfg, opts = parse_config(cfg, StarVectorOptions, recipe="starvector", output_dir="runs/starvector",
+                                   steps=4000, batch_size=16, lr=5e-4, warmup_steps=200, weight_decay=0.01,
+                                   save_every=500)
+    preset = opts.preset
     if preset not in STARVECTOR_CONFIGS:
         raise ValueError(f"unknown preset {preset!r}: expected one of {', '.join(STARVECTOR_CONFIGS)}")
-    sets, glyphs = opts.pop("sets", None), _as_bool(opts.pop("glyphs", True))
-    max_tokens, vocab_size = int(opts.pop("max_tokens", 384)), int(opts.pop("vocab_size", 2048))
-    image_size = int(opts.pop("image_size", STARVECTOR_CONFIGS[preset].get("image_size", 64)))
-    eval_items = int(opts.pop("eval_items", 32))
-    eval_new_tokens = int(opts.pop("eval_max_new_tokens", max_tokens))
-    num_shapes, init_from = int(opts.pop("shapes", 0)), opts.pop("init_from", None)
-    max_shapes, vision_lr_scale = int(opts.pop("max_shapes", 3)), float(opts.pop("vision_lr_scale", 1.0))
-    reinit_vision = _as_bool(opts.pop("reinit_vision", False))
-    warm, ramp = int(opts.pop("curriculum_warm", 0)), int(opts.pop("curriculum_ramp", 0))
-    shapes_share = float(opts.pop("shapes_share", 0.25))
-    if opts:
-        raise ValueError(f"unknown starvector option(s): {', '.join(sorted(opts))}")
+    sets, glyphs = opts.sets, opts.glyphs
+    max_tokens, vocab_size = opts.max_tokens, opts.vocab_size
+    image_size = opts.image_size if opts.image_size is not None else STARVECTOR_CONFIGS[preset].get("image_size", 64)
+    eval_items = opts.eval_items
+    eval_new_tokens = opts.eval_max_new_tokens if opts.eval_max_new_tokens is not None else max_tokens
+    num_shapes, init_from = opts.shapes, opts.init_from
+    max_shapes, vision_lr_scale = opts.max_shapes, opts.vision_lr_scale
+    reinit_vision = opts.reinit_vision
+    warm, ramp = opts.curriculum_warm, opts.curriculum_ramp
+    shapes_share = opts.shapes_share
     if reinit_vision and init_from is None:
         raise ValueError("reinit_vision needs init_from (a fresh model's vision side is new already)")
     curriculum = warm > 0 or ramp > 0
@@ -226,4 +244,12 @@ def recipe(cfg: dict) -> Recipe:
                   eval_fn=eval_fn,
                   lengths=[len(t) for t in train_set.token_ids], batch_sampler=batch_sampler,
                   extra={"tokenizer": tokenizer, "val_set": val_set},
-                  lr_multipliers={"image_encoder.": vision_lr_scale, "image_projection.": vision_lr_scale})
+                  lr_multipliers={"image_encoder.": vision_lr_scale, "image_projection.": vision_lr_scale},
+                  name="starvector", options=opts)
+
+
+def export(run_dir, to, dtype: torch.dtype) -> None:
+    """`genstudio export RUN --to checkpoints/NAME`: the run's final (EMA) weights in `dtype`, with the
+    SVG tokenizer saved beside them (StarVectorModel.save_pretrained writes it)."""
+    from genstudio.export import export_model
+    export_model(StarVectorModel, run_dir, to, dtype, load_kwargs={"dtype": torch.float32})

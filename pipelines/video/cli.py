@@ -11,24 +11,17 @@ from typing import Optional
 
 import typer
 
+from genstudio.cli_common import DeviceOpt, PrecisionOpt, SeedOpt
+
+from genstudio.formats.video import OUTPUT_SUFFIXES
+
 # Kept literal (not imported from .pipeline) so that `genstudio --help` does not import torch.
 DEFAULT_MODEL = "vdt-physics-S"
 TASKS = ("generate", "predict", "backward", "interpolate", "complete", "animate")
-OUTPUT_SUFFIXES = (".gif", ".mp4")
 
 
-def _output_path(output: Optional[Path], input: Optional[Path], task: str) -> Path:
-    from genstudio.render import InputError
-    stem = f"{input.stem}-{task}" if input is not None else task
-    target = output or Path("outputs/video") / f"{stem}.gif"
-    if target.is_dir():
-        target = target / f"{stem}.gif"
-    if target.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise InputError(f"output {target} should end in .gif or .mp4")
-    return target
-
-
-def video(task: str = typer.Option("predict", "--task", "-t", help=f"One of: {', '.join(TASKS)}."),
+def video(ctx: typer.Context,
+          task: str = typer.Option("predict", "--task", "-t", help=f"One of: {', '.join(TASKS)}."),
           input: Optional[Path] = typer.Option(None, "--input", "-i",
                                                help="A video (MP4/GIF/AVI/...), a folder of frames, or one image "
                                                     "(animate). Not needed for generate."),
@@ -43,13 +36,15 @@ def video(task: str = typer.Option("predict", "--task", "-t", help=f"One of: {',
           scheduler: str = typer.Option("dpm", "--scheduler", help="dpm (DPM-Solver++), ddim, euler or ddpm."),
           model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Checkpoint name, folder or hub id."),
           fps: float = typer.Option(8.0, "--fps", min=0.5, max=60, help="Frame rate of the written video."),
-          seed: Optional[int] = typer.Option(None, "--seed", help="Seed (default: the global --seed, else 0)."),
           preview: Optional[Path] = typer.Option(None, "--preview",
-                                                 help="Also write what the model was given (generated part dimmed).")):
+                                                 help="Also write what the model was given (generated part dimmed)."),
+          device: DeviceOpt = None, seed: SeedOpt = None, precision: PrecisionOpt = None):
     """Run one VDT task on a clip and write the result; prints what was given, what was generated,
     and (when the input covers the generated frames) the error against it."""
-    from genstudio.cli import SETTINGS, console
-    from genstudio.render import InputError, write_video
+    from genstudio.cli_common import check_writable, console, output_file, run_options
+    from genstudio.render import InputError
+
+    run = run_options(ctx, device, seed, precision)
 
     if task not in TASKS:
         raise InputError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
@@ -59,21 +54,20 @@ def video(task: str = typer.Option("predict", "--task", "-t", help=f"One of: {',
         raise InputError(f"input {input} does not exist")
     if mask is not None and not mask.exists():
         raise InputError(f"mask {mask} does not exist")
-    target = _output_path(output, input, task)
-    if preview is not None and preview.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise InputError(f"preview {preview} should end in .gif or .mp4")
+    target = output_file(output, f"{input.stem}-{task}" if input is not None else task, OUTPUT_SUFFIXES,
+                         "outputs/video", ".gif")
+    if preview is not None:
+        if preview.suffix.lower() not in OUTPUT_SUFFIXES:
+            raise InputError(f"preview {preview} should end in .gif or .mp4")
+        check_writable(preview)
 
     from .pipeline import VDTPipeline, load_frames
     if input is not None:
         load_frames(input, max_frames=1)  # a bad file fails here, before the model loads
-    pipe = VDTPipeline.from_pretrained(model, device=SETTINGS.device)
-    if seed is None:
-        seed = SETTINGS.seed if SETTINGS.seed is not None else 0
-    out = pipe(task=task, frames=str(input) if input is not None else None, mask=mask, num_known=num_known, num_inference_steps=steps,
-               scheduler=scheduler, seed=seed)
-    out.save(target, fps=fps)
-    if preview is not None:
-        write_video(preview, out.preview(), fps=fps)
+    pipe = VDTPipeline.from_pretrained(model, device=run.device, precision=run.precision)
+    out = pipe(task=task, frames=str(input) if input is not None else None, mask=mask, num_known=num_known,
+               num_inference_steps=steps, scheduler=scheduler, seed=run.seed)
+    out.save(target, fps=fps, preview=preview)
     for note in out.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     given = int((~out.mask).reshape(len(out.mask), -1).all(axis=1).sum())

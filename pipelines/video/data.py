@@ -260,7 +260,7 @@ def square_resize(frame: np.ndarray, size: int) -> np.ndarray:
 def cut_clips(path: Path, frames: int = 16, size: int = 32, stride: int = 2) -> Iterator[tuple[int, np.ndarray]]:
     """Non-overlapping clips of `frames` frames, every `stride`-th source frame, resized square:
     yields (first source frame, uint8 (T, size, size, 3))."""
-    from genstudio.render import iter_video_frames
+    from genstudio.formats.video import iter_video_frames
     buffer, start = [], 0
     for i, frame in enumerate(iter_video_frames(path)):
         if i % stride:

@@ -22,7 +22,9 @@ from diffusers import DiffusionPipeline
 from PIL import Image
 
 from genstudio.diffusion import make_scheduler, sample
-from genstudio.render import FRAME_SUFFIXES, InputError, load_image, read_video, video_frames_uint8, write_video
+from genstudio.pipeline import SEED_DEFAULT, CheckpointMismatch, PipelineMixin, PipelineOutput, save_all
+from genstudio.formats.video import FRAME_SUFFIXES, read_video, video_frames_uint8, write_video
+from genstudio.render import InputError, load_image
 
 from .data import square_resize, uint8_to_video
 from .vdt import VDT, interpolation_frames, make_mask
@@ -33,7 +35,7 @@ SCHEDULERS = ("dpm", "ddim", "euler", "ddpm")
 
 
 @dataclass
-class VideoOutput:
+class VideoOutput(PipelineOutput):
     frames: np.ndarray            # (T, H, W, 3) uint8: the result
     mask: np.ndarray              # (T, H, W) bool, True = generated, False = copied from the input
     input: np.ndarray | None      # (T, H, W, 3) uint8: the input as the model saw it (None: no input)
@@ -43,9 +45,15 @@ class VideoOutput:
     notes: list[str] = field(default_factory=list)
     covered: np.ndarray | None = None  # (T,) bool: which frames the input provided
 
-    def save(self, path, fps: float = 8.0) -> Path:
-        """Write the result as .gif or .mp4, atomically."""
-        return write_video(path, self.frames, fps=fps)
+    def save(self, path, fps: float = 8.0, preview=None) -> Path:
+        """Write the result as .gif or .mp4, atomically; with `preview` (a second path) also what
+        the model was given, both or neither."""
+        if self.failed:
+            return super().save(path)
+        writes = [(Path(path), lambda tmp: write_video(tmp, self.frames, fps=fps))]
+        if preview is not None:
+            writes.append((Path(preview), lambda tmp: write_video(tmp, self.preview(), fps=fps)))
+        return save_all(writes)[0]
 
     def preview(self) -> np.ndarray:
         """The input with the generated region shown dimmed grey: what the model was given."""
@@ -170,15 +178,18 @@ def to_uint8_video(x: torch.Tensor) -> np.ndarray:
     return a.permute(0, 2, 3, 1).numpy()
 
 
-class VDTPipeline(DiffusionPipeline):
+class VDTPipeline(DiffusionPipeline, PipelineMixin):
     """A VDT plus its default (DPM-Solver++) scheduler; `__call__` runs one task on one clip."""
 
     model_cpu_offload_seq = "transformer"
+    task, paper, default_model = "video", "VDT", DEFAULT_MODEL
+    checkpoint_classes = ("VDT",)
 
     def __init__(self, transformer: VDT, scheduler):
         super().__init__()
         self.register_modules(transformer=transformer, scheduler=scheduler)
         self.name = None
+        self.precision = None
 
     @classmethod
     def from_model(cls, model: VDT) -> "VDTPipeline":
@@ -186,26 +197,27 @@ class VDTPipeline(DiffusionPipeline):
         return cls(model, scheduler_for(model, "dpm"))
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str = "auto") -> "VDTPipeline":
-        """A checkpoint name (`checkpoints/<name>`), folder (a VDT's config.json + safetensors, as
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike | None = None, torch_dtype=None,
+                        device: str = "auto", precision: str | None = "auto", dtype=None,
+                        **kwargs) -> "VDTPipeline":
+        """diffusers' contract (`torch_dtype`) and genstudio's (`device`, `dtype`, `precision`): a
+        checkpoint name (`checkpoints/<name>`), a folder (a VDT's config.json + safetensors, as
         `genstudio train vdt` writes; or a saved pipeline with a transformer/ subfolder) or hub id."""
-        from genstudio.device import resolve_device
-        from genstudio.hub import CheckpointNotFound, resolve
+        from genstudio.hub import CheckpointNotFound
         try:
-            folder = resolve(name_or_path)
+            return PipelineMixin.from_pretrained.__func__(cls, pretrained_model_name_or_path, device=device,
+                                                          dtype=dtype or torch_dtype, precision=precision, **kwargs)
         except CheckpointNotFound as e:
+            if isinstance(e, CheckpointMismatch):
+                raise
             raise CheckpointNotFound(f"{e} To make one: `genstudio train vdt --output-dir runs/vdt`, then "
                                      "use runs/vdt/final as the model.") from None
+
+    @classmethod
+    def _from_folder(cls, folder: Path, dtype, **kwargs) -> "VDTPipeline":
         if (folder / "transformer").is_dir():
             folder = folder / "transformer"
-        try:
-            model = VDT.from_pretrained(folder, torch_dtype=torch.float32)  # fp16 on disk, fp32 to run
-        except (OSError, ValueError, TypeError, KeyError, RuntimeError) as e:
-            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-            raise ValueError(f"{folder} could not be loaded as a VDT checkpoint ({first})") from None
-        pipe = cls.from_model(model.to(resolve_device(device)).eval())
-        pipe.name = str(name_or_path)
-        return pipe
+        return cls.from_model(VDT.from_pretrained(folder, torch_dtype=dtype).eval())  # fp16 on disk
 
     # 1. inputs
     def _prepare_input(self, frames, task: str, notes: list[str]) -> np.ndarray | None:
@@ -284,8 +296,8 @@ class VDTPipeline(DiffusionPipeline):
     # 3. sampling, 4. output
     @torch.no_grad()
     def __call__(self, task: str = "predict", frames=None, mask=None, num_known: int | None = None,
-                 num_inference_steps: int = 25, scheduler: str | None = None, seed: int | None = 0,
-                 progress: bool = True) -> VideoOutput:
+                 num_inference_steps: int = 25, scheduler: str | None = None, seed: int | None = SEED_DEFAULT,
+                 progress: bool | None = None, generator: torch.Generator | None = None) -> VideoOutput:
         """Run `task` on `frames` (see `load_frames` for the accepted forms). `mask` (True/white =
         generate) overrides the task's mask; `num_known` sets how many frames are given for
         predict / backward / interpolate. `scheduler`: "dpm" (DPM-Solver++ 2M), "ddim", "euler" or
@@ -303,10 +315,13 @@ class VDTPipeline(DiffusionPipeline):
 
         known = uint8_to_video(placed)[None]
         generate_t = torch.from_numpy(generate)[None, :, None]
-        generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
-        x, nfe = sample_clips(self.transformer, known, generate_t, num_inference_steps,
-                              self.scheduler if scheduler is None else scheduler, generator, progress)
+        generator, seed = self.make_generator(seed, generator)
+        with self.autocast():  # the precision policy: bf16 only where the device runs it natively
+            x, nfe = sample_clips(self.transformer, known, generate_t, num_inference_steps,
+                                  self.scheduler if scheduler is None else scheduler, generator,
+                                  self.progress_enabled(progress))
         frames_out = to_uint8_video(x[0])
         frames_out = np.where(generate[..., None], frames_out, placed)  # already equal; made explicit
         return VideoOutput(frames_out, generate, placed if clip is not None else None, task, nfe,
-                           time.perf_counter() - t0, notes, covered=covered if clip is not None else None)
+                           time.perf_counter() - t0, notes, covered=covered if clip is not None else None,
+                           metadata=self.metadata(seed, num_inference_steps, t0, nfe=nfe))

@@ -2,8 +2,8 @@
 
     genstudio train vdt --set preset='"S"' --set steps=1500 --output-dir runs/vdt-physics-S
 
-Options (besides TrainConfig's): preset (tiny / S / B, see `VDT_CONFIGS`), size (32), frames (16),
-kinds ("balls,digits"), prediction_type ("v_prediction"; or "epsilon", "sample"),
+Options (besides TrainConfig's): `VDTOptions` -- preset (tiny / S / B, see `VDT_CONFIGS`), size (32),
+frames (16), kinds ("balls,digits"), prediction_type ("v_prediction"; or "epsilon", "sample"),
 train_seed (0: the training stream of clips), eval_clips (8), eval_steps (10),
 mixture (mask-mode weights, e.g. '{"predict": 2, "interpolate": 1}'; default: the paper's
 `TRAINING_MIXTURE`).
@@ -16,12 +16,14 @@ uses clips of seed EVAL_SEED, which training never sees, and few-step DPM-Solver
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
 
 from genstudio.diffusion import diffusion_loss, make_scheduler
-from genstudio.train import Recipe, split_config
+from genstudio.train import Recipe, parse_config
 
 from .data import KINDS, PhysicsClips
 from .vdt import VDT, VDT_CONFIGS, make_mask, sample_training_mask
@@ -77,25 +79,33 @@ def evaluate_vdt(model: VDT, clips: torch.Tensor, num_known: int = 4, steps: int
     return metrics
 
 
+@dataclass
+class VDTOptions:
+    """`genstudio train vdt` options (besides TrainConfig's)."""
+    preset: str = "S"                        # a VDT_CONFIGS name: tiny / S / B
+    size: int = 32                           # frame side in pixels
+    frames: int = 16                         # frames per clip
+    kinds: tuple[str, ...] = KINDS           # which procedural clip kinds to train on ("balls,digits")
+    prediction_type: str = "v_prediction"    # or "epsilon", "sample"
+    train_seed: int = 0                      # seed of the endless training clip stream
+    eval_clips: int = 8                      # evaluation clips (seed EVAL_SEED) scored at each save
+    eval_steps: int = 10                     # DPM-Solver++ steps of the evaluation
+    mixture: Optional[dict[str, float]] = None  # mask-mode weights; None: the paper's TRAINING_MIXTURE
+
+
 def recipe(cfg: dict) -> Recipe:
-    train_cfg, opts = split_config({"output_dir": "runs/vdt", "steps": 1500, "batch_size": 16, "lr": 5e-4,
-                                    "warmup_steps": 100, "weight_decay": 0.0, "save_every": 500,
-                                    "log_every": 20, **cfg})
-    preset = opts.pop("preset", "S")
+    train_cfg, opts = parse_config(cfg, VDTOptions, recipe="vdt", output_dir="runs/vdt", steps=1500, batch_size=16,
+                                   lr=5e-4, warmup_steps=100, weight_decay=0.0, save_every=500, log_every=20)
+    preset, size, frames, mixture = opts.preset, opts.size, opts.frames, opts.mixture
     if preset not in VDT_CONFIGS:
         raise ValueError(f"unknown preset {preset!r}: expected one of {', '.join(VDT_CONFIGS)}")
-    size, frames = int(opts.pop("size", 32)), int(opts.pop("frames", 16))
-    kinds = _kinds(opts.pop("kinds", ",".join(KINDS)))
-    prediction_type = opts.pop("prediction_type", "v_prediction")
+    kinds = _kinds(opts.kinds)
+    prediction_type = opts.prediction_type
     if prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"prediction_type must be one of {', '.join(PREDICTION_TYPES)}; got {prediction_type!r}")
-    train_seed = int(opts.pop("train_seed", 0))
-    eval_clips, eval_steps = int(opts.pop("eval_clips", 8)), int(opts.pop("eval_steps", 10))
-    mixture = opts.pop("mixture", None)
+    train_seed, eval_clips, eval_steps = opts.train_seed, opts.eval_clips, opts.eval_steps
     if mixture is not None:
         sample_training_mask(1, frames, size, size, mixture=mixture)  # unknown modes fail here, not at step 1
-    if opts:
-        raise ValueError(f"unknown vdt option(s): {', '.join(sorted(opts))}")
 
     model = VDT(sample_size=size, num_frames=frames, prediction_type=prediction_type, **VDT_CONFIGS[preset])
     print(f"[vdt] preset {preset}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
@@ -118,7 +128,13 @@ def recipe(cfg: dict) -> Recipe:
 
     return Recipe(model, dataset, loss_fn, train_cfg,
                   eval_fn=lambda m: evaluate_vdt(m, eval_batch, num_known=frames // 4, steps=eval_steps),
-                  extra={"eval_batch": eval_batch, "scheduler": scheduler})
+                  extra={"eval_batch": eval_batch, "scheduler": scheduler}, name="vdt", options=opts)
+
+
+def export(run_dir, to, dtype: torch.dtype) -> None:
+    """`genstudio export RUN --to checkpoints/NAME`: the run's final (EMA) VDT weights in `dtype`."""
+    from genstudio.export import export_model
+    export_model(VDT, run_dir, to, dtype)
 
 
 def clip_batch(seed: int, count: int, frames: int = 16, size: int = 32, kinds=KINDS) -> np.ndarray:

@@ -4,17 +4,17 @@ A code LM stops wherever its token budget ends, so its text may break off inside
 attribute or an open `<g>`. `repair_svg` keeps everything that was complete (and the complete
 commands of a path cut mid-`d`), closes what is open and adds `</svg>`. `validate_svg` lists
 what keeps a text from being a valid, safe, standalone SVG. Parsing, safety rules and
-rendering are `genstudio.data.svgnorm`'s: this module only adds the truncation logic.
+rendering are `genstudio.formats.svg`'s: this module only adds the truncation logic.
 """
 from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
 
-# `parse_svg` is svgnorm's safe parser (no DTDs/entities, namespaces stripped, xlink:href -> href):
-# validation must judge a text exactly as the normaliser and the dataset builder read it.
-from genstudio.data.svgnorm import (GEOMETRY, PAINT_PROPS, SVG_NS, XLINK_NS, SVGError, parse_svg,
-                                    normalize_svg, rasterize_svg, svg_stats)
+# `parse_svg` is the normaliser's safe parser (no DTDs/entities, namespaces stripped, xlink:href ->
+# href): validation must judge a text exactly as the normaliser and the dataset builder read it.
+from .svg import (GEOMETRY, PAINT_PROPS, SVG_NS, XLINK_NS, SVGError, parse_svg, normalize_svg, rasterize_svg,
+                  svg_stats)
 
 _TAG = re.compile(r"<[^<>]*>?")  # a whole tag, or the unfinished last one (no '>')
 _NAME = re.compile(r"</?\s*([A-Za-z_][\w:.-]*)")
@@ -232,7 +232,7 @@ def is_unsafe(problems: list[str]) -> bool:
 
 
 def sanitize_svg(text: str, size: int, precision: int = 1) -> str:
-    """Rebuild through svgnorm's normaliser, which drops scripts, rasters, handlers and external
+    """Rebuild through `normalize_svg`, which drops scripts, rasters, handlers and external
     references (and flattens shapes into paths in a `0 0 size size` viewBox)."""
     return normalize_svg(text, size=size, precision=precision)
 

@@ -1,4 +1,5 @@
-"""SVG normalisation shared by the SVG pipelines (StarVector-style image->SVG, SVGFusion text->SVG).
+"""The SVG format shared by the SVG pipelines (StarVector image->SVG, SVGFusion text->SVG): safe
+parsing, normalisation, rasterising and size statistics.
 
 One canonical form for every SVG a model reads or writes:
 
