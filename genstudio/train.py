@@ -267,8 +267,12 @@ def options_dict(options) -> dict | None:
     return dataclasses.asdict(options) if dataclasses.is_dataclass(options) else options
 
 
-def _infinite(loader: DataLoader):
-    epoch = 0
+def _infinite(loader: DataLoader, start_batch: int = 0):
+    """Endless batches; a resumed run starts at batch `start_batch` of the same sequence (the epoch
+    it was in, minus the batches already seen), so a deterministic sampler continues its order."""
+    from accelerate import skip_first_batches
+    per_epoch = max(len(loader), 1)
+    epoch, skip = divmod(start_batch, per_epoch)
     while True:
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(epoch)
@@ -276,8 +280,8 @@ def _infinite(loader: DataLoader):
         for s in (sampler, getattr(sampler, "batch_sampler", None)):  # accelerate may wrap it
             if isinstance(s, LengthGroupedBatchSampler):
                 s.set_epoch(epoch)
-        yield from loader
-        epoch += 1
+        yield from (skip_first_batches(loader, skip) if skip else loader)
+        epoch, skip = epoch + 1, 0
 
 
 def _unwrap(accelerator, model):
@@ -407,7 +411,8 @@ def train(recipe: Recipe) -> dict:
 
     import inspect
     takes_step = "step" in inspect.signature(recipe.loss_fn).parameters
-    batches = _infinite(loader)
+    # A scheduled sampler (start_at) continues by itself; any other resumes at the batch it reached.
+    batches = _infinite(loader, 0 if hasattr(recipe.batch_sampler, "start_at") else step * cfg.grad_accum)
     bar = tqdm(total=cfg.steps, initial=step, disable=not (cfg.progress and accelerator.is_main_process),
                desc=f"train {out.name}", dynamic_ncols=True)
     t0, t_log, samples, loss_avg, last = time.time(), time.time(), 0, None, {}
@@ -501,10 +506,15 @@ def _tensorboard(out: Path):
         return None
 
 
-def load_recipe(name: str):
-    """Find a recipe by entry-point name (group `genstudio.recipes`)."""
+def recipe_entry_point(name: str):
+    """The entry point of recipe `name` (group `genstudio.recipes`); KeyError listing the installed ones."""
     from importlib.metadata import entry_points
     eps = {ep.name: ep for ep in entry_points(group="genstudio.recipes")}
     if name not in eps:
         raise KeyError(f"unknown recipe {name!r}; available: {', '.join(sorted(eps)) or 'none'}")
-    return eps[name].load()
+    return eps[name]
+
+
+def load_recipe(name: str):
+    """Find a recipe by entry-point name (group `genstudio.recipes`)."""
+    return recipe_entry_point(name).load()

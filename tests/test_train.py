@@ -83,6 +83,27 @@ def test_loss_fn_with_a_step_parameter_gets_the_resumed_step(tmp_path):
     assert seen == [0, 1, 2, 3, 4]
 
 
+def test_a_resumed_run_continues_the_length_grouped_data_order(tmp_path):
+    """Killed at step 11 (an epoch of 256 / 16 = 16 batches is not over) and resumed, the run sees
+    the same batches as an uninterrupted one, into the next epoch."""
+    def recording(out, steps, seen):
+        recipe = toy_recipe(out, steps=steps, ema_decay=None, mixed_precision="no")
+        recipe.config.save_every = 11
+        recipe.lengths = [int(i % 7) for i in range(len(recipe.dataset))]
+        inner = recipe.loss_fn
+
+        def loss_fn(m, batch):
+            seen.append(tuple(round(float(v), 5) for v in batch[0][:, 0]))
+            return inner(m, batch)
+        recipe.loss_fn = loss_fn
+        return recipe
+    straight, resumed = [], []
+    train(recording(tmp_path / "a", 20, straight))
+    train(recording(tmp_path / "b", 11, resumed))
+    train(recording(tmp_path / "b", 20, resumed))
+    assert len(straight) == len(resumed) == 20 and straight == resumed
+
+
 @pytest.mark.slow
 def test_two_process_data_parallel_ranks_agree(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent) + os.pathsep + os.environ.get("PYTHONPATH", ""),
