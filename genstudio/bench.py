@@ -68,6 +68,16 @@ def training_steps(folder) -> int | None:
     return None
 
 
+def evenly_spaced(items: list[dict], k: int, key: str = "id") -> list[dict]:
+    """`k` items spread evenly over `items` sorted by `key` (all of them when there are no more
+    than `k`): a fixed, representative subset of a test split whatever its size."""
+    import numpy as np
+    items = sorted(items, key=lambda it: it[key])
+    if len(items) <= k:
+        return items
+    return [items[i] for i in np.linspace(0, len(items) - 1, k).round().astype(int)]
+
+
 class Report:
     def __init__(self, task: str, out_dir: str | os.PathLike = "benchmarks/results"):
         self.task, self.out_dir = task, Path(out_dir)

@@ -59,14 +59,12 @@ def export_model(model_cls, run_dir: str | Path, to: str | Path, dtype: torch.dt
 def find_exporter(recipe: str):
     """The `export` function of the module that defines recipe `recipe` (entry point)."""
     import importlib
-    from importlib.metadata import entry_points
-    eps = {ep.name: ep for ep in entry_points(group="genstudio.recipes")}
-    if recipe not in eps:
-        raise KeyError(f"unknown recipe {recipe!r}; available: {', '.join(sorted(eps)) or 'none'}")
-    module = importlib.import_module(eps[recipe].module)
+    from .train import recipe_entry_point
+    ep = recipe_entry_point(recipe)
+    module = importlib.import_module(ep.module)
     exporter = getattr(module, "export", None)
     if exporter is None:
-        raise ValueError(f"recipe {recipe!r} ({eps[recipe].module}) has no export(run_dir, to, dtype) function")
+        raise ValueError(f"recipe {recipe!r} ({ep.module}) has no export(run_dir, to, dtype) function")
     return exporter
 
 

@@ -89,6 +89,21 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
+# ---- Batching ----
+
+def pad_token_rows(rows: Sequence[torch.Tensor], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Token rows of different lengths -> right-padded `input_ids`, `attention_mask` (1 = token) and
+    `labels` (the ids, IGNORE_INDEX on the pads), each (B, longest row)."""
+    longest = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), longest), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), longest), dtype=torch.long)
+    for i, r in enumerate(rows):
+        input_ids[i, :len(r)] = r
+        attention_mask[i, :len(r)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask,
+            "labels": input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)}
+
+
 # ---- Adapter ----
 
 class VisualAdapter(nn.Module):

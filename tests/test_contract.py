@@ -53,6 +53,42 @@ def test_the_import_checker_sees_a_violation(tmp_path):
     assert _imports(bad) == {"pipelines.svg", "apps.app"}
 
 
+def _sibling_modules(path: Path) -> set[str]:
+    """The modules of its own pipeline folder a file imports (relative or absolute), at any depth."""
+    package = path.parent.name
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            names |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            parts = node.module.split(".")
+            if parts[:2] == ["pipelines", package]:
+                names |= {parts[2]} if len(parts) > 2 else {a.name for a in node.names}
+        elif isinstance(node, ast.Import):
+            names |= {a.name.split(".")[2] for a in node.names if a.name.startswith(f"pipelines.{package}.")}
+    return names
+
+
+# Inside a pipeline folder: training never needs inference, and a benchmark never needs training
+# helpers; what two of them share lives in the model file, data.py or a small module of its own.
+LAYERS = {"train": {"pipeline", "cli", "bench"}, "bench": {"train", "cli"}}
+
+
+def test_training_never_imports_inference_and_benches_never_import_training():
+    bad = [(str(path.relative_to(ROOT)), sorted(_sibling_modules(path) & forbidden))
+           for layer, forbidden in LAYERS.items() for path in sorted((ROOT / "pipelines").glob(f"*/{layer}.py"))
+           if _sibling_modules(path) & forbidden]
+    assert bad == []
+
+
+def test_the_layer_checker_sees_a_violation(tmp_path):
+    bad = tmp_path / "video" / "train.py"
+    bad.parent.mkdir()
+    bad.write_text("def f():\n    from .pipeline import sample_clips\n    from . import cli\n"
+                   "from pipelines.video.bench import x\n")
+    assert _sibling_modules(bad) == {"pipeline", "cli", "bench"}
+
+
 # ---------------------------------------------------------------- one call per task, tiny settings
 
 def _svg_call(pipe, seed):

@@ -120,12 +120,8 @@ class PUTInpaintPipeline(PipelineMixin):
 
     def save_pretrained(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
         """Writes vqvae/ and transformer/ (optionally cast, e.g. torch.float16 to ship)."""
-        import copy
-        path = Path(path)
-        for name, model in (("vqvae", self.vqvae), ("transformer", self.transformer)):
-            m = copy.deepcopy(model).to("cpu", dtype) if dtype is not None else model
-            m.save_pretrained(path / name, safe_serialization=True)
-        return path
+        from .put import save_put
+        return save_put(self.vqvae, self.transformer, path, dtype)
 
     @torch.no_grad()
     def __call__(self, image, mask, num_samples: int = 1, top_k: int = 50, temperature: float = 1.0,

@@ -21,6 +21,9 @@ Conventions: images in [-1, 1], (B, 3, H, W); `known` is (B, 1, H, W) with 1 = k
 """
 from __future__ import annotations
 
+import copy
+from pathlib import Path
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -276,3 +279,15 @@ def sample_tokens(transformer, vqvae, features, patch_known, known_tokens, *, to
         if progress is not None:
             progress.update(1)
     return tokens
+
+
+# ---- Checkpoint ----
+
+def save_put(vqvae: PatchVQVAE, transformer: UnquantizedTransformer, path, dtype: torch.dtype | None = None):
+    """The two-part checkpoint the pipeline loads: `path/vqvae/` and `path/transformer/` (safetensors),
+    optionally cast (e.g. torch.float16 to ship) on copies, so the models passed in stay as they are."""
+    path = Path(path)
+    for name, model in (("vqvae", vqvae), ("transformer", transformer)):
+        m = copy.deepcopy(model).to("cpu", dtype) if dtype is not None else model
+        m.save_pretrained(path / name, safe_serialization=True)
+    return path

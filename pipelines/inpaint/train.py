@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from genstudio.metrics import psnr
 
 from .masks import random_hole_mask
-from .put import PUT_CONFIGS, PatchVQVAE, UnquantizedTransformer, patch_known_mask, transformer_loss
+from .put import PUT_CONFIGS, PatchVQVAE, UnquantizedTransformer, patch_known_mask, save_put, transformer_loss
 
 
 class MaskedPhotoDataset(torch.utils.data.Dataset):
@@ -66,6 +66,14 @@ def vqvae_loss(model, batch, hole_weight: float = 2.0, gradient_weight: float = 
     return loss, {"l1": l1.item(), "vq": out["vq_loss"].item(), "perplexity": out["perplexity"].item()}
 
 
+def _eval_batches(dataset, batch_size: int, device):
+    """(image, known) batches of a MaskedPhotoDataset, in order, on `device`."""
+    for i in range(0, len(dataset), batch_size):
+        items = [dataset[k] for k in range(i, min(i + batch_size, len(dataset)))]
+        yield (torch.stack([it["image"] for it in items]).to(device),
+               torch.stack([it["known"] for it in items]).to(device))
+
+
 @torch.no_grad()
 def evaluate_vqvae(model, dataset, batch_size: int = 32) -> dict:
     """Hole PSNR when the decoder gets the complete image's known-codebook tokens: the ceiling
@@ -73,10 +81,7 @@ def evaluate_vqvae(model, dataset, batch_size: int = 32) -> dict:
     model.eval()
     scores, used = [], set()
     device = next(model.parameters()).device
-    for i in range(0, len(dataset), batch_size):
-        items = [dataset[k] for k in range(i, min(i + batch_size, len(dataset)))]
-        image = torch.stack([it["image"] for it in items]).to(device)
-        known = torch.stack([it["known"] for it in items]).to(device)
+    for image, known in _eval_batches(dataset, batch_size, device):
         tokens = model.quantize(model.encode(image)).indices
         used.update(tokens.unique().tolist())
         rec = model.decode_tokens(tokens, image * known, known).float()
@@ -92,10 +97,7 @@ def evaluate_transformer(model, vqvae, dataset, batch_size: int = 32) -> dict:
     model.eval()
     losses, accs = [], []
     device = next(model.parameters()).device
-    for i in range(0, len(dataset), batch_size):
-        items = [dataset[k] for k in range(i, min(i + batch_size, len(dataset)))]
-        image = torch.stack([it["image"] for it in items]).to(device)
-        known = torch.stack([it["known"] for it in items]).to(device)
+    for image, known in _eval_batches(dataset, batch_size, device):
         loss, acc = transformer_loss(model, vqvae.to(device), image, known, random_quantize=0.0)
         losses.append(float(loss))
         accs.append(acc)
@@ -174,16 +176,14 @@ def export(run_dir, to, dtype: torch.dtype, vqvae: str | None = None) -> None:
     The transformer run remembers its P-VQVAE (its `vqvae` option); `--set vqvae=RUN` overrides it.
     """
     from genstudio.export import run_record, run_weights
-    from .pipeline import PUTInpaintPipeline
     options = run_record(run_dir).get("options") or {}
     if options.get("stage") == "vqvae":
         raise ValueError(f"{run_dir} trained the P-VQVAE stage: export the transformer run, which names its P-VQVAE")
     vqvae = vqvae or options.get("vqvae")
     if not vqvae:
         raise ValueError(f"{run_dir} does not name its P-VQVAE: pass --set vqvae=RUN")
-    pipe = PUTInpaintPipeline(PatchVQVAE.from_pretrained(run_weights(vqvae)),
-                              UnquantizedTransformer.from_pretrained(run_weights(run_dir)), device="cpu")
-    pipe.save_pretrained(to, dtype=dtype)
+    save_put(PatchVQVAE.from_pretrained(run_weights(vqvae)), UnquantizedTransformer.from_pretrained(run_weights(run_dir)),
+             to, dtype=dtype)
 
 
 __all__ = ["MaskedPhotoDataset", "PUTOptions", "recipe", "export", "vqvae_loss", "evaluate_vqvae", "evaluate_transformer",

@@ -19,13 +19,12 @@ missing checkpoint skips ours (and mc+qem@ours) with a note and still measures t
 """
 from __future__ import annotations
 
-from genstudio.bench import training_steps
-
 import os
 import time
 
 import numpy as np
 
+from genstudio.bench import evenly_spaced, training_steps
 from genstudio.metrics import chamfer_distance, f_score, normal_consistency
 
 from .data import dense_remesh, sample_surface
@@ -69,13 +68,6 @@ def aggregate(rows: list[dict], attempted: int) -> dict:
             "faces": round(mean("faces"), 1), "sec_per_mesh": round(mean("seconds"), 3)}
 
 
-def _evenly(items: list[dict], k: int) -> list[dict]:
-    items = sorted(items, key=lambda it: it["id"])
-    if len(items) <= k:
-        return items
-    return [items[i] for i in np.linspace(0, len(items) - 1, k).round().astype(int)]
-
-
 def _load_pipeline(model: str, report):
     from genstudio.hub import resolve
     from .pipeline import MeshAnythingPipeline
@@ -107,7 +99,7 @@ def bench_mesh(report, quick: bool = False, model: str | None = None, limit: int
     items = load_manifest("meshes", "test")
     if not items:
         raise DataError("the meshes source has no test items; build it with `genstudio data prepare meshes`")
-    items = _evenly(items, 3 if quick else int(limit) if limit else len(items))
+    items = evenly_spaced(items, 3 if quick else int(limit) if limit else len(items))
     pipe = _load_pipeline(model or os.environ.get(MODEL_ENV) or "meshanything-urdf-XS", report)
     if max_faces is None:  # what the checkpoint was trained for
         max_faces = int(pipe.model.config.max_faces) if pipe is not None else 400

@@ -267,13 +267,8 @@ def collate_meshes(batch: list[dict]) -> dict:
     """Pad token rows with PAD (labels -100 there) or face rows with zeros (face_mask False)."""
     out = {"points": torch.stack([b["points"] for b in batch])}
     if "input_ids" in batch[0]:
-        length = max(len(b["input_ids"]) for b in batch)
-        ids = torch.full((len(batch), length), PAD, dtype=torch.long)
-        mask = torch.zeros((len(batch), length), dtype=torch.long)
-        for i, b in enumerate(batch):
-            ids[i, : len(b["input_ids"])] = b["input_ids"]
-            mask[i, : len(b["input_ids"])] = 1
-        out.update(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100))
+        from genstudio.lm import pad_token_rows  # not at import: registering the data source stays light
+        out.update(pad_token_rows([b["input_ids"] for b in batch], PAD))
     else:
         length = max(len(b["faces"]) for b in batch)
         faces = torch.zeros((len(batch), length, 9), dtype=torch.long)

@@ -12,8 +12,6 @@ a missing checkpoint skips "ours" with a note and still measures the baselines.
 """
 from __future__ import annotations
 
-from genstudio.bench import training_steps
-
 import io
 import os
 import threading
@@ -22,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from genstudio.bench import evenly_spaced, training_steps
 from genstudio.formats.svg import SVGError, rasterize_svg, svg_stats
 from genstudio.formats.svg_safety import validate_svg
 
@@ -138,26 +137,19 @@ def aggregate(rows: list[dict], peak_mb: float) -> dict:
 
 # ---- Inputs ----
 
-def _evenly(items: list[dict], k: int) -> list[dict]:
-    items = sorted(items, key=lambda it: it["id"])
-    if len(items) <= k:
-        return items
-    return [items[i] for i in np.linspace(0, len(items) - 1, k).round().astype(int)]
-
-
 def load_inputs(sets, per_set: int, report=None) -> dict[str, list[tuple[str, str]]]:
     """{set: [(id, normalised source SVG text)]} from the test splits (icons, then glyphs)."""
     from genstudio.data import dataset_dir, load_manifest
     icons = load_manifest("icons", "test")
     groups = {}
     for name in sets:
-        chosen = _evenly([it for it in icons if it["set"] == name], per_set)
+        chosen = evenly_spaced([it for it in icons if it["set"] == name], per_set)
         if chosen:
             groups[name] = [(it["id"], Path(it["path"]).read_text(encoding="utf-8")) for it in chosen]
         elif report is not None:
             report.note(f"icon set {name!r} has no test items in this build: skipped")
     if (dataset_dir("glyphs") / "manifest.jsonl").exists():
-        chosen = _evenly(load_manifest("glyphs", "test"), per_set)
+        chosen = evenly_spaced(load_manifest("glyphs", "test"), per_set)
         groups["glyphs"] = [(it["id"], Path(it["path"]).read_text(encoding="utf-8")) for it in chosen]
     elif report is not None:
         report.note("glyphs: the font-glyph source is not built here (`genstudio data prepare glyphs`): skipped")

@@ -26,7 +26,6 @@ from genstudio.formats.svg import SVGError, normalize_svg, rasterize_svg, svg_st
 from genstudio.formats.svg_tokenizer import special_token_ids
 from genstudio.render import flatten_alpha, pad_square
 
-IGNORE_INDEX = -100
 
 # ---- Image preprocessing ----
 
@@ -263,15 +262,9 @@ class SVGImageDataset(torch.utils.data.Dataset):
 
 def collate_svg(batch: list[dict], pad_token_id: int) -> dict:
     """Stack images, right-pad token ids; labels are the ids with -100 on the pads."""
-    longest = max(len(b["input_ids"]) for b in batch)
-    input_ids = torch.full((len(batch), longest), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(batch), longest), dtype=torch.long)
-    for row, b in enumerate(batch):
-        n = len(b["input_ids"])
-        input_ids[row, :n] = b["input_ids"]
-        attention_mask[row, :n] = 1
-    return {"pixel_values": torch.stack([b["pixel_values"] for b in batch]), "input_ids": input_ids,
-            "attention_mask": attention_mask, "labels": input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)}
+    from genstudio.lm import pad_token_rows  # not at import: registering the data source stays light
+    return {"pixel_values": torch.stack([b["pixel_values"] for b in batch]),
+            **pad_token_rows([b["input_ids"] for b in batch], pad_token_id)}
 
 
 # ---- Synthetic primitives (a curriculum that cannot be solved without looking at the image) ----

@@ -20,15 +20,14 @@ missing checkpoint skips "ours" with a note and still measures the baselines.
 """
 from __future__ import annotations
 
-from genstudio.bench import training_steps
-
 import os
 import time
 
 import numpy as np
 
-from .data import square_resize
-from .train import BENCH_SEED, clip_batch
+from genstudio.bench import training_steps
+
+from .data import BENCH_SEED, clip_batch, square_resize
 
 MODEL_ENV = "GENSTUDIO_BENCH_VIDEO_MODEL"
 PSNR_CAP = 60.0
@@ -104,8 +103,8 @@ def run_ours(model, clips: np.ndarray, known: list[int], steps: int, scheduler: 
              seed: int = 0) -> tuple[np.ndarray, float, int]:
     """Sample the non-given frames of every clip; returns (uint8 clips, seconds per clip, NFE per clip)."""
     import torch
-    from .data import uint8_to_video
-    from .pipeline import sample_clips, to_uint8_video
+    from .data import to_uint8_video, uint8_to_video
+    from .sampling import sample_clips
     T, H, W = clips.shape[1:4]
     outputs, seconds, nfe = [], 0.0, 0
     for start in range(0, len(clips), batch):

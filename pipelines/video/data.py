@@ -32,6 +32,8 @@ from PIL import Image
 from genstudio.data.registry import BuildLog, DataError, register_source
 
 KINDS = ("balls", "digits")
+EVAL_SEED = 10_007    # the recipe's evaluation clips
+BENCH_SEED = 20_011   # the benchmark's held-out clips (neither trains on them)
 OPENCV_DOC_LICENCE = "BSD-3-Clause (OpenCV)"
 
 
@@ -203,6 +205,13 @@ def uint8_to_video(frames: np.ndarray):
     return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
+def to_uint8_video(x) -> np.ndarray:
+    """(T, C, H, W) tensor in [-1, 1] -> (T, H, W, 3) uint8; exact inverse of `uint8_to_video`."""
+    import torch
+    a = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5 + 0.5).floor().to(torch.uint8)
+    return a.permute(0, 2, 3, 1).numpy()
+
+
 class PhysicsClips:
     """`length` procedural clips, generated on the fly: item k = make_clip(seed, k).
 
@@ -225,6 +234,12 @@ class PhysicsClips:
 
     def __getitem__(self, k: int) -> dict:
         return {"video": uint8_to_video(self.clip(k))}
+
+
+def clip_batch(seed: int, count: int, frames: int = 16, size: int = 32, kinds=KINDS) -> np.ndarray:
+    """uint8 (count, T, H, W, 3): clips 0..count-1 of stream `seed` (evaluation / benchmark sets)."""
+    ds = PhysicsClips(length=count, frames=frames, size=size, seed=seed, kinds=kinds)
+    return np.stack([ds.clip(i) for i in range(count)])
 
 
 # ---- Real clips: Debian opencv-doc ----

@@ -19,17 +19,15 @@ import contextlib
 from dataclasses import dataclass
 from typing import Optional
 
-import numpy as np
 import torch
 
 from genstudio.diffusion import diffusion_loss, make_scheduler
 from genstudio.train import Recipe, parse_config
 
-from .data import KINDS, PhysicsClips
+from .data import EVAL_SEED, KINDS, PhysicsClips
+from .sampling import sample_clips
 from .vdt import VDT, VDT_CONFIGS, make_mask, sample_training_mask
 
-EVAL_SEED = 10_007    # evaluation clips of the recipe
-BENCH_SEED = 20_011   # held-out clips of the benchmark (neither trains on them)
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
@@ -63,7 +61,6 @@ def evaluate_vdt(model: VDT, clips: torch.Tensor, num_known: int = 4, steps: int
     """Prediction (first `num_known` frames given) and interpolation (4 evenly spaced frames given)
     on fixed clips (B, T, C, H, W) in [-1, 1]: MSE of the generated frames in [0, 1] pixels, for
     the model (DPM-Solver++, `steps` steps, seed 0) and the copy-last-frame baseline."""
-    from .pipeline import sample_clips
     B, T, C, H, W = clips.shape
     device = next(model.parameters()).device
     clips = clips.to(device)
@@ -136,8 +133,3 @@ def export(run_dir, to, dtype: torch.dtype) -> None:
     from genstudio.export import export_model
     export_model(VDT, run_dir, to, dtype)
 
-
-def clip_batch(seed: int, count: int, frames: int = 16, size: int = 32, kinds=KINDS) -> np.ndarray:
-    """uint8 (count, T, H, W, 3): clips 0..count-1 of stream `seed` (evaluation / benchmark sets)."""
-    ds = PhysicsClips(length=count, frames=frames, size=size, seed=seed, kinds=kinds)
-    return np.stack([ds.clip(i) for i in range(count)])
