@@ -74,17 +74,44 @@ def pad_square(image: Image.Image, fill=(255, 255, 255)) -> Image.Image:
     return canvas
 
 
+MAX_PIXELS = 16_000_000  # the input budget of every image loader; GENSTUDIO_MAX_PIXELS changes it
+
+
+def max_pixels() -> int:
+    value = os.environ.get("GENSTUDIO_MAX_PIXELS", "")
+    return int(value) if value.strip().isdigit() else MAX_PIXELS
+
+
 def load_image(path, mode: str = "RGB", background=(255, 255, 255)) -> Image.Image:
-    """Open an image; alpha is flattened onto `background`. Raises InputError on bad files."""
+    """Open an image; alpha is flattened onto `background`; 16-bit and float images are scaled to
+    8 bits by their range (not clipped). Raises InputError on bad, degenerate or over-budget files
+    (more than `max_pixels()`), before decoding the pixels."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"image {p} does not exist")
     try:
         with Image.open(p) as im:
+            w, h = im.size
+            limit = max_pixels()
+            if w * h > limit:
+                raise InputError(f"{p} is {w}x{h} ({w * h / 1e6:.1f} megapixels); the limit is {limit / 1e6:g} "
+                                 "megapixels (set GENSTUDIO_MAX_PIXELS to raise it)")
+            if min(w, h) < 2:
+                raise InputError(f"{p} is {w}x{h} pixels: too small to work on")
             im.load()
+            if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+                im = _to_8bit(im)
             return flatten_alpha(im, background) if mode == "RGB" else im.convert(mode)
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError, ValueError) as e:
         raise InputError(f"{p} is not a readable image ({type(e).__name__}: {e})") from None
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """A 16-bit / 32-bit / float single-channel image scaled to 0-255 by its nominal range."""
+    a = np.asarray(image, dtype=np.float64)
+    top = 65535.0 if image.mode.startswith("I;16") else (1.0 if image.mode == "F" and a.max() <= 1.0
+                                                          else max(float(a.max()), 1.0))
+    return Image.fromarray((np.clip(a / top, 0, 1) * 255 + 0.5).astype(np.uint8), "L")
 
 
 def to_tensor(image: Image.Image, size: int | None = None):
