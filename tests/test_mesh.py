@@ -191,7 +191,7 @@ def tiny_mesh_model(tmp_path_factory):
     points = torch.stack([cube_condition(model.config.num_points, s) for s in range(2)])
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     model.train()
-    for _ in range(150):
+    for _ in range(100):  # greedy decoding writes the cube from step ~40 on: 100 leaves a margin
         loss = model(points, ids.expand(2, -1)).loss
         loss.backward()
         opt.step()
