@@ -8,8 +8,11 @@
 3. Every shipped pipeline at the CLI's default settings, fp32 vs `auto`: per-item latency and
    peak memory, each (pipeline, precision) in a fresh subprocess.
 4. A torch.profiler pass over each pipeline's default path: top ops by self CPU time (notes).
+Plus `threads`: the same decode and sampling with 1 thread vs torch's default (all cores).
 
-Times are medians of interleaved repeats (the machines are shared and noisy); every comparison
+Everything runs with `threads=1` unless told otherwise (`genstudio bench speed -o threads=0` = torch's default): on a
+2-core machine shared with a training, every OpenMP barrier of a 2-thread op waits for the busy
+core and small ops get 5-10x slower (the `threads` rows measure it). Times are medians of interleaved repeats (the machines are shared and noisy); every comparison
 is a ratio of two measurements taken back to back (`time_ratio` = this row / its `baseline` row,
 < 1 means faster). Nothing here is asserted in a test.
 """
@@ -126,9 +129,10 @@ def bench_dit_vs_diffusers(report, quick: bool = False) -> None:
     from .diffusion import diffusion_loss, make_scheduler, sample
     from .dit import DiT
     from .precision import autocast
-    cfg = dict(input_size=32, patch_size=2, in_channels=4, hidden_size=384, depth=6, num_heads=6,
+    # DiT-S width and heads, 6 of its 12 layers, 16x16 latents (128 px images): 64 tokens.
+    cfg = dict(input_size=16, patch_size=2, in_channels=4, hidden_size=384, depth=6, num_heads=6,
                num_classes=10, learn_sigma=False)
-    batch, sample_batch, steps, repeats = 16, 8, 20, 5
+    batch, sample_batch, steps, repeats = 8, 4, 20, 5
     if quick:
         cfg.update(input_size=8, hidden_size=64, depth=2, num_heads=2)
         batch, sample_batch, steps, repeats = 2, 2, 3, 2
@@ -174,8 +178,8 @@ def bench_dit_vs_diffusers(report, quick: bool = False) -> None:
         shape = (sample_batch, cfg["in_channels"], cfg["input_size"], cfg["input_size"])
         labels = torch.arange(sample_batch) % cfg["num_classes"]
 
-        def run_sample(fn):
-            with torch.inference_mode(), autocast("cpu", p):
+        def run_sample(fn):  # no_grad as the pipelines: under inference_mode autocast re-casts weights every call
+            with torch.no_grad(), autocast("cpu", p):
                 sample(fn, shape, make_scheduler("dpm"), num_inference_steps=steps,
                        generator=torch.Generator().manual_seed(0), progress=False, y=labels)
 
@@ -217,7 +221,7 @@ def bench_lm_generate(report, quick: bool = False, checkpoint: str | Path | None
     from transformers import GenerationConfig
     from .lm import PrefixLM, build_causal_lm
     from .precision import autocast
-    new_tokens, repeats = (8, 2) if quick else (128, 5)
+    new_tokens, repeats = (8, 2) if quick else (128, 4)
     loaded = _starvector_lm(Path(checkpoint or REPO / "checkpoints" / "starvector-icons-S"))
     if loaded is not None:
         lm, tokenizer, visual, prompt, stops, pad = loaded
@@ -341,22 +345,33 @@ PIPELINE_CASES: dict[str, dict] = {
                                                           "num_inference_steps": 25, "scheduler": "dpm", "seed": 0,
                                                           "progress": False},
                   what="balls.gif, predict, 25 DPM-Solver++ steps"),
+    # The profiler keeps every op event: thousands of decoding steps grow it to gigabytes, so the
+    # mesh profile decodes fewer faces (the ops per step are the same).
     "mesh": dict(model="meshanything-urdf-XS", args=["examples/mesh/urdf_407.obj"], kwargs={"seed": 0},
-                 what="urdf_407.obj, greedy, the checkpoint's max_faces"),
+                 profile_kwargs={"max_faces": 40}, what="urdf_407.obj, greedy, the checkpoint's max_faces"),
 }
 
 
-def _rss_mb() -> float:
+def _proc_status_mb(field: str) -> float:
     try:
         for line in open("/proc/self/status"):
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
     return float("nan")
 
 
+def _rss_mb() -> float:
+    return _proc_status_mb("VmRSS")
+
+
 def _peak_rss_mb() -> float:
+    """This process's peak RSS. Linux's VmHWM belongs to the address space, so it starts afresh at
+    exec; getrusage's ru_maxrss does not (a child would report its parent's peak when larger)."""
+    peak = _proc_status_mb("VmHWM")
+    if peak == peak:  # not NaN
+        return peak
     import resource
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 1024 / (1024 if sys.platform == "darwin" else 1)  # KiB on Linux, bytes on macOS
@@ -390,9 +405,10 @@ def run_pipeline_case(task: str, precision: str, repeats: int = 1, profile: bool
     load_s = time.perf_counter() - t
     rss_loaded = _rss_mb()
 
+    outputs = []
+
     def item():
-        out = pipe(*case["args"], **case["kwargs"])
-        return out
+        outputs[:] = [pipe(*case["args"], **case["kwargs"])]
 
     first_s = _timed(item)
     if first_s > slow_item_s:  # a slow item is its own warm-up: time it once more at most
@@ -402,12 +418,15 @@ def run_pipeline_case(task: str, precision: str, repeats: int = 1, profile: bool
                   load_s=round(load_s, 3), first_s=round(first_s, 3),
                   latency_s=round(_median(warm) if warm else first_s, 3), repeats=len(warm),
                   rss_before_load_mb=round(rss0, 1), rss_loaded_mb=round(rss_loaded, 1),
-                  peak_rss_mb=round(_peak_rss_mb(), 1), threads=torch.get_num_threads())
+                  peak_rss_mb=round(_peak_rss_mb(), 1), threads=torch.get_num_threads(),
+                  message=str(getattr(outputs[0], "message", "") or "")[:200])
     if profile:
         from torch.profiler import ProfilerActivity, profile as torch_profile
+        kwargs = {**case["kwargs"], **case.get("profile_kwargs", {})}
         with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
-            wall = _timed(item)
+            wall = _timed(lambda: pipe(*case["args"], **kwargs))
         result["profile"] = _top_ops(prof, wall)
+        result["profile"]["overrides"] = case.get("profile_kwargs", {})
     return result
 
 
@@ -456,17 +475,20 @@ def bench_pipelines(report, quick: bool = False, tasks=None, threads: int = 1, r
                        seconds=r["latency_s"], throughput=round(1 / r["latency_s"], 3), unit="item/s",
                        baseline="-" if precision == "fp32" else f"{task} fp32 (fp32)", **extra,
                        first_s=r["first_s"], load_s=r["load_s"], peak_rss_mb=r["peak_rss_mb"],
-                       model_rss_mb=round(r["rss_loaded_mb"] - r["rss_before_load_mb"], 1))
+                       load_rss_mb=round(r["rss_loaded_mb"] - r["rss_before_load_mb"], 1))
+            if r.get("message"):
+                report.note(f"pipeline {task} ({r['precision']}) said: {r['message']}")
             prof = r.get("profile")
             if prof:
                 tops = "; ".join(f"`{t['op']}` {t['self_s']:.2f} s ({100 * t['share']:.0f}% of wall, {t['calls']} calls)"
                                  for t in prof["top"])
-                report.note(f"profile {task} ({r['precision']}, one item, {prof['wall_s']:.1f} s wall): top self-CPU "
+                changed = "".join(f", {k}={v}" for k, v in prof.get("overrides", {}).items())
+                report.note(f"profile {task} ({r['precision']}, one item{changed}, {prof['wall_s']:.1f} s wall): top self-CPU "
                             f"ops: {tops}; outside torch ops (Python, tokenizer, numpy, I/O): "
                             f"{100 * prof['outside_ops_share']:.0f}% of wall.")
         report.note(f"pipeline {task}: {PIPELINE_CASES[task]['model']}, {PIPELINE_CASES[task]['what']}; "
                     "each precision in a fresh subprocess; seconds = median warm item "
-                    f"({repeats} after one cold item, first_s); peak_rss_mb = the subprocess's ru_maxrss.")
+                    f"({repeats} after one cold item, first_s); peak_rss_mb = the subprocess's peak RSS (VmHWM).")
 
 
 # ---------------------------------------------------------------- the benchmark
@@ -482,6 +504,7 @@ def bench_speed(report, quick: bool = False, threads: int = 1, sections: str = "
     report.note(f"precision policy: auto = {auto.name} ({auto.reason}); torch threads = "
                 f"{threads or before} of {os.cpu_count()} cores; quick = {quick}.")
     wanted = [s.strip() for s in str(sections).split(",") if s.strip()]
+    profile = str(profile).strip().lower() not in ("0", "false", "no", "off")  # `-o profile=false` is a string
     try:
         if threads > 0:
             torch.set_num_threads(threads)

@@ -204,15 +204,16 @@ def main() -> None:
         console.print("[red]interrupted[/red]")
         sys.exit(130)
     except Exception as e:  # noqa: BLE001 - the CLI's last line of defence
-        import click
-        if isinstance(e, click.exceptions.Exit):
-            sys.exit(e.exit_code)
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
+        # typer vendors its own click: match its exceptions by kind, not by click's classes
+        kind = type(e).__name__
+        if isinstance(e, typer.Exit) or kind == "Exit":
+            sys.exit(getattr(e, "exit_code", 0))
+        if isinstance(e, typer.Abort) or kind == "Abort":
             console.print("[red]aborted[/red]")
             sys.exit(1)
+        if hasattr(e, "show") and isinstance(getattr(e, "exit_code", None), int):  # usage errors: exit 2
+            e.show()
+            sys.exit(e.exit_code)
         if os.environ.get("GENSTUDIO_DEBUG"):
             raise
         from rich.text import Text

@@ -76,7 +76,9 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_channels, hidden_size, kernel_size=patch_size, stride=patch_size, bias=True)
 
     def forward(self, x):
-        return self.proj(x).flatten(2).transpose(1, 2)
+        # contiguous: a transposed view would make the whole residual stream (x + gate * h keeps
+        # x's strides) non-contiguous, and every LayerNorm and Linear then copies it first.
+        return self.proj(x).flatten(2).transpose(1, 2).contiguous()
 
 
 class TimestepEmbedder(nn.Module):

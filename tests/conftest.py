@@ -15,6 +15,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 def _isolated_data_cache(tmp_path_factory):
     """Tests never read or write the user's dataset cache."""
     os.environ["GENSTUDIO_DATA"] = str(tmp_path_factory.mktemp("data"))
+    os.environ["GENSTUDIO_CACHE"] = str(tmp_path_factory.mktemp("cache"))  # e.g. the precision micro-benchmark
     yield
 
 

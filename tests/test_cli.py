@@ -5,13 +5,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cli_runner import run_genstudio
+
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def run(*args, env=None):
-    import os
-    return subprocess.run([sys.executable, "-m", "genstudio.cli", *args], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, **(env or {})})
+    return run_genstudio(*args, env=env)
+
+
+def test_the_installed_entry_point_runs_as_a_process():
+    r = subprocess.run([sys.executable, "-m", "genstudio.cli", "--precision", "fp8", "info"], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 2 and "fp8" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_help_lists_core_and_task_commands():

@@ -224,8 +224,8 @@ def test_pipeline_mask_errors(tiny_put_dir):
 # ---- CLI ----
 
 def _cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "genstudio.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
+    from cli_runner import run_genstudio
+    return run_genstudio(*args, cwd=cwd)
 
 
 def test_cli_writes_n_completions_keeping_known_pixels(tiny_put_dir, tmp_path):

@@ -28,8 +28,8 @@ def model_like(path: Path, size: int = 128) -> str:
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "genstudio.cli", *args], capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    from cli_runner import run_genstudio
+    return run_genstudio(*args)
 
 
 # ---- repair / validate ----
@@ -107,7 +107,7 @@ def test_best_of_n_picks_the_highest_ssim_and_reports_scores():
     texts = [SHIFTED, "<svg garbage", SQUARE[:-30], unsafe, SQUARE]
     pipe = fake_pipe(texts)
     image = Image.fromarray(rasterize_svg(SQUARE, 64))
-    out = pipe(image, num_candidates=5, seed=3)
+    out = pipe(image, num_candidates=5, seed=3, refine=False)  # the model's own best-of-N
     assert pipe.model.calls[-1]["do_sample"] is True and pipe.model.calls[-1]["seed"] == 3
     assert not out.failed and out.best in (3, 4) and out.score["ssim"] > 0.99
     ssims = [c.score.get("ssim", -1) for c in out.candidates]
@@ -116,13 +116,13 @@ def test_best_of_n_picks_the_highest_ssim_and_reports_scores():
     assert out.candidates[3].sanitized and "<script" not in out.candidates[3].svg and "<image" not in out.candidates[3].svg
     assert validate_svg(out.svg) == [] and "<script" not in out.svg
     assert out.image.size == (64, 64)
-    greedy = pipe(image, num_candidates=1)
+    greedy = pipe(image, num_candidates=1, refine=False)
     assert pipe.model.calls[-1]["do_sample"] is False and greedy.best == 0 and greedy.score["ssim"] < 0.9
 
 
 def test_output_is_sized_to_the_input_aspect(tmp_path):
     pipe = fake_pipe([SQUARE])
-    out = pipe(Image.new("RGB", (128, 64), "white"))
+    out = pipe(Image.new("RGB", (128, 64), "white"), refine=False)
     assert 'width="128"' in out.svg and 'height="64"' in out.svg and 'viewBox="0 0 64 64"' in out.svg
     assert out.image.size == (128, 64)
     assert out.save(tmp_path / "a.svg").read_text() == out.svg
@@ -217,27 +217,27 @@ def tiny_starvector(tmp_path_factory):
 def test_pipeline_on_a_tiny_model_returns_a_valid_svg_or_a_clear_failure(tiny_starvector):
     from pipelines.svg.pipeline import StarVectorPipeline
     pipe = StarVectorPipeline.from_pretrained(str(tiny_starvector.folder), device="cpu")
-    out = pipe(tiny_starvector.png, max_new_tokens=200)
+    out = pipe(tiny_starvector.png, max_new_tokens=200, refine=False)
     assert out.failed or (validate_svg(out.svg) == [] and not is_empty(out.svg))
     if out.failed:
         assert out.message and out.svg is None
     else:
         assert 0 <= out.score["ssim"] <= 1 and out.source == str(tiny_starvector.png)
-    many = pipe(tiny_starvector.png, num_candidates=3, seed=0, max_new_tokens=64)
+    many = pipe(tiny_starvector.png, num_candidates=3, seed=0, max_new_tokens=64, refine=False)
     assert len(many.candidates) == 3 and (many.failed or validate_svg(many.svg) == [])
     # an untrained model: whatever it writes is repaired into a valid SVG or reported as failed
     import torch
     from pipelines.svg.starvector import StarVectorModel
     torch.manual_seed(1)
     raw = StarVectorPipeline(StarVectorModel(pipe.model.config).eval(), pipe.tokenizer, device="cpu")
-    out = raw(tiny_starvector.png, num_candidates=2, seed=0, max_new_tokens=48)
+    out = raw(tiny_starvector.png, num_candidates=2, seed=0, max_new_tokens=48, refine=False)
     assert (out.failed and "no usable SVG" in out.message) or validate_svg(out.svg) == []
 
 
 def test_cli_writes_a_valid_svg_file_and_folder(tiny_starvector, tmp_path):
     out = tmp_path / "house.svg"
     r = run_cli("--device", "cpu", "svg", "--image", str(tiny_starvector.png), "-o", str(out),
-                "--model", str(tiny_starvector.folder), "--max-tokens", "200")
+                "--model", str(tiny_starvector.folder), "--max-tokens", "200", "--refine-steps", "5")
     if r.returncode != 0:  # the memorising model failed: the error says so, nothing is written
         assert "no usable SVG" in r.stderr and not out.exists(), r.stderr
         pytest.fail(f"tiny model did not write its icon (loss {tiny_starvector.loss:.3f}): {r.stderr}")
@@ -251,7 +251,7 @@ def test_cli_writes_a_valid_svg_file_and_folder(tiny_starvector, tmp_path):
     (folder / "c.png").write_bytes(b"\x89PNG\r\n\x1a\ncorrupt")
     (folder / "notes.txt").write_text("not an image")
     r = run_cli("--device", "cpu", "svg", "--image", str(folder), "-o", str(tmp_path / "out"),
-                "--model", str(tiny_starvector.folder), "--max-tokens", "200")
+                "--model", str(tiny_starvector.folder), "--max-tokens", "200", "--no-refine")
     assert "c.png" in r.stderr and "Traceback" not in r.stderr  # reported at the end
     assert (tmp_path / "out" / "a.svg").exists() and not (tmp_path / "out" / "c.svg").exists()
     assert validate_svg((tmp_path / "out" / "a.svg").read_text()) == []
@@ -274,7 +274,8 @@ def test_bench_quick_end_to_end(tiny_starvector, tmp_path, monkeypatch):
     bench_svg(report, quick=True, model=str(tiny_starvector.folder), candidates=2, max_new_tokens=48,
               sets=("lucide", "tabler"))
     methods = {r["method"] for r in report.rows}
-    assert methods == {"vtracer-binary", "vtracer-color", "potrace", "blank-canvas", "ours-greedy", "ours-best-of-2"}
+    assert methods == {"vtracer-binary", "vtracer-color", "potrace", "blank-canvas", "refine-empty-canvas",
+                       "ours-greedy", "ours-best-of-2", "ours-greedy+refine"}
     assert {r["dataset"] for r in report.rows} == {"lucide", "tabler", "all"}
     vt = next(r for r in report.rows if r["method"] == "vtracer-binary" and r["dataset"] == "all")
     assert vt["valid"] == 1.0 and vt["ssim"] > 0.7 and vt["n"] == 6

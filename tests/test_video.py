@@ -300,8 +300,8 @@ def test_pipeline_accepts_arrays_tensors_images_and_masks(tiny_model_dir, tmp_pa
 # ---- CLI, app, recipe, bench ----
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "genstudio.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1", "GENSTUDIO_DEBUG": ""})
+    from cli_runner import run_genstudio
+    return run_genstudio(*args, env={"GENSTUDIO_DEBUG": ""})
 
 
 def test_cli_predicts_a_clip_and_gives_one_line_errors(tiny_model_dir, clip_gif, tmp_path, monkeypatch, capsys):
