@@ -118,6 +118,7 @@ class PipelineMixin:
     paper: str = ""                      # for messages, e.g. "StarVector"
     default_model: str = ""              # a shipped checkpoint name
     checkpoint_classes: tuple[str, ...] = ()
+    workload: str = "compute"            # "decode" for token-by-token AR models (precision policy)
     device: str = "cpu"
     name: str | None = None
 
@@ -133,7 +134,7 @@ class PipelineMixin:
         from .hub import resolve
         from .precision import resolve_precision
         dev = resolve_device(device)
-        chosen = resolve_precision(dev, precision)  # a bad value fails before any loading
+        chosen = resolve_precision(dev, precision, cls.workload)  # a bad value fails before any loading
         name = name_or_path if name_or_path is not None else cls.default_model
         folder = cls.check_checkpoint(resolve(name))
         with _quiet_hub_progress():

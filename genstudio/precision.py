@@ -12,7 +12,10 @@ Why a policy: on a CPU without AVX-512 BF16 or AMX, torch emulates bf16 and a bf
 - CPU: bf16 when the processor has AMX or AVX-512 BF16 (asked of torch, then of /proc/cpuinfo);
   when neither answer is available, a one-off micro-benchmark (bf16 vs fp32 matmul) decides and
   its verdict is cached per machine in ~/.cache/genstudio/precision.json;
-- MPS and anything else: fp32.
+- MPS and anything else: fp32;
+- and on a CPU, batch-1 autoregressive decoding (StarVector, MeshAnything: `workload="decode"`)
+  stays fp32 even where bf16 is native: autocast re-casts every weight at every token, which made
+  both pipelines ~1.6x slower than fp32 (benchmarks/results/speed.md).
 `GENSTUDIO_CPU_BF16=0|1` overrides the CPU detection (for a machine it gets wrong, or to try the
 other path: with `ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2` an AVX-512 machine behaves like
 an AVX2-only one).
@@ -33,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+WORKLOADS = ("compute", "decode")
 
 
 @dataclass(frozen=True)
@@ -145,7 +149,7 @@ def measured_cpu_bf16() -> tuple[bool, str]:
 # ---------------------------------------------------------------- the policy
 
 @functools.lru_cache(maxsize=None)
-def _auto(device: str) -> Precision:
+def _auto(device: str, workload: str = "compute") -> Precision:
     import torch
     if device.startswith("cuda"):
         if torch.cuda.is_bf16_supported():
@@ -155,19 +159,26 @@ def _auto(device: str) -> Precision:
         native, why = cpu_bf16_native()
         if native is None:
             native, why = measured_cpu_bf16()
+        if native and workload == "decode":
+            return Precision("fp32", f"{why}, but batch-1 token-by-token decoding runs faster in fp32 "
+                                     "(autocast re-casts every weight at every token; benchmarks/results/speed.md)")
         return Precision("bf16" if native else "fp32", why)
     return Precision("fp32", f"{device}: fp32 (no autocast policy for this device)")
 
 
-def resolve_precision(device: str = "cpu", requested: str | None = "auto") -> Precision:
+def resolve_precision(device: str = "cpu", requested: str | None = "auto", workload: str = "compute") -> Precision:
     """`requested` (auto | fp32 | bf16 | fp16; None = auto) on `device` -> Precision.
-    The device is a resolved one ('cpu', 'cuda', 'cuda:1', 'mps')."""
+    The device is a resolved one ('cpu', 'cuda', 'cuda:1', 'mps'). `workload`: "compute" (training,
+    diffusion, batched work) or "decode" (small autoregressive models, one token at a time: on a
+    CPU `auto` keeps these in fp32, where they measured faster even with native bf16)."""
+    if workload not in WORKLOADS:
+        raise ValueError(f"unknown workload {workload!r}: use one of {', '.join(WORKLOADS)}")
     requested = (requested or "auto").lower()
     if requested not in PRECISIONS:
         raise ValueError(f"unknown precision {requested!r}: use one of {', '.join(PRECISIONS)}")
     device = str(device)
     if requested == "auto":
-        return _auto(device)
+        return _auto(device, workload)
     if requested == "fp16" and not device.startswith("cuda"):
         raise ValueError(f"--precision fp16 needs a CUDA GPU (device is {device}); use auto, fp32 or bf16")
     if requested == "bf16" and device == "cpu":

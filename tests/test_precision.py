@@ -137,3 +137,20 @@ def test_cli_train_rejects_a_bad_precision_before_building_the_recipe():
     if not torch.cuda.is_available():
         r = CliRunner().invoke(cli.app, ["train", "no-such-recipe", "--precision", "fp16"])
         assert r.exit_code != 0 and "CUDA" in r.output
+
+
+def test_autoregressive_decoding_stays_fp32_on_a_cpu_even_with_native_bf16(monkeypatch):
+    _probes(monkeypatch, amx=True, avx512_bf16=True, cpuinfo_flags=set())
+    assert resolve_precision("cpu", "auto", "compute").name == "bf16"
+    decode = resolve_precision("cpu", "auto", "decode")
+    assert decode.name == "fp32" and "decoding" in decode.reason
+    assert resolve_precision("cpu", "bf16", "decode").name == "bf16"  # asked for: honoured
+    with pytest.raises(ValueError, match="unknown workload"):
+        resolve_precision("cpu", "auto", "training")
+
+
+def test_pipelines_declare_their_workload():
+    from genstudio.pipeline import pipeline_classes
+    workloads = {task: cls.workload for task, cls in pipeline_classes().items()}
+    assert workloads["svg"] == workloads["mesh"] == "decode"
+    assert workloads["inpaint"] == workloads["video"] == "compute"

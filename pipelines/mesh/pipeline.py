@@ -92,11 +92,13 @@ def condition_from(source, num_points: int, marching_cubes: bool = False, resolu
 class MeshAnythingPipeline(PipelineMixin):
     task, paper, default_model = "mesh", "MeshAnything", DEFAULT_MODEL
     checkpoint_classes = ("MeshAnythingModel", "genstudio-meshanything")
+    workload = "decode"
 
     def __init__(self, model, device: str = "cpu", precision=None):
         from genstudio.precision import resolve_precision
         self.model, self.device = model, device
-        self.precision = resolve_precision(device, precision) if isinstance(precision, (str, type(None))) else precision
+        self.precision = resolve_precision(device, precision, self.workload) \
+            if isinstance(precision, (str, type(None))) else precision
 
     @classmethod
     def _from_folder(cls, folder: Path, dtype, **kwargs) -> "MeshAnythingPipeline":
