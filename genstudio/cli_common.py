@@ -149,7 +149,7 @@ def run_batch(jobs: Iterable[tuple[Path, Path]], process: Callable[[Path], objec
 
 def finish_batch(summary: BatchSummary, out_dir: Path) -> None:
     """Print the summary line; a non-zero exit (RuntimeError -> one line, exit 1) if any failed."""
-    console.print(f"{out_dir}: {summary.line()}")
+    console.print(f"{out_dir}: {summary.line()}", soft_wrap=True)
     if summary.failed:
         detail = "; ".join(f"{name} ({why})" for name, why in summary.failed[:10])
         more = f" and {len(summary.failed) - 10} more" if len(summary.failed) > 10 else ""

@@ -544,6 +544,24 @@ def test_cli_writes_a_mesh_and_gives_one_line_errors(tiny_mesh_model, tmp_path, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cube_out.obj", "nan.npy"]
 
 
+def test_cli_folder_mode_writes_each_mesh_skips_finished_ones_and_reports_bad_ones(tiny_mesh_model, tmp_path):
+    from cli_runner import run_genstudio
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    (src / "a.obj").write_bytes(tiny_mesh_model.obj.read_bytes())
+    (src / "b.obj").write_bytes(tiny_mesh_model.obj.read_bytes())
+    np.save(src / "bad.npy", np.full((40, 3), np.nan))
+    args = ("--device", "cpu", "mesh", "-i", src, "-o", out, "--model", tiny_mesh_model.folder, "--marching-cubes")
+    r = run_genstudio(*args)
+    assert r.returncode == 1 and "2 done, 0 skipped (already there), 1 failed" in r.stderr, r.stderr
+    assert "bad.npy (" in r.stderr and "NaN" in r.stderr and "Traceback" not in r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["a.obj", "b.obj"]
+    (src / "bad.npy").unlink()
+    first = (out / "a.obj").stat().st_mtime_ns
+    r = run_genstudio(*args)
+    assert r.returncode == 0 and "0 done, 2 skipped" in r.stderr and (out / "a.obj").stat().st_mtime_ns == first
+
+
 # ---- benchmark, app ----
 
 def test_bench_quick_with_a_tiny_model(tiny_mesh_model, meshes_built, tmp_path, monkeypatch):

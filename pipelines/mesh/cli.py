@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from genstudio.cli_common import DeviceOpt, PrecisionOpt, SeedOpt
+from genstudio.cli_common import DeviceOpt, OverwriteOpt, PrecisionOpt, SeedOpt
 from genstudio.formats.mesh import OUTPUT_SUFFIXES
 
 from .pipeline import DEFAULT_MODEL  # no torch at import: `genstudio --help` stays fast
@@ -14,11 +14,12 @@ from .pipeline import DEFAULT_MODEL  # no torch at import: `genstudio --help` st
 
 def mesh(ctx: typer.Context,
          input: Path = typer.Option(..., "--input", "-i",
-                                    help="A mesh (.obj/.ply/.glb/.gltf/.stl/.off) or points (.npy, (N, 3) or "
-                                         "(N, 6) with normals)."),
+                                    help="A mesh (.obj/.ply/.glb/.gltf/.stl/.off), points (.npy, (N, 3) or "
+                                         "(N, 6) with normals), or a folder of them."),
          output: Optional[Path] = typer.Option(None, "--output", "-o",
                                                help="Output mesh: .obj, .glb, .ply, .stl or .off "
-                                                    "(default: outputs/mesh/<name>.obj)."),
+                                                    "(default: outputs/mesh/<name>.obj); a folder when --input "
+                                                    "is one (each result written as it is done)."),
          marching_cubes: bool = typer.Option(False, "--marching-cubes",
                                              help="Remesh the input densely first (voxelise + marching cubes), "
                                                   "as the reference's --mc; use it for meshes that are not "
@@ -29,18 +30,29 @@ def mesh(ctx: typer.Context,
          temperature: float = typer.Option(0.0, min=0.0, help="0 = greedy; > 0 samples."),
          top_k: int = typer.Option(50, "--top-k", min=0, help="Sampling: keep the k likeliest tokens."),
          top_p: float = typer.Option(0.95, "--top-p", min=0.0, max=1.0, help="Sampling: nucleus."),
+         overwrite: OverwriteOpt = False,
          device: DeviceOpt = None, seed: SeedOpt = None, precision: PrecisionOpt = None):
-    """Turn a dense mesh or point cloud into a compact mesh; print #V/#F and the output path."""
-    from genstudio.cli_common import console, output_file, run_options
-    from genstudio.formats.mesh import load_mesh_input
+    """Turn a dense mesh or point cloud (or a folder of them) into a compact mesh; print #V/#F and the output path."""
+    from genstudio.cli_common import (console, files_in, finish_batch, output_file, output_folder, output_names,
+                                      run_batch, run_options)
+    from genstudio.formats.mesh import MESH_SUFFIXES, load_mesh_input
     from .pipeline import MeshAnythingPipeline
 
     run = run_options(ctx, device, seed, precision)
+    options = dict(max_faces=max_faces, seed=run.seed, temperature=temperature, top_k=top_k, top_p=top_p,
+                   marching_cubes=marching_cubes)
+    if input.is_dir():
+        files = files_in(input, MESH_SUFFIXES + (".npy",), "meshes or point clouds")
+        out_dir = output_folder(output, Path("outputs/mesh") / input.resolve().name)
+        pipe = MeshAnythingPipeline.from_pretrained(model, device=run.device, precision=run.precision)
+        jobs = [(f, out_dir / name) for f, name in zip(files, output_names(files, ".obj"))]
+        finish_batch(run_batch(jobs, lambda f: pipe(load_mesh_input(f), **options), "mesh", overwrite=overwrite),
+                     out_dir)
+        return
     target = output_file(output, input.stem, OUTPUT_SUFFIXES, "outputs/mesh", ".obj")
     source = load_mesh_input(input)  # a bad file fails here, before the model loads
     pipe = MeshAnythingPipeline.from_pretrained(model, device=run.device, precision=run.precision)
-    out = pipe(source, max_faces=max_faces, seed=run.seed, temperature=temperature, top_k=top_k, top_p=top_p,
-               marching_cubes=marching_cubes)
+    out = pipe(source, **options)
     if out.failed:
         raise RuntimeError(f"{input}: {out.message}; nothing was written (try --marching-cubes or another --seed)")
     out.save(target)
