@@ -121,18 +121,20 @@ class BatchSummary:
 
 
 def run_batch(jobs: Iterable[tuple[Path, Path]], process: Callable[[Path], object], desc: str,
-              overwrite: bool = False, progress: bool = True) -> BatchSummary:
+              overwrite: bool = False, progress: bool = True,
+              done: Callable[[Path], bool] = Path.exists) -> BatchSummary:
     """For each (input, output): skip an existing output (unless `overwrite`), else run
     `process(input)` and save its result at once, atomically (`result.save(output)`), so a killed
     run keeps every finished output and a rerun does only the rest. A bad item (an input error or
-    a failed result) is recorded and the batch goes on."""
+    a failed result) is recorded and the batch goes on. `done(output)` says whether an output is
+    already there (for results of several files)."""
     from tqdm.auto import tqdm
     from .render import InputError
     summary = BatchSummary()
     jobs = list(jobs)
     bar = tqdm(jobs, desc=desc, unit="item", disable=not progress)
     for source, target in bar:
-        if target.exists() and not overwrite:
+        if done(target) and not overwrite:
             summary.skipped.append(source.name)
             continue
         try:

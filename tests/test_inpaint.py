@@ -244,6 +244,27 @@ def test_cli_writes_n_completions_keeping_known_pixels(tiny_put_dir, tmp_path):
     assert "wrote" in r.stdout + r.stderr
 
 
+def test_cli_folder_mode_pairs_masks_by_name_and_resumes(tiny_put_dir, tmp_path):
+    images, masks, out = tmp_path / "img", tmp_path / "masks", tmp_path / "out"
+    images.mkdir(), masks.mkdir()
+    photo = Image.open(FIXTURES / "coffee_128.png").convert("RGB").resize((48, 48))
+    hole = np.zeros((48, 48), np.uint8)
+    hole[10:30, 12:36] = 255
+    for name in ("a", "b", "lonely"):
+        photo.save(images / f"{name}.png")
+    for name in ("a", "b"):
+        Image.fromarray(hole).save(masks / f"{name}.png")
+    args = ("inpaint", "-i", images, "--mask", masks, "-n", "2", "-o", out, "--model", tiny_put_dir)
+    r = _cli(*map(str, args))
+    assert r.returncode == 1 and "2 done, 0 skipped (already there), 1 failed" in r.stderr, r.stderr
+    assert "no mask named lonely" in r.stderr and "Traceback" not in r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["a_inpaint_0.png", "a_inpaint_1.png", "b_inpaint_0.png",
+                                                     "b_inpaint_1.png"]
+    (images / "lonely.png").unlink()
+    r = _cli(*map(str, args))
+    assert r.returncode == 0 and "0 done, 2 skipped" in r.stderr, r.stderr
+
+
 def test_cli_bad_inputs_one_line_errors(tiny_put_dir, tmp_path):
     image = FIXTURES / "coffee_128.png"
     Image.new("L", (10, 10), 255).save(tmp_path / "small.png")

@@ -6,19 +6,22 @@ from typing import Optional
 
 import typer
 
-from genstudio.cli_common import DeviceOpt, PrecisionOpt, SeedOpt
+from genstudio.cli_common import DeviceOpt, OverwriteOpt, PrecisionOpt, SeedOpt
 
 from .pipeline import DEFAULT_MODEL  # no torch at import: `genstudio --help` stays fast
 
 
 def inpaint(ctx: typer.Context,
-            image: Path = typer.Option(..., "--image", "-i", help="The image to complete (PNG/JPEG/...)."),
+            image: Path = typer.Option(..., "--image", "-i", help="The image to complete (PNG/JPEG/...), or a folder."),
             mask: Path = typer.Option(..., "--mask", "-m",
-                                      help="Mask of the same size: white (or painted alpha) = hole to fill."),
+                                      help="Mask of the same size: white (or painted alpha) = hole to fill; a folder with --image DIR."),
             num_samples: int = typer.Option(4, "--num-samples", "-n", min=1, max=32,
                                             help="How many different completions (pluralistic)."),
             output: Optional[Path] = typer.Option(None, "--output", "-o",
-                                                  help="Output folder (default: outputs/inpaint/<image name>/)."),
+                                                  help="Output folder (default: outputs/inpaint/<image name>/). "
+                                                       "With folders: --image DIR --mask DIR (a mask of the same "
+                                                       "name per image); each image's fills written when done."),
+            overwrite: OverwriteOpt = False,
             top_k: int = typer.Option(50, "--top-k", min=1, help="Sample each token from the k most likely."),
             temperature: float = typer.Option(1.0, min=0.01, help="Sampling temperature."),
             tokens_per_step: int = typer.Option(4, "--tokens-per-step", min=1,
@@ -34,18 +37,21 @@ def inpaint(ctx: typer.Context,
     from .pipeline import PUTInpaintPipeline, prepare_hole
 
     run = run_options(ctx, device, seed, precision)
+    options = dict(num_samples=num_samples, top_k=top_k, temperature=temperature, tokens_per_step=tokens_per_step,
+                   seed=run.seed, resolution=resolution)
+    if image.is_dir():
+        _folder(image, mask, output, model, run, options, overwrite)
+        return
 
     for path, what in ((image, "image"), (mask, "mask")):
         if not path.is_file():
             raise InputError(f"{what} {path} does not exist or is not a file")
     img = load_image(image)
-    prepare_hole(load_image(mask, "L") if not _has_alpha(mask) else _alpha(mask), img.size)  # fail early
+    prepare_hole(_load_mask(mask), img.size)  # fail early
     out_dir = output_folder(output, Path("outputs/inpaint") / image.stem)
 
     pipe = PUTInpaintPipeline.from_pretrained(model, device=run.device, precision=run.precision)
-    result = pipe(img, _alpha(mask) if _has_alpha(mask) else load_image(mask, "L"), num_samples=num_samples,
-                  top_k=top_k, temperature=temperature, tokens_per_step=tokens_per_step,
-                  seed=run.seed, resolution=resolution, progress=True)
+    result = pipe(img, _load_mask(mask), progress=True, **options)
     result.source = str(image)
     paths = result.save(out_dir)
     console.print(f"hole {100 * result.info['hole_ratio']:.1f}% of {img.size[0]}x{img.size[1]}, model at "
@@ -53,6 +59,39 @@ def inpaint(ctx: typer.Context,
                   f"in {result.info['sampling_steps']} steps")
     for p in paths:
         console.print(f"wrote {p}")
+
+
+def _folder(images: Path, masks: Path, output: Optional[Path], model: str, run, options: dict,
+            overwrite: bool) -> None:
+    """--image DIR --mask DIR: each image with the mask of the same stem -> OUT/<stem>_inpaint_<i>.png."""
+    from genstudio.cli_common import files_in, finish_batch, output_folder, run_batch
+    from genstudio.render import InputError, load_image
+    from .pipeline import IMAGE_SUFFIXES, PUTInpaintPipeline
+    if not masks.is_dir():
+        raise InputError(f"--image is a folder, so --mask must be a folder of masks with the same names; {masks} is not")
+    mask_of = {p.stem: p for p in files_in(masks, IMAGE_SUFFIXES, "masks")}
+    files = files_in(images, IMAGE_SUFFIXES, "images")
+    out_dir = output_folder(output, Path("outputs/inpaint") / images.resolve().name)
+    pipe = PUTInpaintPipeline.from_pretrained(model, device=run.device, precision=run.precision)
+    n = options["num_samples"]
+
+    def fill(path: Path):
+        if path.stem not in mask_of:
+            raise InputError(f"no mask named {path.stem}.* in {masks}")
+        out = pipe(load_image(path), _load_mask(mask_of[path.stem]), progress=False, **options)
+        out.source = str(path)
+        return out
+
+    def done(target: Path) -> bool:
+        return all(p.exists() for p in ([target] if n == 1 else
+                                        [target.with_name(f"{target.stem}_{i}{target.suffix}") for i in range(n)]))
+    jobs = [(f, out_dir / f"{f.stem}_inpaint.png") for f in files]
+    finish_batch(run_batch(jobs, fill, "inpaint", overwrite=overwrite, done=done), out_dir)
+
+
+def _load_mask(path: Path):
+    from genstudio.render import load_image
+    return _alpha(path) if _has_alpha(path) else load_image(path, "L")
 
 
 def _has_alpha(path: Path) -> bool:
