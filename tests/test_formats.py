@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-FORMATS = ("svg", "svg_safety", "svg_tokenizer", "svg_diff", "svg_scene", "svg_refine", "mesh", "video")
+FORMATS = ("svg", "svg_safety", "svg_tokenizer", "svg_geometry", "svg_diff", "svg_scene", "svg_refine", "mesh", "video")
 
 
 def test_formats_import_no_pipeline():

@@ -8,7 +8,7 @@ import typer
 
 from genstudio.cli_common import DeviceOpt, OverwriteOpt, PrecisionOpt, SeedOpt
 
-from .pipeline import DEFAULT_MODEL  # no torch at import: `genstudio --help` stays fast
+from . import DEFAULT_MODEL  # no torch at import: `genstudio --help` stays fast
 
 
 def inpaint(ctx: typer.Context,

@@ -20,7 +20,7 @@ from genstudio.render import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
-DEFAULT_MODEL = "put-photos-S"
+from . import DEFAULT_MODEL
 
 
 @dataclass

@@ -9,7 +9,7 @@ import typer
 from genstudio.cli_common import DeviceOpt, OverwriteOpt, PrecisionOpt, SeedOpt
 from genstudio.formats.mesh import OUTPUT_SUFFIXES
 
-from .pipeline import DEFAULT_MODEL  # no torch at import: `genstudio --help` stays fast
+from . import DEFAULT_MODEL  # no torch at import: `genstudio --help` stays fast
 
 
 def mesh(ctx: typer.Context,

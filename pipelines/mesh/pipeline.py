@@ -24,10 +24,10 @@ from genstudio.formats.mesh import load_mesh_input, write_mesh
 from genstudio.pipeline import SEED_DEFAULT, PipelineMixin, PipelineOutput
 from genstudio.render import InputError
 
+from . import DEFAULT_MODEL
 from .data import dense_remesh, normalize_points, sample_surface
 from .tokenize import postprocess
 
-DEFAULT_MODEL = "meshanything-urdf-XS"
 
 
 @dataclass

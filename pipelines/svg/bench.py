@@ -7,6 +7,10 @@ safe, standalone SVGs, output bytes (and relative to the source SVG's normalised
 per SVG, seconds per image and peak memory (RSS above the level before the method ran; on a
 GPU, CUDA memory). Failed outputs score as a blank image; bytes and paths average the valid ones.
 
+Refinement (genstudio.formats.svg_refine: the differentiable rasteriser fits an SVG's numbers to
+the image): "ours-greedy+refine" refines the model's greedy SVG; "refine-empty-canvas" starts
+from nothing (shapes added on the largest error components), a model-free vectoriser.
+
 The model: `model=` or $GENSTUDIO_BENCH_SVG_MODEL (default: the shipped starvector-icons-S);
 a missing checkpoint skips "ours" with a note and still measures the baselines.
 """
@@ -167,12 +171,15 @@ def _checkpoint_note(pipe, folder: Path, model: str) -> str:
 # ---- The benchmark ----
 
 def bench_svg(report, quick: bool = False, per_set: int = 100, model: str | None = None,
-              candidates: int = 8, sets=SETS, max_new_tokens: int | None = None, seed: int = 0) -> None:
-    """Ours (greedy, best-of-`candidates`) vs vtracer (binary, colour) and potrace; see the module doc."""
+              candidates: int = 8, sets=SETS, max_new_tokens: int | None = None, seed: int = 0,
+              refine_steps: int = 100) -> None:
+    """Ours (greedy, best-of-`candidates`, greedy + refinement) vs vtracer (binary, colour),
+    potrace and refinement from an empty canvas; see the module doc."""
     from PIL import Image
     from tqdm.auto import tqdm
+    from genstudio.formats.svg_refine import refine_svg
     if quick:
-        per_set, sets = 3, tuple(sets)[:2]
+        per_set, sets, refine_steps = 3, tuple(sets)[:2], min(refine_steps, 20)
     groups = load_inputs(sets, per_set, report)
     if not groups:
         raise SVGError("no test images: build the icons source first (`genstudio data prepare icons`)")
@@ -181,7 +188,8 @@ def bench_svg(report, quick: bool = False, per_set: int = 100, model: str | None
                "vtracer-color": lambda im: trace_vtracer(im, "color"),
                "potrace": trace_potrace,
                # The floor: an empty white canvas already scores SSIM ~0.5 on mostly-white icons.
-               "blank-canvas": lambda im: None}
+               "blank-canvas": lambda im: None,
+               "refine-empty-canvas": lambda im: refine_svg(None, im, steps=refine_steps, size=SIZE).svg}
     model = model or os.environ.get(MODEL_ENV) or "starvector-icons-S"
     cuda = False
     try:
@@ -190,9 +198,11 @@ def bench_svg(report, quick: bool = False, per_set: int = 100, model: str | None
         pipe = StarVectorPipeline.from_pretrained(model)
         cuda = pipe.device.startswith("cuda")
         gen = dict(seed=seed, max_new_tokens=max_new_tokens)
-        methods["ours-greedy"] = lambda im: pipe(Image.fromarray(im), num_candidates=1, **gen).svg
+        methods["ours-greedy"] = lambda im: pipe(Image.fromarray(im), num_candidates=1, refine=False, **gen).svg
         methods[f"ours-best-of-{candidates}"] = lambda im: pipe(Image.fromarray(im), num_candidates=candidates,
-                                                               **gen).svg
+                                                               refine=False, **gen).svg
+        methods["ours-greedy+refine"] = lambda im: pipe(Image.fromarray(im), num_candidates=1, refine=True,
+                                                        refine_steps=refine_steps, progress=False, **gen).svg
         report.note(_checkpoint_note(pipe, resolve(model), model))
     except (FileNotFoundError, ValueError, ImportError) as e:
         report.note(f"ours skipped: {e}")
@@ -229,6 +239,7 @@ def bench_svg(report, quick: bool = False, per_set: int = 100, model: str | None
                 f"{SIZE} px on white; outputs rendered at {SIZE} px. SSIM/MSE on RGB in [0, 1]; a failed or "
                 "invalid output scores as a blank image. bytes/paths average the valid outputs; "
                 "bytes_vs_source = output bytes / the source's normalised SVG bytes. vtracer and potrace "
-                "with default settings (potrace: grey < 0.5 is ink). Each method runs once untimed "
+                f"with default settings (potrace: grey < 0.5 is ink). Refinement: {refine_steps} steps, at most "
+                "32 shapes, fitted at 128 px. Each method runs once untimed "
                 "first; peak_mb: RSS above the level before the method ran (CUDA allocated memory for "
                 "ours on a GPU).")

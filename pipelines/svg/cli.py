@@ -8,7 +8,7 @@ import typer
 
 from genstudio.cli_common import DeviceOpt, OverwriteOpt, PrecisionOpt, SeedOpt
 
-from .pipeline import DEFAULT_MODEL  # no torch at import: `genstudio --help` stays fast
+from . import DEFAULT_MODEL  # no torch at import: `genstudio --help` stays fast
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -32,6 +32,14 @@ def svg(ctx: typer.Context,
         top_p: float = typer.Option(0.95, "--top-p", min=0.0, max=1.0, help="Nucleus sampling (N > 1)."),
         max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1,
                                                  help="Most SVG tokens per candidate (default: the model's)."),
+        refine: bool = typer.Option(True, "--refine/--no-refine",
+                                    help="Fit each candidate's numbers to the image with the differentiable "
+                                         "rasteriser (the model keeps the structure)."),
+        refine_steps: int = typer.Option(100, "--refine-steps", min=1, max=5000,
+                                         help="Optimiser steps per candidate when refining."),
+        max_paths: int = typer.Option(32, "--max-paths", min=1, max=256,
+                                      help="Most shapes in a refined SVG (refinement adds shapes where the "
+                                           "error stays large and prunes invisible ones)."),
         overwrite: OverwriteOpt = False,
         device: DeviceOpt = None, seed: SeedOpt = None, precision: PrecisionOpt = None):
     """Convert an image (or a folder of images) into SVG code; print the score and the output path."""
@@ -44,7 +52,8 @@ def svg(ctx: typer.Context,
     if not image.exists():
         raise InputError(f"image {image} does not exist")
     options = dict(num_candidates=candidates, temperature=temperature, top_p=top_p,
-                   max_new_tokens=max_tokens, seed=run.seed)
+                   max_new_tokens=max_tokens, seed=run.seed, refine=refine, refine_steps=refine_steps,
+                   max_paths=max_paths)
 
     if image.is_dir():
         files = files_in(image, IMAGE_SUFFIXES, "images")

@@ -7,9 +7,13 @@
 Best-of-N: the model writes N candidates (greedy for N=1, sampling for N>1 unless `do_sample`
 says otherwise); each is repaired into a standalone SVG, sanitised if it holds anything unsafe,
 rendered at the model's resolution and compared with the preprocessed input (SSIM, then MSE,
-on the image flattened on white). The best is returned with width/height set to the input's
-size. When no candidate yields a drawing, `failed` is True and `message` says why: an empty
-`<svg/>` is never returned.
+on the image flattened on white). With `refine=True` (the default) each usable candidate's
+numbers are then fitted to the input by the differentiable rasteriser (the model keeps the
+structure: primitives, order, colours; genstudio.formats.svg_refine), and every candidate is
+rescored at REFINE_SIZE px from its rounded, refined text (of refined candidates within
+SSIM_TOLERANCE of the best, the shortest wins). The best is returned with width/height set to
+the input's size. When no candidate yields a drawing, `failed` is True and `message` says why:
+an empty `<svg/>` is never returned.
 """
 from __future__ import annotations
 
@@ -29,8 +33,9 @@ from genstudio.metrics import mse, ssim
 from genstudio.pipeline import SEED_DEFAULT, PipelineMixin, PipelineOutput
 from genstudio.render import InputError, flatten_alpha, load_image, pad_square, write_text
 
-DEFAULT_MODEL = "starvector-icons-S"
+from . import DEFAULT_MODEL
 MAX_RENDER_SIDE = 1024
+REFINE_SIZE = 128  # refinement fits and scores at this resolution (the model sees image_size)
 
 
 @dataclass
@@ -41,6 +46,8 @@ class SVGCandidate:
     repaired: bool = False        # truncated or malformed text was closed/fixed
     sanitized: bool = False       # unsafe content (scripts, rasters, external refs) was removed
     error: str | None = None      # why the candidate is unusable
+    refined: bool = False         # `svg` is the refined text; `unrefined` the model's
+    unrefined: str | None = None
 
 
 @dataclass
@@ -48,6 +55,7 @@ class SVGOutput(PipelineOutput):
     svg: str | None               # the chosen SVG, sized to the input; None when failed
     image: Image.Image | None     # its rendering at the input's aspect
     score: dict                   # {"ssim", "mse"} of the chosen candidate at the model's resolution
+                                  # (at REFINE_SIZE when refined)
     candidates: list[SVGCandidate]
     best: int | None = None       # index of the chosen candidate
     repaired: bool = False
@@ -93,11 +101,13 @@ def _default_preprocess(image: Image.Image, size: int):
 class StarVectorPipeline(PipelineMixin):
     task, paper, default_model = "svg", "StarVector", DEFAULT_MODEL
     checkpoint_classes = ("StarVectorModel", "genstudio-starvector")
+    workload = "decode"
 
     def __init__(self, model, tokenizer, device: str = "cpu", precision=None, preprocess: Callable | None = None):
         from genstudio.precision import resolve_precision
         self.model, self.tokenizer, self.device = model, tokenizer, device
-        self.precision = resolve_precision(device, precision) if isinstance(precision, (str, type(None))) else precision
+        self.precision = resolve_precision(device, precision, self.workload) \
+            if isinstance(precision, (str, type(None))) else precision
         self.preprocess = preprocess or _default_preprocess
         self.image_size = int(model.config.image_size)
 
@@ -162,11 +172,16 @@ class StarVectorPipeline(PipelineMixin):
 
     def __call__(self, image, num_candidates: int = 1, temperature: float = 0.8, top_p: float = 0.95,
                  top_k: int = 0, max_new_tokens: int | None = None, seed: int | None = SEED_DEFAULT,
-                 do_sample: bool | None = None, generator=None) -> SVGOutput:
+                 do_sample: bool | None = None, generator=None, refine: bool = True, refine_steps: int = 100,
+                 max_paths: int = 32, refine_seconds: float = 60.0, progress: bool | None = None) -> SVGOutput:
         """One image (path, PIL or HxWx3 array) -> SVGOutput. Raises InputError for a bad image.
-        Sampling (N > 1) is seeded by `seed` (default 0; None draws one) or `generator`'s seed."""
+        Sampling (N > 1) is seeded by `seed` (default 0; None draws one) or `generator`'s seed.
+        `refine`: fit each candidate's numbers to the image (`refine_steps` optimiser steps, at
+        most `max_paths` shapes, `refine_seconds` for all candidates together)."""
         if num_candidates < 1:
             raise InputError(f"num_candidates must be >= 1 (got {num_candidates})")
+        if refine and (refine_steps < 0 or max_paths < 1):
+            raise InputError(f"refine_steps must be >= 0 and max_paths >= 1 (got {refine_steps}, {max_paths})")
         started = time.perf_counter()
         _, seed = self.make_generator(seed, generator)
         image, source = self._load(image)
@@ -180,10 +195,36 @@ class StarVectorPipeline(PipelineMixin):
             gen["max_new_tokens"] = max_new_tokens
         texts = self._generate(image, num_candidates, **gen)
         candidates = [self.score_candidate(t, reference) for t in texts]
+        if refine and refine_steps > 0:
+            self.refine_candidates(candidates, image, refine_steps, max_paths, refine_seconds, progress)
         out = self._choose(candidates, image.size, source)
         out.metadata = self.metadata(seed, None, started, candidates=num_candidates,
-                                     max_new_tokens=gen.get("max_new_tokens"))
+                                     max_new_tokens=gen.get("max_new_tokens"),
+                                     refine_steps=refine_steps if refine else 0)
         return out
+
+    # 3b. refinement: the model's structure, numbers fitted by the differentiable rasteriser
+    def refine_candidates(self, candidates: list[SVGCandidate], image: Image.Image, steps: int, max_paths: int,
+                          seconds: float, progress: bool | None = None) -> None:
+        """Refine every usable candidate in place; its score becomes the refined text's at
+        REFINE_SIZE px, so best-of-N compares refined with refined. Never worse than the model's
+        text: refinement returns the input when nothing it tried scored higher."""
+        from genstudio.formats.svg_refine import refine_svg, score_svg
+        usable = [c for c in candidates if c.svg is not None]
+        if not usable:
+            return
+        target = square_on_white(image, REFINE_SIZE)
+        bar = self.progress_bar(total=steps * len(usable), desc="refine SVG", unit="step", leave=False,
+                                disable=not self.progress_enabled(progress))
+        with bar:
+            for cand in usable:
+                try:
+                    result = refine_svg(cand.svg, target, steps=steps, max_paths=max_paths, size=REFINE_SIZE,
+                                        time_limit=seconds / len(usable), callback=lambda _: bar.update())
+                except SVGError:
+                    cand.score = score_svg(cand.svg, target)  # like with like, even unrefined
+                    continue
+                cand.unrefined, cand.svg, cand.score, cand.refined = cand.svg, result.svg, result.score, True
 
     # 4. best-of-N and the final, sized SVG
     def _choose(self, candidates: list[SVGCandidate], size: tuple[int, int], source: str | None) -> SVGOutput:
@@ -194,6 +235,11 @@ class StarVectorPipeline(PipelineMixin):
                              message=f"the model produced no usable SVG ({len(candidates)} candidate"
                                      f"{'s' if len(candidates) != 1 else ''}: {reasons})")
         best = max(usable, key=lambda i: (candidates[i].score["ssim"], -candidates[i].score["mse"]))
+        if candidates[best].refined:  # refined candidates often tie: of the close ones, the shortest
+            from genstudio.formats.svg_refine import SSIM_TOLERANCE
+            floor = candidates[best].score["ssim"] - SSIM_TOLERANCE
+            close = [i for i in usable if candidates[i].score["ssim"] >= floor]
+            best = min(close, key=lambda i: len(candidates[i].svg))
         cand = candidates[best]
         w, h = size
         svg = set_root_attributes(cand.svg, width=str(w), height=str(h),
@@ -204,6 +250,8 @@ class StarVectorPipeline(PipelineMixin):
             notes.append("repaired a truncated/malformed output")
         if cand.sanitized:
             notes.append("removed unsafe content")
+        if cand.refined:
+            notes.append("refined" if cand.svg != cand.unrefined else "refinement kept the model's SVG")
         return SVGOutput(svg, render_at_aspect(cand.svg, w, h), dict(cand.score, paths=stats["paths"],
                          bytes=stats["bytes"]), candidates, best=best, repaired=cand.repaired, size=size,
                          source=source, message=", ".join(notes))

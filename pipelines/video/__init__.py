@@ -1,1 +1,3 @@
 """VDT: video diffusion transformers via mask modelling (prediction, interpolation, completion, animation)."""
+
+DEFAULT_MODEL = "vdt-physics-S"  # the shipped checkpoint; here so that CLI modules import no torch

@@ -15,8 +15,8 @@ from genstudio.cli_common import DeviceOpt, PrecisionOpt, SeedOpt
 
 from genstudio.formats.video import OUTPUT_SUFFIXES
 
-# Kept literal (not imported from .pipeline) so that `genstudio --help` does not import torch.
-DEFAULT_MODEL = "vdt-physics-S"
+from . import DEFAULT_MODEL  # no torch at import: `genstudio --help` stays fast
+
 TASKS = ("generate", "predict", "backward", "interpolate", "complete", "animate")
 
 
