@@ -6,21 +6,22 @@ from typing import Optional
 
 import typer
 
-from .cli_common import DeviceOpt
+from .cli_common import DeviceOpt, PrecisionOpt
 
 app = typer.Typer(help="The shared VQ image tokenizer (SimVQ): reconstruct images through its tokens.",
                   no_args_is_help=True)
 DEFAULT_MODEL = "tokenizer-simvq-photos"
 
 
-def reconstruct_image(image, model: str = DEFAULT_MODEL, device: str = "auto"):
-    """PIL image -> (reconstruction PIL, stats dict). Tiles at the model's resolution."""
+def reconstruct_image(image, model: str = DEFAULT_MODEL, device: str = "auto", precision: str = "auto"):
+    """PIL image -> (reconstruction PIL, stats dict), the whole image at once (fully convolutional)."""
     import numpy as np
     import torch
     from PIL import Image
     from .device import resolve_device
     from .hub import resolve
     from .metrics import psnr, ssim
+    from .precision import autocast
     from .render import to_tensor, to_uint8
     from .tokenizer import VQTokenizer
     dev = resolve_device(device)
@@ -32,7 +33,7 @@ def reconstruct_image(image, model: str = DEFAULT_MODEL, device: str = "auto"):
     w2, h2 = (w // f) * f, (h // f) * f  # fully convolutional: any multiple of the downsample factor
     image = image.crop((0, 0, w2, h2))
     x = to_tensor(image)[None].to(dev)
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(dev, precision):  # VQ assignment itself stays fp32 (vq.py)
         out = tok(x)
     rec = to_uint8(out.sample[0])
     orig = np.asarray(image)
@@ -46,13 +47,13 @@ def reconstruct(ctx: typer.Context,
                 image: Path = typer.Option(..., "--image", "-i", help="Input image (PNG/JPEG/...)."),
                 output: Path = typer.Option(Path("outputs/reconstruction.png"), "--output", "-o"),
                 model: str = typer.Option(DEFAULT_MODEL, help="Checkpoint name, folder or hub id."),
-                device: DeviceOpt = None):
+                device: DeviceOpt = None, precision: PrecisionOpt = None):
     """Encode IMAGE to discrete tokens and decode it back; print PSNR/SSIM and the token grid."""
     from .cli_common import check_writable, console, run_options
     from .render import load_image, save_image
-    run = run_options(ctx, device)
+    run = run_options(ctx, device, None, precision)
     check_writable(output)
-    rec, stats = reconstruct_image(load_image(image), model, run.device)
+    rec, stats = reconstruct_image(load_image(image), model, run.device, run.precision)
     save_image(output, rec)
     console.print(f"[green]wrote[/green] {output}  tokens={stats['tokens'][0]}x{stats['tokens'][1]} "
                   f"codes used={stats['codes_used']} PSNR={stats['psnr']} dB SSIM={stats['ssim']}")
