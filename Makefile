@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 demo: install
-	$(VENV)/bin/genstudio --seed 0 svg --image examples/svg/rocket.png -o outputs/demo/rocket.svg --candidates 8
+	$(VENV)/bin/genstudio --seed 0 svg --image examples/svg/rocket.png -o outputs/demo/rocket.svg
 	@echo "demo output: outputs/demo/rocket.svg (input: examples/svg/rocket.png)"
 
 test: install

@@ -9,24 +9,34 @@ from pathlib import Path
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "svg"
 
 
-def convert(image, candidates: int = 1, seed: int | None = 0, model: str | None = None):
-    """PIL image -> (rendering, svg code, score dict, path of a downloadable .svg). Raises on failure."""
-    from pipelines.svg.pipeline import DEFAULT_MODEL
+def example_images() -> list[str]:
+    """The input icons (not the demo's committed side-by-side comparison)."""
+    return sorted(str(p) for p in EXAMPLES.glob("*.png") if not p.stem.endswith("_comparison"))
+
+
+def convert(image, candidates: int = 1, seed: int | None = 0, refine: bool = True, refine_steps: int | None = None,
+            model: str | None = None):
+    """PIL image -> (rendering, svg code, score dict, path of a downloadable .svg). Raises on failure.
+    `refine`: fit the best candidate's numbers, and one drawing from an empty canvas, to the image."""
+    from pipelines.svg.pipeline import DEFAULT_MODEL, REFINE_STEPS
     from genstudio.render import write_text
     if image is None:
         raise ValueError("Upload an image or pick an example first.")
     out = pipeline("svg", model or DEFAULT_MODEL)(image, num_candidates=int(candidates),
-                                            seed=None if seed is None else int(seed))
+                                            seed=None if seed is None else int(seed), refine=bool(refine),
+                                            refine_steps=int(refine_steps or REFINE_STEPS))
     if out.failed:
         raise ValueError(f"{out.message}. Try more candidates or another seed.")
     path = Path(tempfile.mkdtemp(prefix="genstudio-svg-")) / "genstudio.svg"
     write_text(path, out.svg)
-    score = {**out.score, "candidates": len(out.candidates), "chosen": out.best, "note": out.message}
+    score = {**out.score, "candidates": out.metadata.get("candidates", len(out.candidates)), "chosen": out.best,
+             "winner": out.metadata.get("winner"), "note": out.message}
     return out.image, out.svg, score, str(path)
 
 
 def build_tab():
     import gradio as gr
+    from pipelines.svg.pipeline import REFINE_STEPS
 
     run = ui_errors(convert)
 
@@ -36,10 +46,13 @@ def build_tab():
         inp = gr.Image(type="pil", label="input image", image_mode="RGBA")
         rendering = gr.Image(type="pil", label="SVG rendering", interactive=False)
     with gr.Row():
-        candidates = gr.Slider(1, 16, value=4, step=1, label="candidates (best-of-N; 1 = greedy)")
+        candidates = gr.Slider(1, 16, value=1, step=1, label="candidates (best-of-N; 1 = greedy)")
         seed = gr.Number(value=0, precision=0, label="seed")
+    with gr.Row():
+        refine = gr.Checkbox(value=True, label="refine (fit the numbers to the image; also try an empty canvas)")
+        refine_steps = gr.Slider(10, 400, value=REFINE_STEPS, step=10, label="refinement steps")
     button = gr.Button("Convert to SVG", variant="primary")
-    examples = sorted(str(p) for p in EXAMPLES.glob("*.png"))
+    examples = example_images()
     if examples:
         gr.Examples(examples=[[e] for e in examples], inputs=[inp], label="examples (held-out test icons)")
     with gr.Row():
@@ -47,4 +60,4 @@ def build_tab():
         with gr.Column():
             score = gr.JSON(label="score")
             download = gr.File(label="download .svg")
-    button.click(run, [inp, candidates, seed], [rendering, code, score, download])
+    button.click(run, [inp, candidates, seed, refine, refine_steps], [rendering, code, score, download])

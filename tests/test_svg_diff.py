@@ -204,10 +204,14 @@ def test_pipeline_refines_each_candidate_and_keeps_the_old_path_without():
     image = Image.fromarray(rasterize_svg(ICON, 96))
     plain = pipe(image, num_candidates=2, refine=False)
     assert not any(c.refined for c in plain.candidates) and '<circle cx="14" cy="9" r="5"' in plain.svg
-    out = pipe(image, num_candidates=2, refine_steps=30, max_paths=4, progress=False)
+    out = pipe(image, num_candidates=2, refine_steps=30, max_paths=4, refine_top_k=2, empty_canvas=False,
+               progress=False)
     assert all(c.refined and c.unrefined for c in out.candidates) and "refine" in out.message
     reference = np.asarray(image.resize((REFINE_SIZE, REFINE_SIZE), Image.BICUBIC))
     from genstudio.formats.svg_refine import score_svg
     assert out.score["ssim"] > plain.score["ssim"] and out.score["ssim"] > 0.93
     assert score_svg(out.candidates[out.best].unrefined, reference)["ssim"] < out.score["ssim"]
-    assert out.metadata["refine_steps"] == 30 and 'width="96"' in out.svg
+    assert out.metadata["refine_steps"] == 30 and 'width="96"' in out.svg and out.metadata["winner"] == "model"
+    top1 = pipe(image, num_candidates=2, refine_steps=5, max_paths=4, progress=False)  # the defaults' shape
+    assert [c.refined for c in top1.candidates] == [True, False, True] and top1.candidates[2].origin == "empty-canvas"
+    assert top1.best != 1 and top1.metadata["winner"] in ("model", "empty-canvas")

@@ -130,18 +130,36 @@ def test_output_is_sized_to_the_input_aspect(tmp_path):
 
 def test_all_candidates_unusable_is_a_clear_failure_never_an_empty_svg(tmp_path):
     pipe = fake_pipe(["<svg", '<svg viewBox="0 0 64 64"></svg>', "no svg at all"])
-    out = pipe(Image.new("RGB", (32, 32), "gray"), num_candidates=3)
+    out = pipe(Image.new("RGB", (32, 32), "gray"), num_candidates=3, refine=False)
     assert out.failed and out.svg is None and out.image is None and "no usable SVG" in out.message
     with pytest.raises(ValueError, match="nothing to write"):
         out.save(tmp_path / "x.svg")
     assert not (tmp_path / "x.svg").exists()
+    blank = pipe(Image.new("RGB", (32, 32), "white"), num_candidates=1, refine_steps=5, progress=False)
+    assert blank.failed and blank.svg is None and "empty canvas" in blank.message  # nothing to draw at all
+
+
+def test_empty_canvas_candidate_rescues_a_model_that_writes_garbage():
+    from pipelines.svg.pipeline import REFINE_SIZE
+    from genstudio.formats.svg_refine import score_svg
+    import numpy as np
+    pipe = fake_pipe(["<svg garbage", "no svg at all"])
+    image = Image.fromarray(rasterize_svg(SQUARE, 64))
+    out = pipe(image, num_candidates=2, refine_steps=12, progress=False)
+    assert not out.failed and validate_svg(out.svg) == [] and not is_empty(out.svg)
+    assert out.metadata["winner"] == "empty-canvas" and out.candidates[out.best].origin == "empty-canvas"
+    assert len(out.candidates) == 3 and all(c.error for c in out.candidates[:2])
+    reference = np.asarray(image.resize((REFINE_SIZE, REFINE_SIZE), Image.BICUBIC))
+    assert score_svg(out.candidates[out.best].svg, reference)["ssim"] > 0.9, out.score
+    off = pipe(image, num_candidates=2, refine_steps=12, empty_canvas=False, progress=False)
+    assert off.failed and len(off.candidates) == 2  # without it: the old clear failure
 
 
 def test_batch_continues_past_bad_inputs(tmp_path):
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     outs = fake_pipe([SQUARE]).batch([FIXTURES / "coffee_128.png", corrupt, tmp_path / "missing.png"],
-                                     progress=False)
+                                     progress=False, refine_steps=5)
     assert [o.failed for o in outs] == [False, True, True]
     assert "not a readable image" in outs[1].message and "does not exist" in outs[2].message
 
@@ -275,7 +293,8 @@ def test_bench_quick_end_to_end(tiny_starvector, tmp_path, monkeypatch):
               sets=("lucide", "tabler"))
     methods = {r["method"] for r in report.rows}
     assert methods == {"vtracer-binary", "vtracer-color", "potrace", "blank-canvas", "refine-empty-canvas",
-                       "ours-greedy", "ours-best-of-2", "ours-greedy+refine"}
+                       "ours-greedy", "ours-best-of-2", "ours-greedy+refine", "ours-default"}
+    assert any("ours-default: the model's refined proposal won" in n for n in report.notes)
     assert {r["dataset"] for r in report.rows} == {"lucide", "tabler", "all"}
     vt = next(r for r in report.rows if r["method"] == "vtracer-binary" and r["dataset"] == "all")
     assert vt["valid"] == 1.0 and vt["ssim"] > 0.7 and vt["n"] == 6
@@ -286,15 +305,17 @@ def test_bench_quick_end_to_end(tiny_starvector, tmp_path, monkeypatch):
 
 def test_app_convert_returns_rendering_code_score_and_file(tiny_starvector):
     pytest.importorskip("gradio")
-    from apps.svg import EXAMPLES, convert
-    assert len(list(EXAMPLES.glob("*.png"))) == 3 and (EXAMPLES / "LICENSES.md").exists()
+    from apps.svg import EXAMPLES, convert, example_images
+    assert len(example_images()) == 3 and (EXAMPLES / "LICENSES.md").exists()
     image = Image.open(tiny_starvector.png)
     try:
-        rendering, code, score, path = convert(image, candidates=2, seed=0, model=str(tiny_starvector.folder))
+        rendering, code, score, path = convert(image, candidates=2, seed=0, model=str(tiny_starvector.folder),
+                                               refine=True, refine_steps=5)
     except ValueError as e:  # the tiny model failed on this image: the message says so
         assert "no usable SVG" in str(e)
         return
     assert rendering.size == image.size and code == Path(path).read_text() and path.endswith(".svg")
     assert validate_svg(code) == [] and 0 <= score["ssim"] <= 1 and score["candidates"] == 2
+    assert score["winner"] in ("model", "empty-canvas")
     with pytest.raises(ValueError, match="Upload an image"):
         convert(None)

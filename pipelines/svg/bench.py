@@ -8,8 +8,11 @@ per SVG, seconds per image and peak memory (RSS above the level before the metho
 GPU, CUDA memory). Failed outputs score as a blank image; bytes and paths average the valid ones.
 
 Refinement (genstudio.formats.svg_refine: the differentiable rasteriser fits an SVG's numbers to
-the image): "ours-greedy+refine" refines the model's greedy SVG; "refine-empty-canvas" starts
-from nothing (shapes added on the largest error components), a model-free vectoriser.
+the image): "ours-default" is the pipeline with its default settings (greedy decoding; the model's
+SVG and an empty canvas both refined, the shorter of the close best kept; a note counts how often
+the model's proposal wins); "ours-greedy+refine" refines the model's greedy SVG alone (no empty
+canvas); "refine-empty-canvas" starts from nothing (shapes added on the largest error
+components), a model-free vectoriser.
 
 The model: `model=` or $GENSTUDIO_BENCH_SVG_MODEL (default: the shipped starvector-icons-S);
 a missing checkpoint skips "ours" with a note and still measures the baselines.
@@ -172,12 +175,14 @@ def _checkpoint_note(pipe, folder: Path, model: str) -> str:
 
 def bench_svg(report, quick: bool = False, per_set: int = 100, model: str | None = None,
               candidates: int = 8, sets=SETS, max_new_tokens: int | None = None, seed: int = 0,
-              refine_steps: int = 100) -> None:
+              refine_steps: int | None = None) -> None:
     """Ours (greedy, best-of-`candidates`, greedy + refinement) vs vtracer (binary, colour),
     potrace and refinement from an empty canvas; see the module doc."""
     from PIL import Image
     from tqdm.auto import tqdm
     from genstudio.formats.svg_refine import refine_svg
+    from . import REFINE_STEPS
+    refine_steps = refine_steps or REFINE_STEPS  # the pipeline's default unless asked otherwise
     if quick:
         per_set, sets, refine_steps = 3, tuple(sets)[:2], min(refine_steps, 20)
     groups = load_inputs(sets, per_set, report)
@@ -192,6 +197,14 @@ def bench_svg(report, quick: bool = False, per_set: int = 100, model: str | None
                "refine-empty-canvas": lambda im: refine_svg(None, im, steps=refine_steps, size=SIZE).svg}
     model = model or os.environ.get(MODEL_ENV) or "starvector-icons-S"
     cuda = False
+    winners: dict[str, list[str]] = {}  # set -> the winning candidate's origin, per image of "ours-default"
+
+    def default_pipeline(im, set_name):
+        out = pipe(Image.fromarray(im), progress=False, **gen, **({} if refine_steps == REFINE_STEPS
+                                                                      else {"refine_steps": refine_steps}))
+        winners.setdefault(set_name, []).append(out.metadata.get("winner") or "none")
+        return out.svg
+
     try:
         from genstudio.hub import resolve
         from .pipeline import StarVectorPipeline
@@ -202,7 +215,9 @@ def bench_svg(report, quick: bool = False, per_set: int = 100, model: str | None
         methods[f"ours-best-of-{candidates}"] = lambda im: pipe(Image.fromarray(im), num_candidates=candidates,
                                                                refine=False, **gen).svg
         methods["ours-greedy+refine"] = lambda im: pipe(Image.fromarray(im), num_candidates=1, refine=True,
-                                                        refine_steps=refine_steps, progress=False, **gen).svg
+                                                        refine_steps=refine_steps, empty_canvas=False,
+                                                        progress=False, **gen).svg
+        methods["ours-default"] = default_pipeline
         report.note(_checkpoint_note(pipe, resolve(model), model))
     except (FileNotFoundError, ValueError, ImportError) as e:
         report.note(f"ours skipped: {e}")
@@ -216,7 +231,7 @@ def bench_svg(report, quick: bool = False, per_set: int = 100, model: str | None
             if method not in warm:  # first calls pay for lazy imports and allocator growth
                 warm.add(method)
                 try:
-                    fn(inputs[0][0])
+                    fn(inputs[0][0], None) if method == "ours-default" else fn(inputs[0][0])
                 except (SVGError, ValueError, RuntimeError):
                     pass
             rows = []
@@ -224,7 +239,7 @@ def bench_svg(report, quick: bool = False, per_set: int = 100, model: str | None
                 for image, source_bytes in tqdm(inputs, desc=f"{set_name} {method}", leave=False):
                     t = time.perf_counter()
                     try:
-                        out = fn(image)
+                        out = fn(image, set_name) if method == "ours-default" else fn(image)
                     except (SVGError, ValueError, RuntimeError):
                         out = None
                     rows.append(measure(out, image, source_bytes, time.perf_counter() - t))
@@ -235,11 +250,17 @@ def bench_svg(report, quick: bool = False, per_set: int = 100, model: str | None
         for method, rows in everything.items():
             report.add(method, "all", **aggregate(rows, peaks[method]))
     report.compare("vtracer-binary", ["ssim", "bytes", "sec_per_image"])
+    won = {name: w for name, w in winners.items() if name is not None}
+    if won:
+        every = [x for w in won.values() for x in w]
+        per = ", ".join(f"{name} {w.count('model')}/{len(w)}" for name, w in won.items())
+        report.note(f"ours-default: the model's refined proposal won {every.count('model')} of {len(every)} images "
+                    f"({per}); the empty canvas won the others ({every.count('empty-canvas')}).")
     report.note(f"Inputs: {per_set} test-split items per set (evenly spaced by id), source SVG rendered at "
                 f"{SIZE} px on white; outputs rendered at {SIZE} px. SSIM/MSE on RGB in [0, 1]; a failed or "
                 "invalid output scores as a blank image. bytes/paths average the valid outputs; "
                 "bytes_vs_source = output bytes / the source's normalised SVG bytes. vtracer and potrace "
-                f"with default settings (potrace: grey < 0.5 is ink). Refinement: {refine_steps} steps, at most "
-                "32 shapes, fitted at 128 px. Each method runs once untimed "
-                "first; peak_mb: RSS above the level before the method ran (CUDA allocated memory for "
-                "ours on a GPU).")
+                f"with default settings (potrace: grey < 0.5 is ink). Refinement: {refine_steps} steps per "
+                "candidate, at most 32 shapes, fitted at 128 px; ours-default: the pipeline's defaults. "
+                "Each method runs once untimed first; peak_mb: RSS above the level before the method ran "
+                "(CUDA allocated memory for ours on a GPU).")

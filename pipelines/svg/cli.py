@@ -8,15 +8,20 @@ import typer
 
 from genstudio.cli_common import DeviceOpt, OverwriteOpt, PrecisionOpt, SeedOpt
 
-from . import DEFAULT_MODEL  # no torch at import: `genstudio --help` stays fast
+# no torch at import: `genstudio --help` stays fast
+from . import DEFAULT_MODEL, REFINE_SECONDS, REFINE_STEPS, REFINE_TOP_K
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
 def _describe(out) -> str:
     s = out.score
-    return (f"SSIM={s['ssim']:.4f} MSE={s['mse']:.5f} paths={s['paths']} bytes={s['bytes']}  "
-            f"({out.message}{f', candidate #{out.best}' if len(out.candidates) > 1 else ''})")
+    notes = out.message
+    if len(out.candidates) > 1:
+        notes += f", candidate #{out.best}"
+    if out.metadata.get("winner"):
+        notes += f" ({out.metadata['winner']})"
+    return f"SSIM={s['ssim']:.4f} MSE={s['mse']:.5f} paths={s['paths']} bytes={s['bytes']}  ({notes})"
 
 
 def svg(ctx: typer.Context,
@@ -33,10 +38,18 @@ def svg(ctx: typer.Context,
         max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1,
                                                  help="Most SVG tokens per candidate (default: the model's)."),
         refine: bool = typer.Option(True, "--refine/--no-refine",
-                                    help="Fit each candidate's numbers to the image with the differentiable "
-                                         "rasteriser (the model keeps the structure)."),
-        refine_steps: int = typer.Option(100, "--refine-steps", min=1, max=5000,
+                                    help="Fit the best candidates' numbers to the image with the differentiable "
+                                         "rasteriser (the model keeps the structure), and also vectorise from "
+                                         "an empty canvas; --no-refine: the model's best-of-N as written."),
+        refine_steps: int = typer.Option(REFINE_STEPS, "--refine-steps", min=1, max=5000,
                                          help="Optimiser steps per candidate when refining."),
+        refine_top_k: int = typer.Option(REFINE_TOP_K, "--refine-top-k", min=0, max=64,
+                                         help="Model candidates refined (the best by their own score)."),
+        refine_seconds: float = typer.Option(REFINE_SECONDS, "--refine-seconds", min=0.0,
+                                             help="Time bound for all refinements of one image."),
+        empty_canvas: bool = typer.Option(True, "--empty-canvas/--no-empty-canvas",
+                                          help="When refining, also vectorise from an empty canvas (one more "
+                                               "candidate; the output never fails on a drawable image)."),
         max_paths: int = typer.Option(32, "--max-paths", min=1, max=256,
                                       help="Most shapes in a refined SVG (refinement adds shapes where the "
                                            "error stays large and prunes invisible ones)."),
@@ -53,7 +66,8 @@ def svg(ctx: typer.Context,
         raise InputError(f"image {image} does not exist")
     options = dict(num_candidates=candidates, temperature=temperature, top_p=top_p,
                    max_new_tokens=max_tokens, seed=run.seed, refine=refine, refine_steps=refine_steps,
-                   max_paths=max_paths)
+                   max_paths=max_paths, refine_top_k=refine_top_k, refine_seconds=refine_seconds,
+                   empty_canvas=empty_canvas)
 
     if image.is_dir():
         files = files_in(image, IMAGE_SUFFIXES, "images")
@@ -70,6 +84,6 @@ def svg(ctx: typer.Context,
     out = pipe(picture, **options)
     if out.failed:
         raise RuntimeError(f"{image}: {out.message}; nothing was written "
-                           f"(try --candidates 8 or a larger --max-tokens)")
+                           f"(try {'--candidates 8 or a larger --max-tokens' if refine else 'without --no-refine'})")
     out.save(target)
     console.print(f"[green]wrote[/green] {target}  {_describe(out)}")

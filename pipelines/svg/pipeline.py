@@ -7,13 +7,15 @@
 Best-of-N: the model writes N candidates (greedy for N=1, sampling for N>1 unless `do_sample`
 says otherwise); each is repaired into a standalone SVG, sanitised if it holds anything unsafe,
 rendered at the model's resolution and compared with the preprocessed input (SSIM, then MSE,
-on the image flattened on white). With `refine=True` (the default) each usable candidate's
-numbers are then fitted to the input by the differentiable rasteriser (the model keeps the
-structure: primitives, order, colours; genstudio.formats.svg_refine), and every candidate is
-rescored at REFINE_SIZE px from its rounded, refined text (of refined candidates within
-SSIM_TOLERANCE of the best, the shortest wins). The best is returned with width/height set to
-the input's size. When no candidate yields a drawing, `failed` is True and `message` says why:
-an empty `<svg/>` is never returned.
+on the image flattened on white). With `refine=True` (the default) the `refine_top_k` best
+usable candidates have their numbers fitted to the input by the differentiable rasteriser (the
+model keeps the structure: primitives, order, colours; genstudio.formats.svg_refine), and one more
+candidate is refined from an empty canvas (`empty_canvas=True`: a model-free vectoriser, so a
+model that writes nothing usable still yields a drawing). Refined candidates are rescored at
+REFINE_SIZE px from their rounded text; of those within SSIM_TOLERANCE of the best, the shortest
+wins (`out.metadata["winner"]`: "model" or "empty-canvas"). The best is returned with
+width/height set to the input's size. When no candidate yields a drawing, `failed` is True and
+`message` says why: an empty `<svg/>` is never returned.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from genstudio.metrics import mse, ssim
 from genstudio.pipeline import SEED_DEFAULT, PipelineMixin, PipelineOutput
 from genstudio.render import InputError, flatten_alpha, load_image, pad_square, write_text
 
-from . import DEFAULT_MODEL
+from . import DEFAULT_MODEL, REFINE_SECONDS, REFINE_STEPS, REFINE_TOP_K
 MAX_RENDER_SIDE = 1024
 REFINE_SIZE = 128  # refinement fits and scores at this resolution (the model sees image_size)
 
@@ -48,6 +50,7 @@ class SVGCandidate:
     error: str | None = None      # why the candidate is unusable
     refined: bool = False         # `svg` is the refined text; `unrefined` the model's
     unrefined: str | None = None
+    origin: str = "model"         # "model", or "empty-canvas" (refinement from nothing)
 
 
 @dataclass
@@ -172,16 +175,21 @@ class StarVectorPipeline(PipelineMixin):
 
     def __call__(self, image, num_candidates: int = 1, temperature: float = 0.8, top_p: float = 0.95,
                  top_k: int = 0, max_new_tokens: int | None = None, seed: int | None = SEED_DEFAULT,
-                 do_sample: bool | None = None, generator=None, refine: bool = True, refine_steps: int = 100,
-                 max_paths: int = 32, refine_seconds: float = 60.0, progress: bool | None = None) -> SVGOutput:
+                 do_sample: bool | None = None, generator=None, refine: bool = True,
+                 refine_steps: int = REFINE_STEPS, max_paths: int = 32, refine_seconds: float = REFINE_SECONDS,
+                 refine_top_k: int = REFINE_TOP_K, empty_canvas: bool = True,
+                 progress: bool | None = None) -> SVGOutput:
         """One image (path, PIL or HxWx3 array) -> SVGOutput. Raises InputError for a bad image.
         Sampling (N > 1) is seeded by `seed` (default 0; None draws one) or `generator`'s seed.
-        `refine`: fit each candidate's numbers to the image (`refine_steps` optimiser steps, at
-        most `max_paths` shapes, `refine_seconds` for all candidates together)."""
+        `refine`: fit the `refine_top_k` best candidates' numbers to the image, plus one candidate
+        from an empty canvas when `empty_canvas` (`refine_steps` optimiser steps each, at most
+        `max_paths` shapes, `refine_seconds` for all of them together). `refine=False` is plain
+        best-of-N on the model's text."""
         if num_candidates < 1:
             raise InputError(f"num_candidates must be >= 1 (got {num_candidates})")
-        if refine and (refine_steps < 0 or max_paths < 1):
-            raise InputError(f"refine_steps must be >= 0 and max_paths >= 1 (got {refine_steps}, {max_paths})")
+        if refine and (refine_steps < 0 or max_paths < 1 or refine_top_k < 0):
+            raise InputError(f"refine_steps and refine_top_k must be >= 0 and max_paths >= 1 "
+                             f"(got {refine_steps}, {refine_top_k}, {max_paths})")
         started = time.perf_counter()
         _, seed = self.make_generator(seed, generator)
         image, source = self._load(image)
@@ -195,22 +203,33 @@ class StarVectorPipeline(PipelineMixin):
             gen["max_new_tokens"] = max_new_tokens
         texts = self._generate(image, num_candidates, **gen)
         candidates = [self.score_candidate(t, reference) for t in texts]
-        if refine and refine_steps > 0:
-            self.refine_candidates(candidates, image, refine_steps, max_paths, refine_seconds, progress)
-        out = self._choose(candidates, image.size, source)
+        refining = refine and refine_steps > 0
+        if refining:
+            if empty_canvas:
+                candidates.append(SVGCandidate(raw="", origin="empty-canvas"))
+            self.refine_candidates(candidates, image, refine_steps, max_paths, refine_seconds, progress,
+                                   top_k=refine_top_k)
+        out = self._choose(candidates, image.size, source, refined_only=refining)
         out.metadata = self.metadata(seed, None, started, candidates=num_candidates,
                                      max_new_tokens=gen.get("max_new_tokens"),
-                                     refine_steps=refine_steps if refine else 0)
+                                     refine_steps=refine_steps if refine else 0,
+                                     refine_top_k=refine_top_k if refining else 0,
+                                     empty_canvas=bool(refining and empty_canvas),
+                                     winner=None if out.best is None else candidates[out.best].origin)
         return out
 
     # 3b. refinement: the model's structure, numbers fitted by the differentiable rasteriser
     def refine_candidates(self, candidates: list[SVGCandidate], image: Image.Image, steps: int, max_paths: int,
-                          seconds: float, progress: bool | None = None) -> None:
-        """Refine every usable candidate in place; its score becomes the refined text's at
-        REFINE_SIZE px, so best-of-N compares refined with refined. Never worse than the model's
-        text: refinement returns the input when nothing it tried scored higher."""
+                          seconds: float, progress: bool | None = None, top_k: int | None = None) -> None:
+        """Refine, in place, the `top_k` (None: all) usable model candidates with the highest
+        scores and every "empty-canvas" candidate (from nothing); a refined candidate's score
+        becomes its text's at REFINE_SIZE px, so best-of-N compares refined with refined. Never
+        worse than the model's text: refinement returns the input when nothing it tried scored
+        higher."""
         from genstudio.formats.svg_refine import refine_svg, score_svg
-        usable = [c for c in candidates if c.svg is not None]
+        ranked = sorted((c for c in candidates if c.svg is not None and c.origin == "model"),
+                        key=lambda c: (-c.score["ssim"], c.score["mse"]))
+        usable = ranked[:top_k] + [c for c in candidates if c.origin == "empty-canvas"]
         if not usable:
             return
         target = square_on_white(image, REFINE_SIZE)
@@ -221,18 +240,24 @@ class StarVectorPipeline(PipelineMixin):
                 try:
                     result = refine_svg(cand.svg, target, steps=steps, max_paths=max_paths, size=REFINE_SIZE,
                                         time_limit=seconds / len(usable), callback=lambda _: bar.update())
-                except SVGError:
-                    cand.score = score_svg(cand.svg, target)  # like with like, even unrefined
+                except SVGError as e:
+                    if cand.svg is None:  # the empty canvas found nothing to draw (a blank input)
+                        cand.error = f"refinement from an empty canvas: {e}"
+                    else:
+                        cand.score, cand.refined, cand.unrefined = score_svg(cand.svg, target), True, cand.svg
                     continue
                 cand.unrefined, cand.svg, cand.score, cand.refined = cand.svg, result.svg, result.score, True
 
     # 4. best-of-N and the final, sized SVG
-    def _choose(self, candidates: list[SVGCandidate], size: tuple[int, int], source: str | None) -> SVGOutput:
+    def _choose(self, candidates: list[SVGCandidate], size: tuple[int, int], source: str | None,
+                refined_only: bool = False) -> SVGOutput:
         usable = [i for i, c in enumerate(candidates) if c.svg is not None]
+        if refined_only and any(candidates[i].refined for i in usable):  # scored at REFINE_SIZE: like with like
+            usable = [i for i in usable if candidates[i].refined]
         if not usable:
             reasons = "; ".join(dict.fromkeys(c.error or "unknown" for c in candidates))
             return SVGOutput(None, None, {}, candidates, failed=True, size=size, source=source,
-                             message=f"the model produced no usable SVG ({len(candidates)} candidate"
+                             message=f"no usable SVG ({len(candidates)} candidate"
                                      f"{'s' if len(candidates) != 1 else ''}: {reasons})")
         best = max(usable, key=lambda i: (candidates[i].score["ssim"], -candidates[i].score["mse"]))
         if candidates[best].refined:  # refined candidates often tie: of the close ones, the shortest
@@ -245,12 +270,17 @@ class StarVectorPipeline(PipelineMixin):
         svg = set_root_attributes(cand.svg, width=str(w), height=str(h),
                                   preserveAspectRatio="xMidYMid slice" if w != h else None)
         stats = svg_stats(svg)
-        notes = [f"best of {len(candidates)}" if len(candidates) > 1 else "1 candidate"]
+        proposals = sum(c.origin == "model" for c in candidates)
+        notes = [f"best of {proposals}" if proposals > 1 else f"{proposals} model candidate"]
+        if len(candidates) > proposals:
+            notes[0] += " + an empty canvas"
         if cand.repaired:
             notes.append("repaired a truncated/malformed output")
         if cand.sanitized:
             notes.append("removed unsafe content")
-        if cand.refined:
+        if cand.origin == "empty-canvas":
+            notes.append("refinement from an empty canvas won")
+        elif cand.refined:
             notes.append("refined" if cand.svg != cand.unrefined else "refinement kept the model's SVG")
         return SVGOutput(svg, render_at_aspect(cand.svg, w, h), dict(cand.score, paths=stats["paths"],
                          bytes=stats["bytes"]), candidates, best=best, repaired=cand.repaired, size=size,
