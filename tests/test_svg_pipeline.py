@@ -145,7 +145,7 @@ def test_empty_canvas_candidate_rescues_a_model_that_writes_garbage():
     import numpy as np
     pipe = fake_pipe(["<svg garbage", "no svg at all"])
     image = Image.fromarray(rasterize_svg(SQUARE, 64))
-    out = pipe(image, num_candidates=2, refine_steps=12, progress=False)
+    out = pipe(image, num_candidates=2, refine_steps=12, refine_seconds=600, progress=False)
     assert not out.failed and validate_svg(out.svg) == [] and not is_empty(out.svg)
     assert out.metadata["winner"] == "empty-canvas" and out.candidates[out.best].origin == "empty-canvas"
     assert len(out.candidates) == 3 and all(c.error for c in out.candidates[:2])
