@@ -111,6 +111,16 @@ def _allowed(grammar, prefix, vocab=132):
     return torch.isfinite(scores[0])
 
 
+def test_grammar_stops_a_decoder_that_cycles_through_the_same_faces():
+    a, b, c = [10, 10, 10], [10, 11, 10], [10, 10, 11]  # coordinates as tokens (offset included)
+    cycle = a + b + c + a + b + c  # faces (a,b,c), (b,c,a), ... : one face repeated
+    loop = a + b + c + (a + b + c) * 4  # 15 vertices = 13 faces, 12 of them repeats
+    assert _allowed(AMTGrammar(loop_faces=12), loop).tolist() == [i == EOS for i in range(132)]
+    assert _allowed(AMTGrammar(loop_faces=13), loop)[3:131].any()  # one repeat short: it may go on
+    assert _allowed(AMTGrammar(loop_faces=None), loop)[3:131].any()
+    assert _allowed(AMTGrammar(loop_faces=2), cycle)[EOS]
+
+
 def test_grammar_accepts_real_sequences_and_forbids_invalid_tokens():
     for name, mesh in fixture_meshes().items():
         tokens = amt_encode(quantize_mesh(mesh.vertices, mesh.faces)).tolist() + [EOS]

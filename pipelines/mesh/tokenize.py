@@ -254,10 +254,15 @@ class AMTGrammar(LogitsProcessor):
       face), the 2nd and 3rd vertices are > the first (smallest vertex leads), and a vertex never
       repeats one of the two it forms a face with. A constraint that would leave nothing is lifted.
     - `max_faces`: after that many faces only EOS is allowed; `max_new_tokens` likewise near the end.
+    - a decoder caught in a loop (`loop_faces` faces in a row that repeat an earlier face, which
+      post-processing would drop anyway) may only stop: a small model's greedy pass otherwise spends
+      the whole token budget cycling, then the pipeline samples again.
     """
 
-    def __init__(self, num_bins: int = NUM_BINS, max_faces: int | None = None, max_new_tokens: int | None = None):
+    def __init__(self, num_bins: int = NUM_BINS, max_faces: int | None = None, max_new_tokens: int | None = None,
+                 loop_faces: int | None = 24):
         self.num_bins, self.max_faces, self.max_new_tokens = num_bins, max_faces, max_new_tokens
+        self.loop_faces = loop_faces
         self.sep = separator_id(num_bins)
         self.vocab = amt_vocab_size(num_bins)
         self.rows: list[dict] = []
@@ -265,7 +270,8 @@ class AMTGrammar(LogitsProcessor):
 
     def _new_row(self) -> dict:
         # count: vertices in the current strip; strip: its last three vertices
-        return dict(partial=[], strip=[], count=0, first=None, prev_start=None, faces=0, done=False)
+        return dict(partial=[], strip=[], count=0, first=None, prev_start=None, faces=0, done=False,
+                    seen=set(), repeats=0)
 
     def _advance(self, row: dict, t: int) -> None:
         if row["done"]:
@@ -286,6 +292,9 @@ class AMTGrammar(LogitsProcessor):
                 row["count"] += 1
                 if row["count"] >= 3:
                     row["faces"] += 1
+                    key = tuple(sorted(row["strip"]))
+                    row["repeats"] = row["repeats"] + 1 if key in row["seen"] else 0
+                    row["seen"].add(key)
 
     def _allowed(self, row: dict, generated: int) -> np.ndarray:
         allowed = np.zeros(self.vocab, dtype=bool)
@@ -296,7 +305,8 @@ class AMTGrammar(LogitsProcessor):
         slot, count = len(row["partial"]), row["count"]
         if slot == 0 and count >= 3:
             near_end = self.max_new_tokens is not None and generated + 4 > self.max_new_tokens
-            if (self.max_faces is not None and row["faces"] >= self.max_faces) or near_end:
+            looping = self.loop_faces is not None and row["repeats"] >= self.loop_faces
+            if (self.max_faces is not None and row["faces"] >= self.max_faces) or near_end or looping:
                 allowed[EOS] = True
                 return allowed
             allowed[EOS] = True
