@@ -414,16 +414,9 @@ def _shape_to_path(shape, precision: int) -> str | None:
 
 # ---- Public API ----
 
-def normalize_svg(text: str | bytes, size: int = 256, precision: int = 1) -> str:
-    """Canonical single-line SVG: viewBox `0 0 size size`, every shape a flattened absolute path.
-
-    Raises SVGError for malformed or unsafe XML, an unknown drawing extent, features that cannot
-    be flattened into paths (text, clip-path, mask, filter, patterns) or a drawing with nothing
-    visible. `currentColor` is black; gradients become their mean stop colour.
-    """
-    from svgelements import SVG, Shape
-    if size <= 0 or precision < 0:
-        raise SVGError(f"size must be > 0 and precision >= 0 (got size={size}, precision={precision})")
+def parse_with_viewbox(text: str | bytes):
+    """(root element, [x, y, w, h]) of a safe SVG document; SVGError when it is not one or has no
+    extent (no viewBox and no absolute width/height, or an empty one)."""
     root = parse_svg(text)
     if root is None or root.tag != "svg":
         raise SVGError(f"not an SVG document (root element is <{getattr(root, 'tag', '?')}>)")
@@ -435,6 +428,20 @@ def normalize_svg(text: str | bytes, size: int = 256, precision: int = 1) -> str
         vb = [0.0, 0.0, w, h]
     if vb[2] <= 0 or vb[3] <= 0:
         raise SVGError(f"SVG viewBox has no area ({root.get('viewBox')!r})")
+    return root, vb
+
+
+def normalize_svg(text: str | bytes, size: int = 256, precision: int = 1) -> str:
+    """Canonical single-line SVG: viewBox `0 0 size size`, every shape a flattened absolute path.
+
+    Raises SVGError for malformed or unsafe XML, an unknown drawing extent, features that cannot
+    be flattened into paths (text, clip-path, mask, filter, patterns) or a drawing with nothing
+    visible. `currentColor` is black; gradients become their mean stop colour.
+    """
+    from svgelements import SVG, Shape
+    if size <= 0 or precision < 0:
+        raise SVGError(f"size must be > 0 and precision >= 0 (got size={size}, precision={precision})")
+    root, vb = parse_with_viewbox(text)
 
     try:
         body = _Cleaner(root).clean(root, as_container=None)  # the root <svg>; viewport set below

@@ -23,7 +23,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import torch
 
-from .svg import SVG_NS, SVGError, _Cleaner, _fmt, _length, _numbers, parse_svg
+from .svg import SVG_NS, SVGError, _Cleaner, _fmt, _length, parse_with_viewbox
 from .svg_geometry import Scene, Shape
 
 _CAPS, _JOINS = ("butt", "round", "square"), ("miter", "round", "bevel")
@@ -111,17 +111,7 @@ def scene_from_svg(text: str | bytes, dtype=torch.float32, requires_grad: bool =
     """Parse an SVG into a Scene whose numbers are tensors (`requires_grad`). Raises SVGError for
     unsafe or unreadable input and for features the normaliser refuses (text, clip-path, ...)."""
     from svgelements import SVG, Shape as SvgShape
-    root = parse_svg(text)
-    if root is None or root.tag != "svg":
-        raise SVGError(f"not an SVG document (root element is <{getattr(root, 'tag', '?')}>)")
-    vb = _numbers(root.get("viewBox"))
-    if len(vb) != 4:
-        w, h = _length(root.get("width")), _length(root.get("height"))
-        if not w or not h:
-            raise SVGError("SVG has neither a viewBox nor an absolute width/height: its extent is unknown")
-        vb = [0.0, 0.0, w, h]
-    if vb[2] <= 0 or vb[3] <= 0:
-        raise SVGError(f"SVG viewBox has no area ({root.get('viewBox')!r})")
+    root, vb = parse_with_viewbox(text)
     scene = Scene(float(vb[2]), float(vb[3]))
     try:
         body = _Cleaner(root).clean(root, as_container=None)
