@@ -74,12 +74,13 @@ def train(ctx: typer.Context,
     precision = precision or (root.precision if root.precision != "auto" else None)
     device = device or root.device
     if precision is not None:
-        from .precision import PRECISIONS
-        if precision.lower() not in PRECISIONS:
-            raise typer.BadParameter(f"{precision!r}: use one of {', '.join(PRECISIONS)}", param_hint="--precision")
         import torch
-        if precision.lower() == "fp16" and (device == "cpu" or not torch.cuda.is_available()):
-            raise typer.BadParameter("fp16 needs a CUDA GPU: use auto, fp32 or bf16", param_hint="--precision")
+        from .train import _train_device, train_precision
+        no_accel = not torch.cuda.is_available() and not torch.backends.mps.is_available()
+        try:  # train() runs the same check, but only after the recipe is built: fail before that
+            train_precision(precision, _train_device(device == "cpu" or no_accel))
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--precision") from None
         cfg["mixed_precision"] = precision.lower()
     if device == "cpu":
         cfg["cpu"] = True

@@ -129,7 +129,6 @@ def run_batch(jobs: Iterable[tuple[Path, Path]], process: Callable[[Path], objec
     a failed result) is recorded and the batch goes on. `done(output)` says whether an output is
     already there (for results of several files)."""
     from tqdm.auto import tqdm
-    from .render import InputError
     summary = BatchSummary()
     jobs = list(jobs)
     bar = tqdm(jobs, desc=desc, unit="item", disable=not progress)
@@ -142,7 +141,7 @@ def run_batch(jobs: Iterable[tuple[Path, Path]], process: Callable[[Path], objec
             if getattr(result, "failed", False):
                 raise ValueError(getattr(result, "message", "") or "failed")
             result.save(target)
-        except (InputError, ValueError, OSError) as e:
+        except Exception as e:  # one bad item (InputError, OSError, a RuntimeError...) does not stop the batch
             summary.failed.append((source.name, str(e).splitlines()[0] if str(e) else type(e).__name__))
             continue
         summary.done.append(source.name)

@@ -1,8 +1,6 @@
 """Device and seed helpers shared by the CLI, pipelines and the app."""
 from __future__ import annotations
 
-import random
-
 
 def resolve_device(name: str | None = "auto") -> str:
     """'auto' -> cuda, then mps, then cpu; anything else is checked and returned."""
@@ -23,18 +21,3 @@ def resolve_device(name: str | None = "auto") -> str:
         raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps")
     return name
 
-
-def seed_everything(seed: int | None) -> None:
-    if seed is None:
-        return
-    import numpy as np
-    import torch
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def autocast_dtype(device: str, precision: str | None = "auto"):
-    """The autocast dtype the precision policy picks (genstudio.precision); None means fp32."""
-    from .precision import resolve_precision
-    return resolve_precision(device, precision).dtype

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -92,10 +94,16 @@ def export_run(run_dir: str | Path, to: str | Path, dtype: str = "fp16", overwri
         raise FileExistsError(f"{to} exists: pass --overwrite to replace it")
     if to.resolve() == run_dir.resolve() or run_dir.resolve() in to.resolve().parents:
         raise ValueError(f"--to {to} lies inside the run {run_dir}: export to a folder of its own")
+    if to.resolve() in run_dir.resolve().parents:
+        raise ValueError(f"--to {to} holds the run {run_dir}: export to a folder of its own")
+    if to.exists() and not _replaceable(to):
+        raise ValueError(f"--to {to} exists and is not a checkpoint folder (no config.json or .safetensors): "
+                         "--overwrite only replaces an earlier export; pick a new folder")
     to.parent.mkdir(parents=True, exist_ok=True)
-    tmp, old = to.with_name(f".{to.name}.export-tmp"), to.with_name(f".{to.name}.export-old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp = Path(tempfile.mkdtemp(dir=to.parent, prefix=f".{to.name}.export-"))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the checkpoint gets the usual permissions
     try:
         exporter(run_dir, tmp, DTYPES[dtype], **options)
         _check_safetensors(tmp)
@@ -107,13 +115,21 @@ def export_run(run_dir: str | Path, to: str | Path, dtype: str = "fp16", overwri
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if to.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        to.rename(old)
+        old = Path(tempfile.mkdtemp(dir=to.parent, prefix=f".{to.name}.export-old-"))
+        to.rename(old / to.name)
         tmp.rename(to)
         shutil.rmtree(old, ignore_errors=True)
     else:
         tmp.rename(to)
     return to
+
+
+def _replaceable(folder: Path) -> bool:
+    """An empty folder or one that looks like a checkpoint (config.json or .safetensors, top or one down)."""
+    if not folder.is_dir():
+        return False
+    signs = ("config.json", "*/config.json", "*.safetensors", "*/*.safetensors")
+    return not any(folder.iterdir()) or any(any(folder.glob(pattern)) for pattern in signs)
 
 
 def _check_safetensors(folder: Path) -> None:

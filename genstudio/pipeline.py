@@ -102,11 +102,13 @@ def task_of_checkpoint(folder: str | os.PathLike) -> str | None:
 
 def load(task: str, model: str | os.PathLike | None = None, device: str = "auto", precision: str = "auto",
          **kwargs):
-    """`genstudio.load("svg")`: the task's pipeline on its shipped checkpoint (or `model`)."""
-    classes = pipeline_classes()
-    if task not in classes:
-        raise KeyError(f"unknown task {task!r}; installed: {', '.join(sorted(classes)) or 'none'}")
-    return classes[task].from_pretrained(model, device=device, precision=precision, **kwargs)
+    """`genstudio.load("svg")`: the task's pipeline on its shipped checkpoint (or `model`).
+
+    Only that task's entry point is loaded, so its import error (e.g. missing extras) shows as is."""
+    found = {ep.name: ep for ep in entry_points(group="genstudio.pipelines")}
+    if task not in found:
+        raise KeyError(f"unknown task {task!r}; installed: {', '.join(sorted(found)) or 'none'}")
+    return found[task].load().from_pretrained(model, device=device, precision=precision, **kwargs)
 
 
 # ---------------------------------------------------------------- the base
@@ -183,7 +185,7 @@ class PipelineMixin:
         if generator is not None:
             return generator, int(generator.initial_seed())
         if seed is None:
-            seed = int(torch.seed() % 2**63)
+            seed = int.from_bytes(os.urandom(8), "little") % 2**63  # leaves torch's global RNG alone
         seed = check_seed(seed)
         return torch.Generator().manual_seed(seed), seed
 

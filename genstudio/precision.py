@@ -75,10 +75,10 @@ def cpu_bf16_native() -> tuple[bool | None, str]:
     forced = os.environ.get("GENSTUDIO_CPU_BF16", "").strip().lower()
     if forced in ("0", "1", "false", "true", "no", "yes"):  # an escape hatch where detection is wrong
         return forced in ("1", "true", "yes"), f"GENSTUDIO_CPU_BF16={forced}"
-    probes = [("torch", getattr(torch.cpu, "_is_amx_tile_supported", None), "AMX"),
-              ("torch", getattr(torch.cpu, "_is_avx512_bf16_supported", None), "AVX-512 BF16")]
+    probes = [(getattr(torch.cpu, "_is_amx_tile_supported", None), "AMX"),
+              (getattr(torch.cpu, "_is_avx512_bf16_supported", None), "AVX-512 BF16")]
     answered = False
-    for source, probe, label in probes:
+    for probe, label in probes:
         if probe is None:
             continue
         try:
@@ -92,8 +92,7 @@ def cpu_bf16_native() -> tuple[bool | None, str]:
         for flag, label in (("amx_bf16", "AMX"), ("avx512_bf16", "AVX-512 BF16")):
             if flag in flags:
                 return True, f"the CPU has {label} (/proc/cpuinfo)"
-        return False, f"the CPU has neither AMX nor AVX-512 BF16 ({torch.backends.cpu.get_cpu_capability()}): bf16 is emulated"
-    if answered:
+    if flags is not None or answered:
         return False, f"the CPU has neither AMX nor AVX-512 BF16 ({torch.backends.cpu.get_cpu_capability()}): bf16 is emulated"
     return None, "the CPU's bf16 support could not be read"
 
@@ -136,10 +135,9 @@ def measured_cpu_bf16() -> tuple[bool, str]:
     if key not in cache:
         cache[key] = round(matmul_speed_ratio(), 3)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(cache, indent=1))
-            tmp.replace(path)
+            from .render import atomic_path  # unique temp file + os.replace: concurrent runs cannot clash
+            with atomic_path(path) as tmp:
+                tmp.write_text(json.dumps(cache, indent=1))
         except OSError:
             pass  # a read-only home: measure again next time
     ratio = cache[key]

@@ -132,6 +132,22 @@ def test_export_refuses_to_overwrite_unless_asked(toy_run, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
+def test_export_overwrite_never_replaces_the_run_or_a_folder_holding_it(toy_run, tmp_path):
+    from genstudio.export import export_run
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    for target in (tmp_path, toy_run.parent, toy_run, toy_run / "final"):
+        with pytest.raises(ValueError, match="run"):
+            export_run(toy_run, target, overwrite=True)
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "todo.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="not a checkpoint folder"):
+        export_run(toy_run, other, overwrite=True)
+    assert (other / "todo.txt").read_text() == "keep me"
+    after = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.parent != other and p != other)
+    assert after == before  # nothing deleted, no temp folder left
+
+
 def test_a_failing_export_leaves_nothing_behind(toy_run, tmp_path, monkeypatch):
     import genstudio.export
 

@@ -176,6 +176,33 @@ def test_refine_from_an_empty_canvas_adds_shapes_on_the_error():
     assert 1 <= len(scene_from_svg(result.svg).shapes) <= 4
 
 
+def test_refine_from_an_empty_canvas_never_adds_past_max_paths():
+    from genstudio.formats.svg_refine import refine_svg
+    result = refine_svg(None, rasterize_svg(ICON, 32), steps=4, size=32, max_paths=2)
+    assert result.added <= 2 and len(scene_from_svg(result.svg).shapes) <= 2
+
+
+def test_refine_threads_only_the_outermost_main_thread_call_sets_them():
+    import threading
+    from genstudio.formats.svg_refine import _threads
+    before = torch.get_num_threads()
+    seen = []
+    with _threads(before + 1):
+        with _threads(before + 2):  # nested: the outer setting stays
+            seen.append(torch.get_num_threads())
+        seen.append(torch.get_num_threads())
+    seen.append(torch.get_num_threads())
+    assert seen == [before + 1, before + 1, before]
+
+    def worker():
+        with _threads(before + 3):
+            seen.append(torch.get_num_threads())
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen[-1] == before == torch.get_num_threads()  # a worker thread leaves the process setting alone
+
+
 def test_simplify_drops_invisible_vertices_and_straightens_flat_curves():
     from genstudio.formats.svg_refine import _simplify
     scene = scene_from_svg(SVG.format('<polygon points="2 2 10 2.01 20 2 20 20 2 20"/>'

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -186,16 +187,34 @@ def _prune(scene: Scene, target: torch.Tensor, tau: float) -> int:
 
 # ---- The loop ----
 
+_THREADS_LOCK = threading.Lock()
+_threads_depth = 0
+_threads_saved: int | None = None
+
+
 @contextlib.contextmanager
 def _threads(n: int | None):
-    """Small tensor ops: on shared cores one thread is much faster than two contending ones."""
-    old = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
+    """Small tensor ops: on shared cores one thread is much faster than two contending ones.
+
+    torch's thread count is process-wide: only the outermost call on the main thread sets and
+    restores it; other threads (the Gradio app's workers) leave the process setting alone."""
+    global _threads_depth, _threads_saved
+    if not n or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    with _THREADS_LOCK:
+        _threads_depth += 1
+        if _threads_depth == 1:
+            _threads_saved = torch.get_num_threads()
+            torch.set_num_threads(n)
     try:
         yield
     finally:
-        torch.set_num_threads(old)
+        with _THREADS_LOCK:
+            _threads_depth -= 1
+            if _threads_depth == 0:
+                torch.set_num_threads(_threads_saved)
+                _threads_saved = None
 
 
 def _optimizer(scene: Scene, lr_geometry: float, lr_paint: float) -> torch.optim.Adam | None:
@@ -331,7 +350,8 @@ def refine_svg(svg_text: str | None, target_image, steps: int = 100, max_paths: 
                 with torch.no_grad():
                     image = render(scene, size).numpy()
                 budget = max(1, (max_paths - len(scene.shapes)) // max(1, rounds - 1)) if scene.shapes else 4
-                new = _add_shapes(scene, image, target_np.astype(np.float32) / 255, budget, dtype)
+                budget = min(budget, max_paths - len(scene.shapes))  # never past max_paths (an empty canvas too)
+                new = _add_shapes(scene, image, target_np.astype(np.float32) / 255, budget, dtype) if budget > 0 else []
                 if new:
                     result.added += len(new)
                     optimizer = _optimizer(scene, lr * unit, 0.02)

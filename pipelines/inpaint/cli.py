@@ -47,11 +47,12 @@ def inpaint(ctx: typer.Context,
         if not path.is_file():
             raise InputError(f"{what} {path} does not exist or is not a file")
     img = load_image(image)
-    prepare_hole(_load_mask(mask), img.size)  # fail early
+    hole = _load_mask(mask)
+    prepare_hole(hole, img.size)  # fail early
     out_dir = output_folder(output, Path("outputs/inpaint") / image.stem)
 
     pipe = PUTInpaintPipeline.from_pretrained(model, device=run.device, precision=run.precision)
-    result = pipe(img, _load_mask(mask), progress=True, **options)
+    result = pipe(img, hole, progress=True, **options)
     result.source = str(image)
     paths = result.save(out_dir)
     console.print(f"hole {100 * result.info['hole_ratio']:.1f}% of {img.size[0]}x{img.size[1]}, model at "
@@ -64,7 +65,7 @@ def inpaint(ctx: typer.Context,
 def _folder(images: Path, masks: Path, output: Optional[Path], model: str, run, options: dict,
             overwrite: bool) -> None:
     """--image DIR --mask DIR: each image with the mask of the same stem -> OUT/<stem>_inpaint_<i>.png."""
-    from genstudio.cli_common import files_in, finish_batch, output_folder, run_batch
+    from genstudio.cli_common import files_in, finish_batch, output_folder, output_names, run_batch
     from genstudio.render import InputError, load_image
     from .pipeline import IMAGE_SUFFIXES, PUTInpaintPipeline
     if not masks.is_dir():
@@ -85,7 +86,7 @@ def _folder(images: Path, masks: Path, output: Optional[Path], model: str, run, 
     def done(target: Path) -> bool:
         return all(p.exists() for p in ([target] if n == 1 else
                                         [target.with_name(f"{target.stem}_{i}{target.suffix}") for i in range(n)]))
-    jobs = [(f, out_dir / f"{f.stem}_inpaint.png") for f in files]
+    jobs = [(f, out_dir / name) for f, name in zip(files, output_names(files, "_inpaint.png"))]
     finish_batch(run_batch(jobs, fill, "inpaint", overwrite=overwrite, done=done), out_dir)
 
 

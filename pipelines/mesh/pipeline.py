@@ -124,7 +124,9 @@ class MeshAnythingPipeline(PipelineMixin):
             raise InputError(f"max_faces must be >= 1 (got {max_faces})")
         t0 = time.perf_counter()
         _, seed = self.make_generator(seed, generator)
-        progress = self.progress_enabled(progress) if progress is not None else False
+        # Off unless asked (None = off), unlike the pipelines whose bars follow set_progress_bar_config:
+        # mesh calls run in tests and the app without `progress`, and a bar there would only be noise.
+        progress = bool(progress)
         source_path = str(points_or_mesh) if isinstance(points_or_mesh, (str, os.PathLike)) else None
         # 1. read and sample the condition
         source = load_mesh_input(points_or_mesh)

@@ -271,7 +271,7 @@ class AMTGrammar(LogitsProcessor):
     def _new_row(self) -> dict:
         # count: vertices in the current strip; strip: its last three vertices
         return dict(partial=[], strip=[], count=0, first=None, prev_start=None, faces=0, done=False,
-                    seen=set(), repeats=0)
+                    faces_seen=set(), repeats=0)
 
     def _advance(self, row: dict, t: int) -> None:
         if row["done"]:
@@ -293,8 +293,8 @@ class AMTGrammar(LogitsProcessor):
                 if row["count"] >= 3:
                     row["faces"] += 1
                     key = tuple(sorted(row["strip"]))
-                    row["repeats"] = row["repeats"] + 1 if key in row["seen"] else 0
-                    row["seen"].add(key)
+                    row["repeats"] = row["repeats"] + 1 if key in row["faces_seen"] else 0
+                    row["faces_seen"].add(key)
 
     def _allowed(self, row: dict, generated: int) -> np.ndarray:
         allowed = np.zeros(self.vocab, dtype=bool)

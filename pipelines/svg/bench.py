@@ -183,6 +183,8 @@ def bench_svg(report, quick: bool = False, per_set: int = 100, model: str | None
     from genstudio.formats.svg_refine import refine_svg
     from . import REFINE_STEPS
     refine_steps = refine_steps or REFINE_STEPS  # the pipeline's default unless asked otherwise
+    if isinstance(sets, str):  # `--option sets=a,b` arrives as one string
+        sets = tuple(s.strip() for s in sets.split(",") if s.strip())
     if quick:
         per_set, sets, refine_steps = 3, tuple(sets)[:2], min(refine_steps, 20)
     groups = load_inputs(sets, per_set, report)

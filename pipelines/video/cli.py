@@ -15,9 +15,7 @@ from genstudio.cli_common import DeviceOpt, PrecisionOpt, SeedOpt
 
 from genstudio.formats.video import OUTPUT_SUFFIXES
 
-from . import DEFAULT_MODEL  # no torch at import: `genstudio --help` stays fast
-
-TASKS = ("generate", "predict", "backward", "interpolate", "complete", "animate")
+from . import DEFAULT_MODEL, TASKS  # no torch at import: `genstudio --help` stays fast
 
 
 def video(ctx: typer.Context,

@@ -25,12 +25,10 @@ from genstudio.pipeline import SEED_DEFAULT, CheckpointMismatch, PipelineMixin, 
 from genstudio.formats.video import FRAME_SUFFIXES, read_video, video_frames_uint8, write_video
 from genstudio.render import InputError, load_image
 
-from . import DEFAULT_MODEL
+from . import DEFAULT_MODEL, TASKS
 from .data import square_resize, to_uint8_video, uint8_to_video
 from .sampling import SCHEDULERS, sample_clips, scheduler_for  # noqa: F401  (re-exported)
 from .vdt import VDT, interpolation_frames, make_mask
-
-TASKS = ("generate", "predict", "backward", "interpolate", "complete", "animate")
 
 
 @dataclass
