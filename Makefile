@@ -65,8 +65,9 @@ train-put: install
 	$(VENV)/bin/genstudio export runs/put-transformer-S --to checkpoints/put-photos-S --dtype fp16 --overwrite
 
 train-vdt: install
-	$(VENV)/bin/genstudio train vdt --set preset='"S"' --set steps=1100 --set batch_size=16 --set lr=5e-4 \
-	  --set warmup_steps=100 --set save_every=250 --output-dir runs/vdt-physics-S
+	$(VENV)/bin/genstudio train vdt --set preset='"S"' --set prediction_type='"sample"' --set steps=4000 \
+	  --set batch_size=16 --set lr=5e-4 --set warmup_steps=100 --set save_every=500 --output-dir runs/vdt-physics-S
+	$(VENV)/bin/genstudio export runs/vdt-physics-S --to checkpoints/vdt-physics-S --dtype fp16 --overwrite
 
 train-meshanything: install
 	$(VENV)/bin/genstudio data prepare meshes

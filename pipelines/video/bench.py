@@ -157,7 +157,8 @@ def bench_video(report, quick: bool = False, model: str | None = None, clips: in
     """Ours vs copy-last / linear extrapolation (predict) and linear blending (interpolate); see the module doc."""
     if quick:
         clips, steps, schedulers = 2, (2,), ("dpm",)
-    steps = [int(s) for s in (steps.split(",") if isinstance(steps, str) else steps)]
+    steps = [int(s) for s in (steps.split(",") if isinstance(steps, str) else
+                              [steps] if isinstance(steps, int) else steps)]  # `-o steps=10` arrives as an int
     schedulers = schedulers.split(",") if isinstance(schedulers, str) else tuple(schedulers)
     name = model or os.environ.get(MODEL_ENV) or "vdt-physics-S"
     vdt, frames, size = None, 16, 32
