@@ -150,7 +150,8 @@ class PipelineMixin:
         pipe = pipe.to(dev) or pipe
         if not isinstance(getattr(type(pipe), "device", None), property):  # diffusers derives it
             pipe.device = dev
-        pipe.precision, pipe.name = chosen, str(name)
+        pipe.set_precision(chosen)
+        pipe.name = str(name)
         return pipe
 
     @classmethod
@@ -170,6 +171,13 @@ class PipelineMixin:
 
     # -- device and precision
     precision = None  # a genstudio.precision.Precision once loaded
+
+    def set_precision(self, precision=None) -> None:
+        """A Precision as given, or the policy's answer for a name (None = auto) on this pipeline's
+        device and workload."""
+        from .precision import Precision, resolve_precision
+        self.precision = precision if isinstance(precision, Precision) else \
+            resolve_precision(str(self.device), precision, self.workload)
 
     def autocast(self):
         """The autocast context of the pipeline's precision (a no-op for fp32)."""

@@ -102,11 +102,15 @@ def _loss(image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return mse + SSIM_WEIGHT * (1 - differentiable_ssim(image, target)) + ((coarse(image) - coarse(target)) ** 2).mean()
 
 
+def score_images(rendered: np.ndarray, target: np.ndarray) -> dict:
+    """{"ssim", "mse"} of a rendering against the target (uint8 HxWx3)."""
+    from genstudio.metrics import mse, ssim
+    return {"ssim": round(ssim(rendered, target), 4), "mse": round(mse(rendered, target), 5)}
+
+
 def score_svg(svg_text: str, target: np.ndarray) -> dict:
     """{"ssim", "mse"} of an SVG text rendered by cairosvg at the target's size."""
-    from genstudio.metrics import mse, ssim
-    rendered = rasterize_svg(svg_text, target.shape[0])
-    return {"ssim": round(ssim(rendered, target), 4), "mse": round(mse(rendered, target), 5)}
+    return score_images(rasterize_svg(svg_text, target.shape[0]), target)
 
 
 # ---- Structure edits ----

@@ -98,12 +98,10 @@ class PUTInpaintPipeline(PipelineMixin):
 
     def __init__(self, vqvae, transformer, device: str | None = None, precision=None):
         from genstudio.device import resolve_device
-        from genstudio.precision import resolve_precision
         self.device = resolve_device(device) if device in (None, "auto") else device
         self.vqvae = vqvae.to(self.device).eval()
         self.transformer = transformer.to(self.device).eval()
-        self.precision = resolve_precision(self.device, precision) if isinstance(precision, (str, type(None))) \
-            else precision
+        self.set_precision(precision)
 
     @classmethod
     def _from_folder(cls, folder: Path, dtype, **kwargs) -> "PUTInpaintPipeline":

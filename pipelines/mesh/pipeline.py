@@ -95,10 +95,8 @@ class MeshAnythingPipeline(PipelineMixin):
     workload = "decode"
 
     def __init__(self, model, device: str = "cpu", precision=None):
-        from genstudio.precision import resolve_precision
         self.model, self.device = model, device
-        self.precision = resolve_precision(device, precision, self.workload) \
-            if isinstance(precision, (str, type(None))) else precision
+        self.set_precision(precision)
 
     @classmethod
     def _from_folder(cls, folder: Path, dtype, **kwargs) -> "MeshAnythingPipeline":

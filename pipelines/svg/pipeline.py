@@ -31,7 +31,7 @@ from PIL import Image
 from genstudio.formats.svg import SVGError, rasterize_svg, svg_stats
 from genstudio.formats.svg_safety import (is_unsafe, repair_svg, sanitize_svg, set_root_attributes, validate_svg,
                                            viewbox_of)
-from genstudio.metrics import mse, ssim
+from genstudio.formats.svg_refine import score_images
 from genstudio.pipeline import SEED_DEFAULT, PipelineMixin, PipelineOutput
 from genstudio.render import InputError, flatten_alpha, load_image, pad_square, write_text
 
@@ -90,10 +90,6 @@ def render_at_aspect(svg_square: str, width: int, height: int) -> Image.Image:
     return full.crop((left, top, left + w, top + h))
 
 
-def score_images(rendered: np.ndarray, reference: np.ndarray) -> dict:
-    return {"ssim": round(ssim(rendered, reference), 4), "mse": round(mse(rendered, reference), 5)}
-
-
 def _default_preprocess(image: Image.Image, size: int):
     from .data import preprocess_image
     return preprocess_image(image, size)
@@ -107,10 +103,8 @@ class StarVectorPipeline(PipelineMixin):
     workload = "decode"
 
     def __init__(self, model, tokenizer, device: str = "cpu", precision=None, preprocess: Callable | None = None):
-        from genstudio.precision import resolve_precision
         self.model, self.tokenizer, self.device = model, tokenizer, device
-        self.precision = resolve_precision(device, precision, self.workload) \
-            if isinstance(precision, (str, type(None))) else precision
+        self.set_precision(precision)
         self.preprocess = preprocess or _default_preprocess
         self.image_size = int(model.config.image_size)
 
