@@ -116,6 +116,70 @@ def export_cmd(run: Path = typer.Argument(..., help="A training run folder (what
     console.print(f"[green]exported[/green] {run} -> {out} ({dtype})")
 
 
+@app.command()
+def sims(ctx: typer.Context,
+         base: str = typer.Option(..., "--base", help="A diffusion checkpoint (name or folder) whose pipeline supports SIMS."),
+         output: Path = typer.Option(..., "--output", "-o", help="The SIMS checkpoint to write, e.g. checkpoints/NAME-sims."),
+         synthetic_size: int = typer.Option(2048, "--synthetic-size", min=1, max=1_000_000,
+                                            help="Samples drawn from the base model (the auxiliary model's data)."),
+         steps: int = typer.Option(500, "--steps", min=1, max=1_000_000, help="Fine-tuning steps of the auxiliary model."),
+         guidance: float = typer.Option(1.0, "--guidance", min=0.0, max=10.0,
+                                        help="The default negative-guidance strength w recorded in the checkpoint."),
+         sampling_steps: int = typer.Option(25, "--sampling-steps", min=1, max=1000, help="Sampler steps per synthetic sample."),
+         lr: float = typer.Option(1e-4, "--lr", help="Fine-tuning learning rate."),
+         batch_size: int = typer.Option(64, "--batch-size", min=1, help="Fine-tuning batch size."),
+         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
+         device: DeviceOpt = None, seed: SeedOpt = None, precision: PrecisionOpt = None):
+    """SIMS: sample a synthetic set from BASE, fine-tune an auxiliary copy on it, and write BASE +
+    the auxiliary model as one checkpoint that samples with negative guidance away from it."""
+    from .hub import resolve
+    from .pipeline import pipeline_classes, task_of_checkpoint
+    from .render import InputError
+    from .sims import train_auxiliary, write_sims_checkpoint
+    run = run_options(ctx, device, seed, precision)
+    if output.exists() and not overwrite:
+        raise InputError(f"{output} exists; pass --overwrite to replace it")
+    folder = resolve(base)
+    task = task_of_checkpoint(folder)
+    cls = pipeline_classes().get(task) if task else None
+    if cls is None or not hasattr(cls, "synthetic_dataset"):
+        raise InputError(f"{base} is not a checkpoint of a pipeline with SIMS support "
+                         f"({task or 'unknown task'}); SIMS needs a diffusion pipeline such as `genstudio generate`'s")
+    pipe = cls.from_pretrained(str(folder), device=run.device, precision=run.precision)  # sampling; training: auto
+    pipe.set_progress_bar_config(disable=True)
+    aux, record = train_auxiliary(pipe, synthetic_size, steps, num_inference_steps=sampling_steps, seed=run.seed,
+                                  batch_size=batch_size, lr=lr)
+    write_sims_checkpoint(folder, aux, output, record, guidance, base_name=base)
+    console.print(f"[green]wrote[/green] {output}: auxiliary model fine-tuned {steps} steps on {synthetic_size} samples "
+                  f"of {base} ({record['sample_seconds']:.0f} s sampling, {record['finetune_seconds']:.0f} s training); "
+                  f"default w = {guidance:g}", soft_wrap=True)
+
+
+@app.command()
+def compress(ctx: typer.Context,
+             checkpoint: str = typer.Argument(..., help="A DiT checkpoint: shipped name, folder or hub id (e.g. vdt-physics-S)."),
+             output: Path = typer.Option(..., "--output", "-o", help="The folder to write, e.g. checkpoints/NAME-vq2."),
+             method: str = typer.Option("vq4dit", "--method", help="vq4dit | kmeans (VQ, no calibration) | rtn (uniform round-to-nearest)."),
+             bits: int = typer.Option(2, "--bits", help="Bits per weight: 2, 3 or 4."),
+             samples: int = typer.Option(8, "--samples", help="vq4dit: calibration samples drawn from pure noise."),
+             steps: int = typer.Option(10, "--steps", help="vq4dit: sampler steps per calibration sample."),
+             iters: int = typer.Option(100, "--iters", help="vq4dit: optimisation steps per DiT block."),
+             overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
+             device: DeviceOpt = None, seed: SeedOpt = None):
+    """Compress a DiT checkpoint's weights to 2-4 bits (VQ4DiT, or the k-means / RTN baselines); written atomically."""
+    from .compress import CalibrationOptions, compress_checkpoint
+    from .device import resolve_device
+    run = run_options(ctx, device, seed, None)
+    for name, value in (("--samples", samples), ("--steps", steps), ("--iters", iters)):
+        if value < 1:
+            raise typer.BadParameter(f"must be >= 1, got {value}", param_hint=name)
+    opts = CalibrationOptions(samples=samples, steps=steps, iters=iters)
+    result = compress_checkpoint(checkpoint, output, method=method, bits=bits, opts=opts, seed=run.seed,
+                                 overwrite=overwrite, device=resolve_device(run.device))
+    console.print(f"[green]compressed[/green] {checkpoint} -> {result.output}: {method} {bits}-bit, "
+                  f"{result.size_mb:.2f} MB (was {result.source_size_mb:.2f} MB), {result.seconds:.1f} s", soft_wrap=True)
+
+
 @app.command("app")
 def app_cmd(host: str = typer.Option("127.0.0.1", help="Interface to bind (127.0.0.1 = this machine only)."),
             port: int = typer.Option(7860, help="Port."),
@@ -217,10 +281,11 @@ def main() -> None:
             sys.exit(e.exit_code)
         if os.environ.get("GENSTUDIO_DEBUG"):
             raise
+        code = getattr(e, "exit_code", 1)  # genstudio.limits.UsageError: 2; every other error: 1
         from rich.text import Text
         msg = str(e).strip("'\"") if isinstance(e, KeyError) else str(e)
         console.print(Text("error: ", style="bold red") + Text(msg or type(e).__name__), soft_wrap=True)
-        sys.exit(1)
+        sys.exit(code if isinstance(code, int) and code in (1, 2) else 1)
 
 
 if __name__ == "__main__":

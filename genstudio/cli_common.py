@@ -28,6 +28,11 @@ SeedOpt = Annotated[Optional[int], typer.Option("--seed", help=f"Random seed (de
 PrecisionOpt = Annotated[Optional[str], typer.Option(
     "--precision", help="auto | fp32 | bf16 | fp16 (default: auto = bf16 only where the device runs it natively).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Redo outputs that already exist (folder mode).")]
+MaxSecondsOpt = Annotated[Optional[float], typer.Option(
+    "--max-seconds", min=1, max=7 * 24 * 3600,
+    help="Stop after this many seconds (checked between sampling steps/tokens), write nothing partial, exit 1.")]
+NoLimitOpt = Annotated[bool, typer.Option(
+    "--no-limit", help="Run a request over the default work budget (README: Limits and safety).")]
 
 
 @dataclass(frozen=True)
@@ -44,12 +49,22 @@ def run_options(ctx: typer.Context | None, device: str | None = None, seed: int 
     from .precision import PRECISIONS
     root = ctx.find_object(RunOptions) if ctx is not None else None
     root = root or RunOptions()
-    run = RunOptions(device=device or root.device, seed=check_seed(seed if seed is not None else root.seed),
-                     precision=(precision or root.precision).lower())
+    try:
+        checked_seed = check_seed(seed if seed is not None else root.seed)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--seed") from None
+    run = RunOptions(device=device or root.device, seed=checked_seed, precision=(precision or root.precision).lower())
     if run.precision not in PRECISIONS:
         raise typer.BadParameter(f"unknown precision {run.precision!r}: use one of {', '.join(PRECISIONS)}",
                                  param_hint="--precision")
     return run
+
+
+def limit_time(ctx: typer.Context, seconds: float | None) -> None:
+    """--max-seconds: a deadline from now until the command ends (genstudio.limits.time_limit)."""
+    from .limits import time_limit
+    if seconds:
+        ctx.with_resource(time_limit(seconds))
 
 
 # ---------------------------------------------------------------- output paths
@@ -129,6 +144,7 @@ def run_batch(jobs: Iterable[tuple[Path, Path]], process: Callable[[Path], objec
     a failed result) is recorded and the batch goes on. `done(output)` says whether an output is
     already there (for results of several files)."""
     from tqdm.auto import tqdm
+    from .limits import TimeLimitExceeded
     summary = BatchSummary()
     jobs = list(jobs)
     bar = tqdm(jobs, desc=desc, unit="item", disable=not progress)
@@ -141,6 +157,9 @@ def run_batch(jobs: Iterable[tuple[Path, Path]], process: Callable[[Path], objec
             if getattr(result, "failed", False):
                 raise ValueError(getattr(result, "message", "") or "failed")
             result.save(target)
+        except TimeLimitExceeded as e:  # the whole command's time is up: keep what is done, stop
+            left = len(jobs) - len(summary.done) - len(summary.skipped) - len(summary.failed)
+            raise TimeLimitExceeded(f"{e}; {summary.line()}, {left} not finished") from None
         except Exception as e:  # one bad item (InputError, OSError, a RuntimeError...) does not stop the batch
             summary.failed.append((source.name, str(e).splitlines()[0] if str(e) else type(e).__name__))
             continue

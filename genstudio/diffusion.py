@@ -28,6 +28,8 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
+from .limits import check_time
+
 ModelFn = Callable[..., torch.Tensor]
 
 SCHEDULERS = {
@@ -278,6 +280,7 @@ def sample(
     x = randn_tensor(shape, generator=generator, device=torch.device(device), dtype=dtype) * scheduler.init_noise_sigma
     step_kwargs = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
     for t in tqdm(scheduler.timesteps, desc="sampling", disable=not progress, leave=False):
+        check_time()  # --max-seconds
         if generate is not None:
             x = torch.where(generate, x, known)
         model_input = scheduler.scale_model_input(x, t)

@@ -59,12 +59,13 @@ def export_model(model_cls, run_dir: str | Path, to: str | Path, dtype: torch.dt
 
 
 def find_exporter(recipe: str):
-    """The `export` function of the module that defines recipe `recipe` (entry point)."""
+    """The recipe's own `export` attribute (several recipes in one module), else the `export`
+    function of the module that defines recipe `recipe` (entry point)."""
     import importlib
     from .train import recipe_entry_point
     ep = recipe_entry_point(recipe)
     module = importlib.import_module(ep.module)
-    exporter = getattr(module, "export", None)
+    exporter = getattr(ep.load(), "export", None) or getattr(module, "export", None)
     if exporter is None:
         raise ValueError(f"recipe {recipe!r} ({ep.module}) has no export(run_dir, to, dtype) function")
     return exporter
@@ -99,29 +100,42 @@ def export_run(run_dir: str | Path, to: str | Path, dtype: str = "fp16", overwri
     if to.exists() and not _replaceable(to):
         raise ValueError(f"--to {to} exists and is not a checkpoint folder (no config.json or .safetensors): "
                          "--overwrite only replaces an earlier export; pick a new folder")
-    to.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=to.parent, prefix=f".{to.name}.export-"))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the checkpoint gets the usual permissions
-    try:
+    def write(tmp: Path) -> None:
         exporter(run_dir, tmp, DTYPES[dtype], **options)
         _check_safetensors(tmp)
         _copy_records(run_dir, tmp)
         for kept in KEPT_ON_OVERWRITE:
             if (to / kept).is_file() and not (tmp / kept).exists():
                 shutil.copy2(to / kept, tmp / kept)
+
+    write_folder_atomically(to, write)
+    return to
+
+
+def write_folder_atomically(folder: str | Path, write) -> Path:
+    """`write(tmp)` fills a temporary folder beside `folder`, which then replaces `folder` whole (a
+    failure leaves the old one, or nothing). Files get the usual permissions, not mkdtemp's private ones.
+    Every command that writes a checkpoint folder (export, compress, sims) goes through here."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.partial-"))
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        write(tmp)
+        for path in [tmp, *tmp.rglob("*")]:
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if to.exists():
-        old = Path(tempfile.mkdtemp(dir=to.parent, prefix=f".{to.name}.export-old-"))
-        to.rename(old / to.name)
-        tmp.rename(to)
+    if folder.exists():
+        old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.old-"))
+        folder.rename(old / folder.name)
+        tmp.rename(folder)
         shutil.rmtree(old, ignore_errors=True)
     else:
-        tmp.rename(to)
-    return to
+        tmp.rename(folder)
+    return folder
 
 
 def _replaceable(folder: Path) -> bool:

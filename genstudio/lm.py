@@ -20,6 +20,8 @@ from transformers import (AutoConfig, AutoModelForCausalLM, GenerationConfig, Lo
                           LogitsProcessorList, PretrainedConfig, PreTrainedModel, StoppingCriteria,
                           StoppingCriteriaList, StopStringCriteria)
 
+from .limits import check_time, time_limited
+
 IGNORE_INDEX = -100
 
 # ---- Configs ----
@@ -159,6 +161,14 @@ class _Progress(StoppingCriteria):
 
     def __call__(self, input_ids, scores, **kwargs):
         self.bar.update(1)
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
+class _Deadline(StoppingCriteria):
+    """--max-seconds: raises TimeLimitExceeded between tokens once the deadline has passed."""
+
+    def __call__(self, input_ids, scores, **kwargs):
+        check_time()
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
@@ -327,6 +337,8 @@ class PrefixLM(nn.Module):
         # stop tokens need no callback (generate stops on eos_token_id; rows are cut below); the
         # recorder runs per token only for stop strings (measured: 4-7 % of a small LM's decode)
         criteria = StoppingCriteriaList([recorder] if string_criteria else [])
+        if time_limited():
+            criteria.append(_Deadline())
         if progress:
             criteria.append(_Progress(max_new_tokens))
         sampling = dict(temperature=temperature, top_p=top_p, top_k=top_k) if do_sample else {}

@@ -75,3 +75,40 @@ def normal_consistency(points_a: np.ndarray, normals_a: np.ndarray, points_b: np
     a, b = np.asarray(points_a, float), np.asarray(points_b, float)
     return (one_way(a, np.asarray(normals_a, float), b, np.asarray(normals_b, float))
             + one_way(b, np.asarray(normals_b, float), a, np.asarray(normals_a, float))) / 2
+
+
+# ---- Distribution metrics in a feature space (FID-style) ----
+
+def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (N, D): FID when the
+    features are Inception's; name the feature extractor when reporting it."""
+    from scipy import linalg
+    a, b = np.asarray(features_a, np.float64), np.asarray(features_b, np.float64)
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
+    if not np.isfinite(covmean).all():  # near-singular product: regularise as the reference FID code does
+        eps = np.eye(a.shape[1]) * 1e-6
+        covmean = linalg.sqrtm((cov_a + eps) @ (cov_b + eps))
+    covmean = covmean.real
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(covmean))
+
+
+def _knn_radii(features: np.ndarray, k: int) -> np.ndarray:
+    import torch
+    f = torch.as_tensor(features, dtype=torch.float32)
+    d = torch.cdist(f, f)
+    return d.kthvalue(k + 1, dim=1).values.numpy()  # +1: the point itself is at distance 0
+
+
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019): precision = share of generated
+    samples inside the real manifold (union of k-NN balls of real features), recall = share of
+    real samples inside the generated manifold."""
+    import torch
+    r, f = torch.as_tensor(real, dtype=torch.float32), torch.as_tensor(fake, dtype=torch.float32)
+    radii_r, radii_f = torch.as_tensor(_knn_radii(real, k)), torch.as_tensor(_knn_radii(fake, k))
+    d = torch.cdist(f, r)  # (fake, real)
+    precision = (d <= radii_r[None]).any(1).float().mean()
+    recall = (d.T <= radii_f[None]).any(1).float().mean()
+    return float(precision), float(recall)

@@ -80,15 +80,20 @@ def checkpoint_classes(folder: str | os.PathLike) -> list[str]:
     return [n for n in dict.fromkeys(names) if isinstance(n, str) and n]
 
 
-def pipeline_classes() -> dict[str, type]:
-    """Task name -> pipeline class, from the entry-point group `genstudio.pipelines` (broken ones skipped)."""
+def loaded_entry_points(group: str) -> dict:
+    """Name -> loaded object for every entry point of `group` that loads (broken ones skipped)."""
     found = {}
-    for ep in entry_points(group="genstudio.pipelines"):
+    for ep in entry_points(group=group):
         try:
             found[ep.name] = ep.load()
         except Exception:  # an optional pipeline whose extras are missing
             continue
     return found
+
+
+def pipeline_classes() -> dict[str, type]:
+    """Task name -> pipeline class, from the entry-point group `genstudio.pipelines`."""
+    return loaded_entry_points("genstudio.pipelines")
 
 
 def task_of_checkpoint(folder: str | os.PathLike) -> str | None:
@@ -121,6 +126,7 @@ class PipelineMixin:
     default_model: str = ""              # a shipped checkpoint name
     checkpoint_classes: tuple[str, ...] = ()
     workload: str = "compute"            # "decode" for token-by-token AR models (precision policy)
+    compress_component: str | None = None  # DiT pipelines: the attribute `genstudio compress` quantises
     device: str = "cpu"
     name: str | None = None
 
@@ -168,6 +174,12 @@ class PipelineMixin:
         kind = declared[0]
         hint = f"; `genstudio {other}` uses it" if other else ""
         raise CheckpointMismatch(f"{folder} is a {kind} checkpoint, not a {cls.paper or cls.__name__} one{hint}")
+
+    # -- `genstudio compress` (DiT pipelines; see genstudio/compress.py)
+    def calibration_samples(self, num_samples: int, num_inference_steps: int, generator):
+        """Sample `num_samples` outputs from pure noise with the pipeline's own sampler (no data):
+        VQ4DiT's calibration records the DiT blocks' inputs meanwhile. Returns the samples."""
+        raise NotImplementedError(f"{type(self).__name__} does not support `genstudio compress`")
 
     # -- device and precision
     precision = None  # a genstudio.precision.Precision once loaded

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -84,26 +85,41 @@ def max_pixels() -> int:
 
 def load_image(path, mode: str = "RGB", background=(255, 255, 255)) -> Image.Image:
     """Open an image; alpha is flattened onto `background`; 16-bit and float images are scaled to
-    8 bits by their range (not clipped). Raises InputError on bad, degenerate or over-budget files
-    (more than `max_pixels()`), before decoding the pixels."""
+    8 bits by their range (not clipped). Raises InputError on bad, degenerate (1 pixel wide, fully
+    transparent) or over-budget files (more than `max_pixels()`), before decoding the pixels."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"image {p} does not exist")
+    limit = max_pixels()
+    over = f"the limit is {limit / 1e6:g} megapixels (set GENSTUDIO_MAX_PIXELS to raise it)"
     try:
         with Image.open(p) as im:
             w, h = im.size
-            limit = max_pixels()
             if w * h > limit:
-                raise InputError(f"{p} is {w}x{h} ({w * h / 1e6:.1f} megapixels); the limit is {limit / 1e6:g} "
-                                 "megapixels (set GENSTUDIO_MAX_PIXELS to raise it)")
+                raise InputError(f"{p} is {w}x{h} ({w * h / 1e6:.1f} megapixels); {over}")
             if min(w, h) < 2:
                 raise InputError(f"{p} is {w}x{h} pixels: too small to work on")
             im.load()
+            if _fully_transparent(im):
+                raise InputError(f"{p} is fully transparent: there is nothing in it to work on")
             if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
                 im = _to_8bit(im)
             return flatten_alpha(im, background) if mode == "RGB" else im.convert(mode)
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError, ValueError) as e:
+    except InputError:
+        raise
+    except Image.DecompressionBombError as e:  # Pillow refuses before our check can see the size
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        size = f" ({int(found.group(1)) / 1e6:.0f} megapixels)" if found else ""
+        raise InputError(f"{p} is too large{size}; {over}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise InputError(f"{p} is not a readable image ({type(e).__name__}: {e})") from None
+
+
+def _fully_transparent(image: Image.Image) -> bool:
+    if image.mode not in ("RGBA", "LA", "La", "RGBa", "PA", "P") or (image.mode == "P" and
+                                                                  "transparency" not in image.info):
+        return False
+    return image.convert("RGBA").getchannel("A").getextrema()[1] == 0
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:

@@ -6,11 +6,12 @@ from typing import Optional
 
 import typer
 
-from .cli_common import DeviceOpt, PrecisionOpt
+from .cli_common import DeviceOpt, NoLimitOpt, PrecisionOpt
 
 app = typer.Typer(help="The shared VQ image tokenizer (SimVQ): reconstruct images through its tokens.",
                   no_args_is_help=True)
 DEFAULT_MODEL = "tokenizer-simvq-photos"
+WORK_BUDGET = 4_000_000  # pixels run at once: about half a GB of activations per megapixel
 
 
 def reconstruct_image(image, model: str = DEFAULT_MODEL, device: str = "auto", precision: str = "auto"):
@@ -47,13 +48,17 @@ def reconstruct(ctx: typer.Context,
                 image: Path = typer.Option(..., "--image", "-i", help="Input image (PNG/JPEG/...)."),
                 output: Path = typer.Option(Path("outputs/reconstruction.png"), "--output", "-o"),
                 model: str = typer.Option(DEFAULT_MODEL, help="Checkpoint name, folder or hub id."),
-                device: DeviceOpt = None, precision: PrecisionOpt = None):
+                no_limit: NoLimitOpt = False, device: DeviceOpt = None, precision: PrecisionOpt = None):
     """Encode IMAGE to discrete tokens and decode it back; print PSNR/SSIM and the token grid."""
     from .cli_common import check_writable, console, run_options
+    from .limits import check_work
     from .render import load_image, save_image
     run = run_options(ctx, device, None, precision)
     check_writable(output)
-    rec, stats = reconstruct_image(load_image(image), model, run.device, run.precision)
+    picture = load_image(image)
+    w, h = picture.size
+    check_work(f"{image} ({w}x{h}, run whole)", w * h, WORK_BUDGET, "pixels", no_limit)
+    rec, stats = reconstruct_image(picture, model, run.device, run.precision)
     save_image(output, rec)
     console.print(f"[green]wrote[/green] {output}  tokens={stats['tokens'][0]}x{stats['tokens'][1]} "
                   f"codes used={stats['codes_used']} PSNR={stats['psnr']} dB SSIM={stats['ssim']}")

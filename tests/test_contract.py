@@ -113,7 +113,11 @@ def _mesh_call(pipe, seed):
     return pipe(EXAMPLES / "mesh" / "urdf_407.obj", max_faces=8, seed=seed, temperature=1.0)
 
 
-CALLS = {"svg": (_svg_call, "svg", ".svg"), "inpaint": (_inpaint_call, "images", ".png"),
+def _generate_call(pipe, seed):
+    return pipe(["A", 3], num_images_per_class=2, num_inference_steps=2, seed=seed, progress=False)
+
+
+CALLS = {"svg": (_svg_call, "svg", ".svg"), "generate": (_generate_call, "images", ".png"), "inpaint": (_inpaint_call, "images", ".png"),
          "video": (_video_call, "frames", ".gif"), "mesh": (_mesh_call, "faces", ".obj")}
 
 

@@ -14,7 +14,8 @@ from toy_recipe import ToyModel
 
 # (recipe, misspelt key, the key it should suggest)
 TYPOS = [("tokenizer", "codebok_size", "codebook_size"), ("starvector", "max_token", "max_tokens"),
-         ("put", "mask_ratoi", "mask_ratio"), ("vdt", "frame", "frames"), ("meshanything", "vq_warmpu", "vq_warmup")]
+         ("put", "mask_ratoi", "mask_ratio"), ("vdt", "frame", "frames"), ("meshanything", "vq_warmpu", "vq_warmup"),
+         ("image-dit", "prest", "preset"), ("image-vae", "kl_wieght", "kl_weight"), ("glyph-classifier", "chanels", "channels")]
 
 
 @pytest.mark.parametrize("name,typo,closest", TYPOS)

@@ -313,8 +313,7 @@ def test_cli_predicts_a_clip_and_gives_one_line_errors(tiny_model_dir, clip_gif,
     assert read_video(out).shape == (T, S, S, 3) and read_video(preview).shape == (T, S, S, 3)
     for args, why in [(("--task", "predict"), "needs --input"),
                       (("--task", "predict", "--input", tmp_path / "none.gif"), "does not exist"),
-                      (("--task", "generate", "-o", tmp_path / "x.png"), ".gif or .mp4"),
-                      (("--task", "warp", "--input", clip_gif), "unknown task")]:
+                      (("--task", "generate", "-o", tmp_path / "x.png"), ".gif or .mp4")]:
         from genstudio.cli import main  # in-process: the same entry point, without a new interpreter
         monkeypatch.setattr(sys, "argv", ["genstudio", "video", *map(str, args), "--model", str(tiny_model_dir)])
         capsys.readouterr()
@@ -324,6 +323,8 @@ def test_cli_predicts_a_clip_and_gives_one_line_errors(tiny_model_dir, clip_gif,
         errors = [line for line in err.splitlines() if line.startswith("error:")]  # (other tasks may warn)
         assert exit_.value.code == 1 and len(errors) == 1 and why in errors[0], err
         assert err.rstrip().endswith(errors[0].rstrip()) and "Traceback" not in err, err
+    r = run_cli("video", "--task", "warp", "--input", clip_gif, "--model", tiny_model_dir)
+    assert r.returncode == 2 and "unknown task 'warp'" in r.stderr  # a bad option value: a usage error
 
 
 def test_app_runs_a_task_and_builds_its_tab(tiny_model_dir, clip_gif):
@@ -382,3 +383,22 @@ def test_bench_quick_with_the_tiny_model(tiny_model_dir, fake_clips_root, monkey
     bench_video(empty, quick=True, model=str(tmp_path / "no-such-model"))
     assert any("ours skipped" in n for n in empty.notes) and any("not built" in n for n in empty.notes)
     assert {r["method"] for r in empty.rows} == {"copy-last-frame", "linear-extrapolation", "linear-blend"}
+
+
+# ---- SIMS on VDT (genstudio/sims.py) ----
+
+def test_sims_auxiliary_for_a_vdt_checkpoint(tmp_path, tiny_model_dir):
+    from genstudio.sims import train_auxiliary, write_sims_checkpoint
+    from pipelines.video.pipeline import VDTPipeline
+    pipe = VDTPipeline.from_pretrained(str(tiny_model_dir), device="cpu", precision="fp32")
+    aux, record = train_auxiliary(pipe, synthetic_size=2, steps=2, num_inference_steps=2, batch_size=2, lr=1e-3,
+                                  progress=False)
+    assert any(not torch.equal(p, q) for p, q in zip(aux.parameters(), pipe.transformer.parameters()))
+    out = write_sims_checkpoint(tiny_model_dir, aux, tmp_path / "vdt-sims", record, guidance=0.5)
+    sims = VDTPipeline.from_pretrained(str(out), device="cpu", precision="fp32")
+    assert sims.negative_transformer is not None and sims.sims_guidance == 0.5
+    plain = sims("generate", num_inference_steps=2, sims_guidance=0.0, progress=False)
+    guided = sims("generate", num_inference_steps=2, progress=False)  # the checkpoint's w = 0.5
+    assert guided.nfe == 2 * plain.nfe and not np.array_equal(plain.frames, guided.frames)
+    with pytest.raises(InputError, match="SIMS checkpoint"):
+        pipe("generate", num_inference_steps=2, sims_guidance=1.0, progress=False)

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..limits import check_time
 from .svg import SVGError, rasterize_svg
 from .svg_diff import DEFAULT_TAU, render
 from .svg_geometry import Scene, Shape
@@ -347,6 +348,7 @@ def refine_svg(svg_text: str | None, target_image, steps: int = 100, max_paths: 
         prune_at = int(steps * 0.6)
         optimizer = _optimizer(scene, lr * unit, 0.02)
         for step in range(steps):
+            check_time()  # --max-seconds (the whole command's); time_limit bounds refinement alone
             if time.perf_counter() - started > time_limit:
                 break
             frac = step / max(1, steps)

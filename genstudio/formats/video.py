@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from genstudio.render import InputError, atomic_path, load_image
+from genstudio.limits import max_frames as frame_budget
+from genstudio.render import InputError, atomic_path, load_image, max_pixels
 
 VIDEO_SUFFIXES = (".gif", ".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -26,18 +27,34 @@ def _natural_key(path: Path):
 
 def _gif_frames(path: Path):
     """GIF frames as RGB arrays, each repeated by its duration over the shortest one: Pillow merges
-    identical consecutive frames into one longer frame when writing, and this undoes it."""
+    identical consecutive frames into one longer frame when writing, and this undoes it. Two
+    passes (durations, then frames) so that one frame at a time is held, and a reader that needs
+    only the first frames decodes only those the second time."""
     from PIL import ImageSequence
     with Image.open(path) as im:
-        frames, durations = [], []
-        for frame in ImageSequence.Iterator(im):
-            frames.append(np.asarray(frame.convert("RGB")))
-            durations.append(frame.info.get("duration") or 0)
-    positive = [d for d in durations if d > 0]
-    base = min(positive) if positive else 0
-    for frame, d in zip(frames, durations):
-        for _ in range(max(1, round(d / base)) if base else 1):
-            yield frame
+        _check_budget(path, *im.size, im.n_frames)
+        durations = [frame.info.get("duration") or 0 for frame in ImageSequence.Iterator(im)]
+        positive = [d for d in durations if d > 0]
+        base = min(positive) if positive else 0
+        repeats = [max(1, round(d / base)) if base else 1 for d in durations]
+        _check_budget(path, *im.size, sum(repeats))  # 10 ms and 60 s frames: 6,000 frames
+        for frame, n in zip(ImageSequence.Iterator(im), repeats):
+            rgb = np.asarray(frame.convert("RGB"))
+            for _ in range(n):
+                yield rgb
+
+
+def _check_budget(path: Path, width: int, height: int, count: int | None) -> None:
+    """Refuse frames under 2x2 or over the pixel budget, and more than the frame budget (`count`
+    None: not known yet), before the frames are decoded."""
+    if min(width, height) < 2:
+        raise InputError(f"{path} has {width}x{height} frames: too small to work on")
+    if width * height > max_pixels():
+        raise InputError(f"{path} has {width}x{height} frames; the limit is {max_pixels() / 1e6:g} megapixels "
+                         "per frame (set GENSTUDIO_MAX_PIXELS to raise it)")
+    if count is not None and count > frame_budget():
+        raise InputError(f"{path} has {count} frames; the limit is {frame_budget()} "
+                         "(set GENSTUDIO_MAX_FRAMES to raise it)")
 
 
 def _ffmpeg_frames(path: Path):
@@ -47,6 +64,7 @@ def _ffmpeg_frames(path: Path):
     reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", output_params=["-fps_mode", "passthrough"])
     meta = next(reader)
     w, h = meta["size"]
+    _check_budget(path, w, h, None)
     try:
         for buf in reader:
             yield np.frombuffer(buf, np.uint8).reshape(h, w, 3)
@@ -74,6 +92,9 @@ def iter_video_frames(path):
         yield from (_gif_frames(p) if suffix == ".gif" else _ffmpeg_frames(p))
     except InputError:
         raise
+    except Image.DecompressionBombError:
+        raise InputError(f"{p} has frames over the limit of {max_pixels() / 1e6:g} megapixels "
+                         "(set GENSTUDIO_MAX_PIXELS to raise it)") from None
     except (OSError, RuntimeError, ValueError, SyntaxError, StopIteration) as e:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise InputError(f"{p} is not a readable video ({type(e).__name__}: {first})") from None
@@ -81,9 +102,13 @@ def iter_video_frames(path):
 
 def read_video(path, max_frames: int | None = None) -> np.ndarray:
     """A video file or folder of frames -> uint8 (T, H, W, 3); at most `max_frames` frames are
-    decoded. Raises InputError for a missing, corrupt or empty video."""
+    decoded. Raises InputError for a missing, corrupt or empty video, or one over the frame budget
+    (`genstudio.limits.max_frames`; streaming with `iter_video_frames` has none but a GIF's)."""
     frames = []
     for frame in iter_video_frames(path):
+        if len(frames) >= frame_budget():
+            raise InputError(f"{path} has more than {frame_budget()} frames, the limit "
+                             "(set GENSTUDIO_MAX_FRAMES to raise it)")
         if frames and frame.shape != frames[0].shape:
             raise InputError(f"{path}: frame {len(frames)} is {frame.shape[1]}x{frame.shape[0]}, "
                              f"the first is {frames[0].shape[1]}x{frames[0].shape[0]}; frames must share a size")

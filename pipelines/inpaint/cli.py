@@ -6,9 +6,14 @@ from typing import Optional
 
 import typer
 
-from genstudio.cli_common import DeviceOpt, OverwriteOpt, PrecisionOpt, SeedOpt
+from genstudio.cli_common import DeviceOpt, MaxSecondsOpt, NoLimitOpt, OverwriteOpt, PrecisionOpt, SeedOpt
 
 from . import DEFAULT_MODEL  # no torch at import: `genstudio --help` stays fast
+
+# Work budget: samples x the working long side squared. PUT's cost grows faster than the pixels
+# (more tokens to fill, each pass attending over more tokens): 4 samples at 256 take minutes on a
+# CPU, at 1024 about a day.
+WORK_BUDGET = 4 * 256 ** 2
 
 
 def inpaint(ctx: typer.Context,
@@ -22,21 +27,28 @@ def inpaint(ctx: typer.Context,
                                                        "With folders: --image DIR --mask DIR (a mask of the same "
                                                        "name per image); each image's fills written when done."),
             overwrite: OverwriteOpt = False,
-            top_k: int = typer.Option(50, "--top-k", min=1, help="Sample each token from the k most likely."),
-            temperature: float = typer.Option(1.0, min=0.01, help="Sampling temperature."),
-            tokens_per_step: int = typer.Option(4, "--tokens-per-step", min=1,
+            top_k: int = typer.Option(50, "--top-k", min=1, max=100_000,
+                                      help="Sample each token from the k most likely."),
+            temperature: float = typer.Option(1.0, min=0.01, max=10.0, help="Sampling temperature."),
+            tokens_per_step: int = typer.Option(4, "--tokens-per-step", min=1, max=65_536,
                                                 help="Masked tokens filled per transformer pass."),
-            resolution: Optional[int] = typer.Option(None, "--resolution", min=8,
+            resolution: Optional[int] = typer.Option(None, "--resolution", min=8, max=2048,
                                                      help="Long side the model works at (default: its training "
                                                           "size); known pixels are kept at full resolution."),
             model: str = typer.Option(DEFAULT_MODEL, "--model", help="Checkpoint name, folder or hub id."),
+            max_seconds: MaxSecondsOpt = None, no_limit: NoLimitOpt = False,
             device: DeviceOpt = None, seed: SeedOpt = None, precision: PrecisionOpt = None):
     """Fill the white region of --mask in --image, N different ways; write N PNGs (all or none)."""
-    from genstudio.cli_common import console, output_folder, run_options
+    from genstudio.cli_common import console, limit_time, output_folder, run_options
+    from genstudio.limits import check_work
     from genstudio.render import InputError, load_image
     from .pipeline import PUTInpaintPipeline, prepare_hole
 
     run = run_options(ctx, device, seed, precision)
+    limit_time(ctx, max_seconds)
+    if resolution is not None:  # None: the model's training size, within the budget
+        check_work(f"{num_samples} sample(s) at --resolution {resolution}", num_samples * resolution ** 2,
+                   WORK_BUDGET, "working pixels (samples x resolution^2)", no_limit)
     options = dict(num_samples=num_samples, top_k=top_k, temperature=temperature, tokens_per_step=tokens_per_step,
                    seed=run.seed, resolution=resolution)
     if image.is_dir():
@@ -48,7 +60,10 @@ def inpaint(ctx: typer.Context,
             raise InputError(f"{what} {path} does not exist or is not a file")
     img = load_image(image)
     hole = _load_mask(mask)
-    prepare_hole(hole, img.size)  # fail early
+    try:
+        prepare_hole(hole, img.size)  # fail early
+    except InputError as e:
+        raise InputError(f"{mask}: {e}") from None
     out_dir = output_folder(output, Path("outputs/inpaint") / image.stem)
 
     pipe = PUTInpaintPipeline.from_pretrained(model, device=run.device, precision=run.precision)

@@ -150,11 +150,11 @@ class PUTInpaintPipeline(PipelineMixin):
             # 3. Fill masked tokens, most confident first (N samples in one batch, one generator).
             generator, seed = self.make_generator(seed, generator)
             steps = int(np.ceil((~patch_known[0]).sum().item() / tokens_per_step))
-            bar = self.progress_bar(total=steps, desc="PUT sampling", disable=not self.progress_enabled(progress))
-            tokens = sample_tokens(self.transformer, self.vqvae, features.permute(0, 2, 3, 1), patch_known,
-                                   known_tokens, top_k=top_k, temperature=temperature,
-                                   tokens_per_step=tokens_per_step, generator=generator, progress=bar)
-            bar.close()
+            show = self.progress_enabled(progress)
+            with self.progress_bar(total=steps, desc="PUT sampling", disable=not show) as bar:
+                tokens = sample_tokens(self.transformer, self.vqvae, features.permute(0, 2, 3, 1), patch_known,
+                                       known_tokens, top_k=top_k, temperature=temperature,
+                                       tokens_per_step=tokens_per_step, generator=generator, progress=bar)
             # 4. Decode with the masked image as guide; back to full size with known pixels pasted.
             out = self.vqvae.decode_tokens(tokens, x, known).float().clamp(-1, 1)
         original = np.asarray(image)

@@ -31,6 +31,7 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 
 from genstudio.dit import sincos_2d
+from genstudio.limits import check_time
 from genstudio.vq import DualCodebookVQ, quantize_feature_map
 
 # Named configs: `vqvae` builds PatchVQVAE, `transformer` builds UnquantizedTransformer.
@@ -260,6 +261,7 @@ def sample_tokens(transformer, vqvae, features, patch_known, known_tokens, *, to
     features, filled, tokens = features.clone(), patch_known.clone(), known_tokens.clone()
     b = features.shape[0]
     while not filled.all():
+        check_time()  # --max-seconds
         logits = transformer(features).float() / max(temperature, 1e-6)
         probs = logits.softmax(-1).reshape(b, -1, logits.shape[-1])
         if 0 < top_k < probs.shape[-1]:

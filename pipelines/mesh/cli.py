@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from genstudio.cli_common import DeviceOpt, OverwriteOpt, PrecisionOpt, SeedOpt
+from genstudio.cli_common import DeviceOpt, MaxSecondsOpt, OverwriteOpt, PrecisionOpt, SeedOpt
 from genstudio.formats.mesh import OUTPUT_SUFFIXES
 
 from . import DEFAULT_MODEL  # no torch at import: `genstudio --help` stays fast
@@ -24,34 +24,38 @@ def mesh(ctx: typer.Context,
                                              help="Remesh the input densely first (voxelise + marching cubes), "
                                                   "as the reference's --mc; use it for meshes that are not "
                                                   "dense scans/reconstructions."),
-         max_faces: Optional[int] = typer.Option(None, "--max-faces", min=1,
-                                                 help="Most faces to generate (default: the checkpoint's)."),
+         max_faces: Optional[int] = typer.Option(None, "--max-faces", min=1, max=100_000,
+                                                 help="Most faces to generate (default: the checkpoint's; at "
+                                                      "most what its context holds)."),
          model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Checkpoint name, folder or hub id."),
-         temperature: float = typer.Option(0.0, min=0.0, help="0 = greedy; > 0 samples."),
-         top_k: int = typer.Option(50, "--top-k", min=0, help="Sampling: keep the k likeliest tokens."),
+         temperature: float = typer.Option(0.0, min=0.0, max=10.0, help="0 = greedy; > 0 samples."),
+         top_k: int = typer.Option(50, "--top-k", min=0, max=100_000, help="Sampling: keep the k likeliest tokens."),
          top_p: float = typer.Option(0.95, "--top-p", min=0.0, max=1.0, help="Sampling: nucleus."),
-         overwrite: OverwriteOpt = False,
+         overwrite: OverwriteOpt = False, max_seconds: MaxSecondsOpt = None,
          device: DeviceOpt = None, seed: SeedOpt = None, precision: PrecisionOpt = None):
     """Turn a dense mesh or point cloud (or a folder of them) into a compact mesh; print #V/#F and the output path."""
-    from genstudio.cli_common import (console, files_in, finish_batch, output_file, output_folder, output_names,
-                                      run_batch, run_options)
+    from genstudio.cli_common import (console, files_in, finish_batch, limit_time, output_file, output_folder,
+                                      output_names, run_batch, run_options)
     from genstudio.formats.mesh import MESH_SUFFIXES, load_mesh_input
     from .pipeline import MeshAnythingPipeline
 
     run = run_options(ctx, device, seed, precision)
+    limit_time(ctx, max_seconds)
     options = dict(max_faces=max_faces, seed=run.seed, temperature=temperature, top_k=top_k, top_p=top_p,
                    marching_cubes=marching_cubes)
     if input.is_dir():
         files = files_in(input, MESH_SUFFIXES + (".npy",), "meshes or point clouds")
         out_dir = output_folder(output, Path("outputs/mesh") / input.resolve().name)
-        pipe = MeshAnythingPipeline.from_pretrained(model, device=run.device, precision=run.precision)
+        pipe = _check_faces(MeshAnythingPipeline.from_pretrained(model, device=run.device, precision=run.precision),
+                            max_faces)
         jobs = [(f, out_dir / name) for f, name in zip(files, output_names(files, ".obj"))]
         finish_batch(run_batch(jobs, lambda f: pipe(load_mesh_input(f), **options), "mesh", overwrite=overwrite),
                      out_dir)
         return
     target = output_file(output, input.stem, OUTPUT_SUFFIXES, "outputs/mesh", ".obj")
     source = load_mesh_input(input)  # a bad file fails here, before the model loads
-    pipe = MeshAnythingPipeline.from_pretrained(model, device=run.device, precision=run.precision)
+    pipe = _check_faces(MeshAnythingPipeline.from_pretrained(model, device=run.device, precision=run.precision),
+                        max_faces)
     out = pipe(source, **options)
     if out.failed:
         raise RuntimeError(f"{input}: {out.message}; nothing was written (try --marching-cubes or another --seed)")
@@ -59,3 +63,12 @@ def mesh(ctx: typer.Context,
     size = f"input #F={out.input_faces}, " if out.input_faces is not None else ""
     console.print(f"[green]wrote[/green] {target}  #V={out.num_vertices} #F={out.num_faces}  "
                   f"({size}{out.message}, {out.seconds:.1f} s)")
+
+
+def _check_faces(pipe, max_faces: int | None):
+    """--max-faces above what the checkpoint's context holds is refused (the pipeline would cut it)."""
+    from genstudio.limits import UsageError
+    budget = pipe.model.face_budget()
+    if max_faces is not None and max_faces > budget:
+        raise UsageError(f"--max-faces {max_faces}: this checkpoint generates at most {budget} faces")
+    return pipe

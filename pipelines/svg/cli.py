@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from genstudio.cli_common import DeviceOpt, OverwriteOpt, PrecisionOpt, SeedOpt
+from genstudio.cli_common import DeviceOpt, MaxSecondsOpt, OverwriteOpt, PrecisionOpt, SeedOpt
 
 # no torch at import: `genstudio --help` stays fast
 from . import DEFAULT_MODEL, REFINE_SECONDS, REFINE_STEPS, REFINE_TOP_K
@@ -33,10 +33,11 @@ def svg(ctx: typer.Context,
                                        help="Best-of-N: sample N SVGs, keep the one closest to the image "
                                             "(1 = greedy)."),
         model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Checkpoint name, folder or hub id."),
-        temperature: float = typer.Option(0.8, min=0.0, help="Sampling temperature (N > 1)."),
+        temperature: float = typer.Option(0.8, min=0.0, max=10.0, help="Sampling temperature (N > 1)."),
         top_p: float = typer.Option(0.95, "--top-p", min=0.0, max=1.0, help="Nucleus sampling (N > 1)."),
-        max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1,
-                                                 help="Most SVG tokens per candidate (default: the model's)."),
+        max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1, max=16_384,
+                                                 help="Most SVG tokens per candidate (default and upper bound: "
+                                                      "what the model's context holds)."),
         refine: bool = typer.Option(True, "--refine/--no-refine",
                                     help="Fit the best candidates' numbers to the image with the differentiable "
                                          "rasteriser (the model keeps the structure), and also vectorise from "
@@ -45,7 +46,7 @@ def svg(ctx: typer.Context,
                                          help="Optimiser steps per candidate when refining."),
         refine_top_k: int = typer.Option(REFINE_TOP_K, "--refine-top-k", min=0, max=64,
                                          help="Model candidates refined (the best by their own score)."),
-        refine_seconds: float = typer.Option(REFINE_SECONDS, "--refine-seconds", min=0.0,
+        refine_seconds: float = typer.Option(REFINE_SECONDS, "--refine-seconds", min=0.0, max=3600.0,
                                              help="Time bound for all refinements of one image."),
         empty_canvas: bool = typer.Option(True, "--empty-canvas/--no-empty-canvas",
                                           help="When refining, also vectorise from an empty canvas (one more "
@@ -53,15 +54,16 @@ def svg(ctx: typer.Context,
         max_paths: int = typer.Option(32, "--max-paths", min=1, max=256,
                                       help="Most shapes in a refined SVG (refinement adds shapes where the "
                                            "error stays large and prunes invisible ones)."),
-        overwrite: OverwriteOpt = False,
+        overwrite: OverwriteOpt = False, max_seconds: MaxSecondsOpt = None,
         device: DeviceOpt = None, seed: SeedOpt = None, precision: PrecisionOpt = None):
     """Convert an image (or a folder of images) into SVG code; print the score and the output path."""
-    from genstudio.cli_common import (console, files_in, finish_batch, output_file, output_folder, output_names,
-                                      run_batch, run_options)
+    from genstudio.cli_common import (console, files_in, finish_batch, limit_time, output_file, output_folder,
+                                      output_names, run_batch, run_options)
     from genstudio.render import InputError, load_image
     from .pipeline import StarVectorPipeline
 
     run = run_options(ctx, device, seed, precision)
+    limit_time(ctx, max_seconds)
     if not image.exists():
         raise InputError(f"image {image} does not exist")
     options = dict(num_candidates=candidates, temperature=temperature, top_p=top_p,

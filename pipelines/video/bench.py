@@ -200,3 +200,51 @@ def bench_video(report, quick: bool = False, model: str | None = None, clips: in
                 f"seeds {BENCH_SEED} (balls) and {BENCH_SEED + 1} (digits), never used in training. ours: seed "
                 f"{seed}, batches of {batch} clips; sec_per_clip = batch time / batch size; nfe = model calls per "
                 "clip (DPM-Solver++ 2M and DDIM: one per step).")
+
+
+# ---- `genstudio bench compress`: a compressed VDT against the full-precision one ----
+
+def _generate_clips(model, count: int, steps: int, seed: int) -> np.ndarray:
+    """`count` clips generated from pure noise (nothing given), uint8 (N, T, H, W, 3)."""
+    import torch
+    from .data import to_uint8_video
+    from .sampling import sample_clips
+    T, C, H, W = model.sample_shape
+    x, _ = sample_clips(model, torch.zeros(count, T, C, H, W), torch.ones(count, T, 1, H, W, dtype=torch.bool), steps,
+                        "dpm", torch.Generator().manual_seed(seed), progress=False)
+    return np.stack([to_uint8_video(c) for c in x])
+
+
+def compressed_quality(pipe, reference, cache: dict, quick: bool = False, clips: int = 4, steps: int = 10,
+                       num_known: int = 4, seed: int = 0) -> dict:
+    """Entry point `genstudio.compress_evals` (video). `clips` held-out balls and `clips` digits clips
+    (the `bench video` sets), predict task (first `num_known` frames given), DPM-Solver++ `steps`:
+    mse / ssim against the true frames; psnr_vs_fp / ssim_vs_fp against what the full-precision
+    `reference` makes of the same clips with the same seed; gen_psnr_vs_fp / gen_ssim_vs_fp for
+    `clips` clips generated from pure noise with the same seed. `cache` keeps the reference's outputs."""
+    if quick:
+        clips, steps = 1, 2
+    model = pipe.transformer
+    T, _, size, _ = model.sample_shape
+    num_known = min(num_known, max(1, T // 2))  # a short (test) model still generates frames
+    data = np.concatenate([clip_batch(BENCH_SEED, clips, T, size, kinds=("balls",)),
+                           clip_batch(BENCH_SEED + 1, clips, T, size, kinds=("digits",))])
+    known = known_frames("predict", T, num_known)
+    generated = [t for t in range(T) if t not in known]
+    key = (clips, steps, num_known, seed)
+    if key not in cache:
+        cache[key] = (run_ours(reference.transformer, data, known, steps, "dpm", len(data), seed)[0],
+                      _generate_clips(reference.transformer, clips, steps, seed))
+    reference_predicted, reference_generated = cache[key]
+    predicted, seconds, nfe = run_ours(model, data, known, steps, "dpm", len(data), seed)
+    generated_clips = _generate_clips(model, clips, steps, seed)
+    truth = [frame_scores(p, c, generated) for p, c in zip(predicted, data)]
+    same_seed = [frame_scores(p, r, generated) for p, r in zip(predicted, reference_predicted)]
+    from_noise = [frame_scores(g, r, list(range(T))) for g, r in zip(generated_clips, reference_generated)]
+
+    def mean(rows, key):
+        return float(np.mean([r[key] for r in rows]))
+    return {"mse": round(mean(truth, "mse"), 5), "ssim": round(mean(truth, "ssim"), 4),
+            "psnr_vs_fp": round(mean(same_seed, "psnr"), 2), "ssim_vs_fp": round(mean(same_seed, "ssim"), 4),
+            "gen_psnr_vs_fp": round(mean(from_noise, "psnr"), 2), "gen_ssim_vs_fp": round(mean(from_noise, "ssim"), 4),
+            "sec_per_clip": round(seconds, 4), "nfe": nfe}

@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from genstudio.cli_common import DeviceOpt, PrecisionOpt, SeedOpt
+from genstudio.cli_common import DeviceOpt, MaxSecondsOpt, PrecisionOpt, SeedOpt
 
 from genstudio.formats.video import OUTPUT_SUFFIXES
 
@@ -25,7 +25,7 @@ def video(ctx: typer.Context,
                                                     "(animate). Not needed for generate."),
           output: Optional[Path] = typer.Option(None, "--output", "-o",
                                                 help="Result .gif or .mp4 (default: outputs/video/<name>-<task>.gif)."),
-          num_known: Optional[int] = typer.Option(None, "--num-known", "-k", min=1,
+          num_known: Optional[int] = typer.Option(None, "--num-known", "-k", min=1, max=1024,
                                                   help="Given frames for predict/backward/interpolate (default: "
                                                        "half the clip for predict, 4 keyframes for interpolate)."),
           mask: Optional[Path] = typer.Option(None, "--mask",
@@ -34,18 +34,23 @@ def video(ctx: typer.Context,
           scheduler: str = typer.Option("dpm", "--scheduler", help="dpm (DPM-Solver++), ddim, euler or ddpm."),
           model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Checkpoint name, folder or hub id."),
           fps: float = typer.Option(8.0, "--fps", min=0.5, max=60, help="Frame rate of the written video."),
+          sims: Optional[float] = typer.Option(None, "--sims", min=0.0, max=10.0,
+                                               help="SIMS negative guidance w (a checkpoint made by `genstudio sims`; "
+                                                    "default: its own w, 0 = off)."),
           preview: Optional[Path] = typer.Option(None, "--preview",
                                                  help="Also write what the model was given (generated part dimmed)."),
+          max_seconds: MaxSecondsOpt = None,
           device: DeviceOpt = None, seed: SeedOpt = None, precision: PrecisionOpt = None):
     """Run one VDT task on a clip and write the result; prints what was given, what was generated,
     and (when the input covers the generated frames) the error against it."""
-    from genstudio.cli_common import check_writable, console, output_file, run_options
+    from genstudio.cli_common import check_writable, console, limit_time, output_file, run_options
     from genstudio.render import InputError
 
     run = run_options(ctx, device, seed, precision)
+    limit_time(ctx, max_seconds)
 
     if task not in TASKS:
-        raise InputError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+        raise typer.BadParameter(f"unknown task {task!r}; choose from {', '.join(TASKS)}", param_hint="--task")
     if input is None and task != "generate":
         raise InputError(f"--task {task} needs --input (a video, GIF, folder of frames or image)")
     if input is not None and not input.exists():
@@ -64,7 +69,7 @@ def video(ctx: typer.Context,
         load_frames(input, max_frames=1)  # a bad file fails here, before the model loads
     pipe = VDTPipeline.from_pretrained(model, device=run.device, precision=run.precision)
     out = pipe(task=task, frames=str(input) if input is not None else None, mask=mask, num_known=num_known,
-               num_inference_steps=steps, scheduler=scheduler, seed=run.seed)
+               num_inference_steps=steps, scheduler=scheduler, seed=run.seed, sims_guidance=sims)
     out.save(target, fps=fps, preview=preview)
     for note in out.notes:
         console.print(f"[yellow]note:[/yellow] {note}")

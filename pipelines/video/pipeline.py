@@ -24,11 +24,13 @@ from PIL import Image
 from genstudio.pipeline import SEED_DEFAULT, CheckpointMismatch, PipelineMixin, PipelineOutput, save_all
 from genstudio.formats.video import FRAME_SUFFIXES, read_video, video_frames_uint8, write_video
 from genstudio.render import InputError, load_image
+from genstudio.sims import NEGATIVE, read_sims
+from genstudio.vq4dit import load_model
 
 from . import DEFAULT_MODEL, TASKS
 from .data import square_resize, to_uint8_video, uint8_to_video
 from .sampling import SCHEDULERS, sample_clips, scheduler_for  # noqa: F401  (re-exported)
-from .vdt import VDT, interpolation_frames, make_mask
+from .vdt import VDT, interpolation_frames, make_mask, sample_training_mask
 
 
 @dataclass
@@ -100,6 +102,24 @@ def load_frames(frames, max_frames: int | None = None) -> np.ndarray:
                      f"got {type(frames).__name__}")
 
 
+def image_mask(mask, frames, size: int):
+    """A mask image (path or PIL) -> bool (size, size), True = generate, checked against the input:
+    it must have the input frames' shape (their size or a scaled copy; it is then centre-cropped and
+    resized as they are) or the model's size. Anything else (arrays, tensors, None) is returned as is."""
+    if not isinstance(mask, (str, os.PathLike, Image.Image)):
+        return mask
+    name = str(mask) if isinstance(mask, (str, os.PathLike)) else "the mask"
+    image = load_image(mask, mode="L") if isinstance(mask, (str, os.PathLike)) else mask.convert("L")
+    if frames is not None:
+        h, w = load_frames(frames, max_frames=1).shape[1:3]
+        mw, mh = image.size
+        if abs(mw / mh - w / h) > 0.02 * w / h and (mw, mh) != (size, size):
+            raise InputError(f"{name} is {mw}x{mh}, but the input frames are {w}x{h}; the mask must have "
+                             f"their shape (the same size, or scaled) or the model's size, {size}x{size}")
+    binary = np.asarray(image) > 127
+    return square_resize(binary.astype(np.uint8) * 255, size) > 127 if binary.shape != (size, size) else binary
+
+
 def load_mask(mask, frames: int, size: int) -> np.ndarray:
     """A user mask -> bool (T, size, size), True = generate. Accepts an image path / PIL image
     (white = generate, applied to every frame), or an array / tensor of shape (H, W), (T,),
@@ -127,16 +147,32 @@ def load_mask(mask, frames: int, size: int) -> np.ndarray:
     return m.astype(bool)
 
 
+class _ClipItems(torch.utils.data.Dataset):
+    def __init__(self, clips: torch.Tensor):
+        self.clips = clips
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"video": self.clips[i]}
+
+
 class VDTPipeline(DiffusionPipeline, PipelineMixin):
     """A VDT plus its default (DPM-Solver++) scheduler; `__call__` runs one task on one clip."""
 
     model_cpu_offload_seq = "transformer"
     task, paper, default_model = "video", "VDT", DEFAULT_MODEL
     checkpoint_classes = ("VDT",)
+    compress_component = "transformer"  # `genstudio compress` quantises this VDT (calibration_samples below)
 
-    def __init__(self, transformer: VDT, scheduler):
+    _optional_components = ["negative_transformer"]
+
+    def __init__(self, transformer: VDT, scheduler, negative_transformer: VDT | None = None,
+                 sims_guidance: float = 0.0):
         super().__init__()
-        self.register_modules(transformer=transformer, scheduler=scheduler)
+        self.register_modules(transformer=transformer, scheduler=scheduler, negative_transformer=negative_transformer)
+        self.sims_guidance = sims_guidance  # a SIMS checkpoint's default w (genstudio sims)
         self.name = None
         self.precision = None
 
@@ -166,7 +202,69 @@ class VDTPipeline(DiffusionPipeline, PipelineMixin):
     def _from_folder(cls, folder: Path, dtype, **kwargs) -> "VDTPipeline":
         if (folder / "transformer").is_dir():
             folder = folder / "transformer"
-        return cls.from_model(VDT.from_pretrained(folder, torch_dtype=dtype).eval())  # fp16 on disk
+        pipe = cls.from_model(load_model(VDT, folder, torch_dtype=dtype).eval())  # fp16 or compressed on disk
+        if (folder / NEGATIVE).is_dir():  # a SIMS checkpoint: the auxiliary model and its default w
+            pipe.negative_transformer = load_model(VDT, folder / NEGATIVE, torch_dtype=dtype).eval()
+            pipe.sims_guidance = float(read_sims(folder).get("guidance", 0.0))
+        return pipe
+
+    @torch.no_grad()
+    def calibration_samples(self, num_samples: int, num_inference_steps: int = 10,
+                            generator: torch.Generator | None = None) -> torch.Tensor:
+        """Zero-data calibration clips for `genstudio compress` (B, T, C, H, W) in [-1, 1]: the first
+        half generated from pure noise with the pipeline's sampler; the rest predict / interpolate
+        (alternately), their given frames taken from those generated clips, so the DiT also sees
+        the mask channel of the conditional tasks."""
+        T, C, H, W = self.transformer.sample_shape
+        fresh = max(1, (num_samples + 1) // 2)
+        clips, _ = sample_clips(self.transformer, torch.zeros(fresh, T, C, H, W), torch.ones(fresh, T, 1, H, W,
+                                dtype=torch.bool), num_inference_steps, self.scheduler, generator, progress=False)
+        rest = num_samples - fresh
+        if rest <= 0:
+            return clips
+        masks = [make_mask("predict" if i % 2 == 0 else "interpolate", T, H, W,
+                           num_known=int(torch.randint(1, T, (1,), generator=generator)) if i % 2 == 0 else None)[0]
+                 for i in range(rest)]
+        known = clips[torch.arange(rest) % fresh]
+        generate = torch.stack(masks).to(clips.device)
+        conditional, _ = sample_clips(self.transformer, torch.where(generate, 0.0, known), generate,
+                                      num_inference_steps, self.scheduler, generator, progress=False)
+        return torch.cat([clips, conditional])
+
+    # SIMS (genstudio/sims.py): the synthetic set and the auxiliary model's fine-tuning
+    @torch.no_grad()
+    def synthetic_dataset(self, num_items: int, num_inference_steps: int, generator, batch_size: int = 16,
+                          sims_guidance: float = 0.0):
+        """`num_items` clips generated from pure noise by this VDT, as {"video"} items (what training reads)."""
+        T, C, H, W = self.transformer.sample_shape
+        clips = []
+        for start in range(0, num_items, batch_size):
+            n = min(batch_size, num_items - start)
+            x, _ = sample_clips(self.transformer, torch.zeros(n, T, C, H, W), torch.ones(n, T, 1, H, W, dtype=torch.bool),
+                                num_inference_steps, self.scheduler, generator, progress=False,
+                                negative_model=self.negative_transformer, negative_guidance=sims_guidance)
+            clips.append(x.cpu())
+        return _ClipItems(torch.cat(clips))
+
+    def finetune_recipe(self, dataset, config):
+        """A copy of this VDT trained with its own objective (the mask-modelling mixture) on `dataset`."""
+        import copy
+
+        from genstudio.diffusion import diffusion_loss, make_scheduler
+        from genstudio.train import Recipe
+
+        model = copy.deepcopy(self.transformer).float().train()
+        c = model.config
+        noise = make_scheduler("ddpm", num_train_timesteps=c.num_train_timesteps, prediction_type=c.prediction_type,
+                               beta_schedule=c.beta_schedule)
+
+        def loss_fn(m, batch):
+            x0 = batch["video"]
+            B, T, _, H, W = x0.shape
+            generate = sample_training_mask(B, T, H, W, device=x0.device)
+            return diffusion_loss(m, x0, noise, c.prediction_type, mask=generate, generate_mask=generate)
+
+        return Recipe(model, dataset, loss_fn, config, name="sims-finetune")
 
     # 1. inputs
     def _prepare_input(self, frames, task: str, notes: list[str]) -> np.ndarray | None:
@@ -246,17 +344,24 @@ class VDTPipeline(DiffusionPipeline, PipelineMixin):
     @torch.no_grad()
     def __call__(self, task: str = "predict", frames=None, mask=None, num_known: int | None = None,
                  num_inference_steps: int = 25, scheduler: str | None = None, seed: int | None = SEED_DEFAULT,
-                 progress: bool | None = None, generator: torch.Generator | None = None) -> VideoOutput:
+                 progress: bool | None = None, generator: torch.Generator | None = None,
+                 sims_guidance: float | None = None) -> VideoOutput:
         """Run `task` on `frames` (see `load_frames` for the accepted forms). `mask` (True/white =
         generate) overrides the task's mask; `num_known` sets how many frames are given for
         predict / backward / interpolate. `scheduler`: "dpm" (DPM-Solver++ 2M), "ddim", "euler" or
-        "ddpm"; None = the pipeline's own (`self.scheduler`). Raises InputError for bad input."""
+        "ddpm"; None = the pipeline's own (`self.scheduler`). `sims_guidance`: SIMS's w with a SIMS
+        checkpoint (None = its default, 0 = off). Raises InputError for bad input."""
+        w = self.sims_guidance if sims_guidance is None else float(sims_guidance)
+        if w and self.negative_transformer is None:
+            raise InputError("sims_guidance needs a SIMS checkpoint (with negative_transformer/): "
+                             "make one with `genstudio sims --base CHECKPOINT`")
         if task not in TASKS:
             raise InputError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
         if task != "generate" and frames is None and mask is None:
             raise InputError(f"task {task!r} needs input frames (a video, GIF, folder or array)")
         t0 = time.perf_counter()
         notes: list[str] = []
+        mask = image_mask(mask, frames, self.transformer.sample_shape[2])
         clip = self._prepare_input(frames, task, notes)
         generate, placed, covered = self._task_mask(task, clip, mask, num_known)
         if not generate.any():
@@ -268,7 +373,7 @@ class VDTPipeline(DiffusionPipeline, PipelineMixin):
         with self.autocast():  # the precision policy: bf16 only where the device runs it natively
             x, nfe = sample_clips(self.transformer, known, generate_t, num_inference_steps,
                                   self.scheduler if scheduler is None else scheduler, generator,
-                                  self.progress_enabled(progress))
+                                  self.progress_enabled(progress), self.negative_transformer, w)
         frames_out = to_uint8_video(x[0])
         frames_out = np.where(generate[..., None], frames_out, placed)  # already equal; made explicit
         return VideoOutput(frames_out, generate, placed if clip is not None else None, task, nfe,

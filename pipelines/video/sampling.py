@@ -31,9 +31,11 @@ def scheduler_for(model: VDT, name: str = "dpm"):
 
 def sample_clips(model: VDT, known: torch.Tensor, generate: torch.Tensor, num_inference_steps: int = 25,
                  scheduler="dpm", generator: torch.Generator | None = None,
-                 progress: bool = True) -> tuple[torch.Tensor, int]:
+                 progress: bool = True, negative_model: VDT | None = None,
+                 negative_guidance: float = 0.0) -> tuple[torch.Tensor, int]:
     """Denoise a batch (B, T, C, H, W) where `generate` (B, T, 1, H, W) is True; the rest stays
-    `known` bit for bit. `scheduler`: a name (SCHEDULERS) or a diffusers scheduler.
+    `known` bit for bit. `scheduler`: a name (SCHEDULERS) or a diffusers scheduler. With
+    `negative_model` and w = `negative_guidance`, SIMS: (1 + w) * model - w * negative_model.
     Returns (clips in [-1, 1] float32, number of model evaluations)."""
     if num_inference_steps < 1:
         raise InputError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
@@ -50,6 +52,14 @@ def sample_clips(model: VDT, known: torch.Tensor, generate: torch.Tensor, num_in
         calls += 1
         return model(x, t, generate_mask=generate)
 
+    def negative_fn(x, t):
+        nonlocal calls
+        calls += 1
+        return negative_model(x, t, generate_mask=generate)
+
+    use_negative = negative_model is not None and negative_guidance != 0.0
     x = sample(model_fn, known.shape, sched, num_inference_steps, generator=generator,
-               known=known.to(device), mask=generate.expand_as(known), progress=progress, device=device)
+               known=known.to(device), mask=generate.expand_as(known), progress=progress, device=device,
+               negative_model_fn=negative_fn if use_negative else None,
+               negative_guidance=negative_guidance if use_negative else 0.0)
     return x.float().clamp(-1, 1), calls
