@@ -210,3 +210,23 @@ def test_recipes_train_and_export_a_loadable_checkpoint(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "ckpt" / "vae" / "config.json").read_text())["scaling_factor"] != 0.18215
     pipe = DiTImagePipeline.from_pretrained(str(tmp_path / "ckpt"), device="cpu", precision="fp32")
     assert pipe(["Q"], num_inference_steps=2, progress=False).images[0].size == (32, 32)
+
+
+def test_official_layout_weights_compress_with_vq4dit_and_still_generate(tmp_path):
+    """VQ4DiT on the official DiT layout: facebookresearch/DiT weights -> a pipeline folder -> 2 bits."""
+    from genstudio.vq4dit import quantization_config
+    pipe = tiny_pipeline()
+    fb = {k: v.clone() for k, v in pipe.transformer.state_dict().items()}
+    fb["pos_embed"] = pipe.transformer.pos_embed.clone()
+    torch.save(fb, tmp_path / "DiT-tiny.pt")
+    vae_dir = tmp_path / "vae"
+    pipe.vae.save_pretrained(vae_dir)
+    official = DiTImagePipeline.from_official(tmp_path / "DiT-tiny.pt", vae=str(vae_dir), device="cpu", precision="fp32")
+    folder = save_pipeline(official, tmp_path / "official")
+    r = run_genstudio("compress", folder, "--bits", "2", "-o", tmp_path / "vq2", "--samples", "2", "--steps", "2",
+                      "--iters", "2", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert quantization_config(tmp_path / "vq2" / "transformer")["bits"] == 2
+    small = DiTImagePipeline.from_pretrained(str(tmp_path / "vq2"), device="cpu", precision="fp32")
+    out = small(["A", "b"], num_inference_steps=2, progress=False)
+    assert len(out.images) == 2 and not out.failed

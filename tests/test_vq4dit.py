@@ -158,7 +158,7 @@ def test_cli_compresses_a_vdt_that_its_pipeline_loads_and_runs(tiny_vdt_dir, tmp
     assert checkpoint_classes(out) == ["VDT"] and (out / "README.md").exists()
     qc = quantization_config(out)
     assert qc["bits"] == 2 and qc["subvector_dim"] == 4 and len(qc["calibration"]["blocks"]) == 2
-    assert not list(tmp_path.glob(".*compress*"))  # no temporary folder left behind
+    assert not list(tmp_path.glob(".*"))  # no temporary folder left behind
     pipe = VDTPipeline.from_pretrained(out, device="cpu", precision="fp32")
     result = pipe("generate", num_inference_steps=2, seed=0, progress=False)
     assert result.frames.shape == (4, 8, 8, 3) and result.nfe == 2
