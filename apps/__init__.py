@@ -18,6 +18,20 @@ def ui_errors(fn):
     return wrapped
 
 
+def upload_path(value) -> str | None:
+    """The file path of an upload as a callback gets it: a path, or (with `preprocess=False`, so
+    that Gradio decodes nothing itself) the raw FileData dict/object. Every tab then hands the path
+    to the same loader as the CLI, so an upload meets the same checks and budgets."""
+    if value is None or isinstance(value, str):
+        return value or None
+    if hasattr(value, "__fspath__"):
+        return str(value)
+    path = value.get("path") if isinstance(value, dict) else getattr(value, "path", None)
+    if not path:
+        raise ValueError("the upload did not arrive as a file; upload it again")
+    return str(path)
+
+
 @functools.lru_cache(maxsize=4)
 def pipeline(task: str, model: str | None = None):
     """The task's pipeline, loaded once per (task, model) for every tab (genstudio.load)."""

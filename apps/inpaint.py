@@ -1,7 +1,7 @@
 """Gradio tab: paint a hole on an image, get N PUT completions side by side."""
 from __future__ import annotations
 
-from apps import pipeline, ui_errors
+from apps import pipeline, ui_errors, upload_path
 
 from pathlib import Path
 
@@ -11,19 +11,47 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "inpaint"
 
 
 def editor_to_image_and_hole(value):
-    """ImageEditor value -> (RGB PIL image, (H, W) bool hole): the hole is every painted pixel."""
+    """ImageEditor value -> (RGB PIL image, (H, W) bool hole): the hole is every painted pixel.
+    Uploaded files (paths, or raw FileData with `preprocess=False`) go through the CLI's loader:
+    the picture meets the pixel budget, a layer is decoded only when its size is the picture's."""
     from PIL import Image
     if not value or value.get("background") is None:
         raise ValueError("Upload an image (or pick an example) and paint over the region to fill.")
-    background = value["background"]
-    background = background if isinstance(background, Image.Image) else Image.fromarray(np.asarray(background))
+    background = _editor_image(value["background"])
     hole = np.zeros(background.size[::-1], bool)
     for layer in value.get("layers") or []:
-        layer = layer if isinstance(layer, Image.Image) else Image.fromarray(np.asarray(layer))
-        if layer.size == background.size:
+        layer = _editor_layer(layer, background.size)
+        if layer is not None:
             hole |= np.asarray(layer.convert("RGBA").getchannel("A")) > 0
     from genstudio.render import flatten_alpha
     return flatten_alpha(background), hole
+
+
+def _editor_image(value):
+    from PIL import Image
+    from genstudio.render import load_image
+    if isinstance(value, Image.Image):
+        return value
+    if isinstance(value, np.ndarray):
+        return Image.fromarray(value)
+    return load_image(upload_path(value), "RGBA")
+
+
+def _editor_layer(value, size):
+    """A painted layer at the picture's size, or None (another size: not this picture's paint)."""
+    from PIL import Image
+    from genstudio.render import InputError
+    if isinstance(value, (Image.Image, np.ndarray)):
+        layer = value if isinstance(value, Image.Image) else Image.fromarray(np.asarray(value))
+        return layer if layer.size == size else None
+    path = upload_path(value)
+    try:
+        with Image.open(path) as layer:
+            if layer.size != size:  # read from the header: nothing bigger than the picture is decoded
+                return None
+            return layer.convert("RGBA")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise InputError(f"the painted mask is not a readable image ({type(e).__name__}: {e})") from None
 
 
 def inpaint(value, num_samples: int = 4, seed: int | None = 0, top_k: int = 50, model: str | None = None):
@@ -46,7 +74,7 @@ def build_tab():
     gr.Markdown("Pluralistic inpainting with **PUT**: paint over what should be replaced (the brush marks the "
                 "hole), and get N different completions. Known pixels are kept exactly.")
     with gr.Row():
-        editor = gr.ImageEditor(type="pil", label="image: paint the hole", image_mode="RGBA",
+        editor = gr.ImageEditor(type="filepath", label="image: paint the hole", image_mode="RGBA",
                                 brush=gr.Brush(colors=["#ff00ff"], color_mode="fixed", default_size=12),
                                 transforms=())
         with gr.Column():
@@ -61,4 +89,5 @@ def build_tab():
     if examples:
         gr.Examples(examples=[[e] for e in examples], inputs=[editor], label="examples (held-out test crops)")
     gallery = gr.Gallery(label="completions", columns=4, height="auto")
-    button.click(run, [editor, n, seed, top_k], [gallery, masked, info])
+    # preprocess=False: Gradio decodes nothing; the files go to the CLI's loader (editor_to_image_and_hole)
+    button.click(run, [editor, n, seed, top_k], [gallery, masked, info], preprocess=False)

@@ -1,7 +1,7 @@
 """Gradio tab: image -> SVG code with StarVector (best-of-N), rendered beside the input."""
 from __future__ import annotations
 
-from apps import pipeline, ui_errors
+from apps import pipeline, ui_errors, upload_path
 
 import tempfile
 from pathlib import Path
@@ -16,12 +16,17 @@ def example_images() -> list[str]:
 
 def convert(image, candidates: int = 1, seed: int | None = 0, refine: bool = True, refine_steps: int | None = None,
             model: str | None = None):
-    """PIL image -> (rendering, svg code, score dict, path of a downloadable .svg). Raises on failure.
+    """Image (an uploaded file's path, or a PIL image) -> (rendering, svg code, score dict, path of a
+    downloadable .svg). Raises on failure. An upload goes through the CLI's loader (pixel budget,
+    unreadable/degenerate files) before the model loads.
     `refine`: fit the best candidate's numbers, and one drawing from an empty canvas, to the image."""
     from pipelines.svg.pipeline import DEFAULT_MODEL, REFINE_STEPS
-    from genstudio.render import write_text
-    if image is None:
-        raise ValueError("Upload an image or pick an example first.")
+    from genstudio.render import load_image, write_text
+    if not hasattr(image, "size"):
+        image = upload_path(image)
+        if image is None:
+            raise ValueError("Upload an image or pick an example first.")
+        image = load_image(image)
     out = pipeline("svg", model or DEFAULT_MODEL)(image, num_candidates=int(candidates),
                                             seed=None if seed is None else int(seed), refine=bool(refine),
                                             refine_steps=int(refine_steps or REFINE_STEPS))
@@ -43,7 +48,7 @@ def build_tab():
     gr.Markdown("Image → SVG code with **StarVector**: the model writes SVG (best of N candidates, "
                 "scored by SSIM against your image). Works best on icons, logos and glyphs.")
     with gr.Row():
-        inp = gr.Image(type="pil", label="input image", image_mode="RGBA")
+        inp = gr.Image(type="filepath", label="input image", image_mode=None)
         rendering = gr.Image(type="pil", label="SVG rendering", interactive=False)
     with gr.Row():
         candidates = gr.Slider(1, 16, value=1, step=1, label="candidates (best-of-N; 1 = greedy)")
@@ -60,4 +65,6 @@ def build_tab():
         with gr.Column():
             score = gr.JSON(label="score")
             download = gr.File(label="download .svg")
-    button.click(run, [inp, candidates, seed, refine, refine_steps], [rendering, code, score, download])
+    # preprocess=False: Gradio decodes nothing; the upload's path goes to the CLI's loader (convert)
+    button.click(run, [inp, candidates, seed, refine, refine_steps], [rendering, code, score, download],
+                 preprocess=False)

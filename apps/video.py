@@ -29,9 +29,11 @@ def run_video(path, task: str = "predict", num_known: int | None = 4, steps: int
               seed: int | None = 0, model: str | None = None) -> tuple[str | None, str, dict]:
     """(GIF of what the model was given or None, GIF of the result, info). Raises ValueError on bad input."""
     from genstudio.formats.video import write_video
-    from pipelines.video.pipeline import DEFAULT_MODEL
+    from pipelines.video.pipeline import DEFAULT_MODEL, load_frames
     if path is None and task != "generate":
         raise ValueError(f"Upload a clip (GIF/MP4/AVI) or pick an example for '{task}'.")
+    if task != "generate":
+        load_frames(str(path), max_frames=1)  # as the CLI: a bad file fails here, before the model loads
     known = int(num_known) if num_known and task in ("predict", "interpolate") else None
     out = pipeline("video", model or DEFAULT_MODEL)(task=task, frames=None if task == "generate" else str(path),
                                             num_known=known, num_inference_steps=int(steps), scheduler=scheduler,

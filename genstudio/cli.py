@@ -117,6 +117,30 @@ def export_cmd(run: Path = typer.Argument(..., help="A training run folder (what
 
 
 @app.command()
+def batch(ctx: typer.Context,
+          jobs: Path = typer.Argument(..., help="JOBS.jsonl: one job per line, {\"id\", \"task\", \"args\", \"kwargs\", \"seed\", \"model\"}."),
+          output: Path = typer.Option(..., "--output", "-o", help="Output folder: OUT/<id><suffix> + results.jsonl."),
+          device: DeviceOpt = None, precision: PrecisionOpt = None):
+    """Run many jobs of any task; resumable (finished jobs are skipped). Scale out with
+    `accelerate launch --multi_gpu --num_processes N -m genstudio.cli batch JOBS.jsonl -o OUT/`
+    (with no GPU visible, N CPU processes)."""
+    from .batch import JobError, read_jobs, run_batch_jobs
+    from .render import InputError
+    run = run_options(ctx, device, None, precision)
+    if not jobs.is_file():
+        raise InputError(f"jobs file {jobs} does not exist")
+    try:
+        read_jobs(jobs)  # a malformed file is refused before any model loads
+    except JobError as e:
+        raise InputError(str(e)) from None
+    summary = run_batch_jobs(jobs, output, device=run.device, precision=run.precision)
+    console.print(f"[green]batch[/green] rank {summary['rank']}/{summary['processes']}: {summary['done']} done, "
+                  f"{summary['skipped']} skipped, {summary['failed']} failed -> {output}/results.jsonl", soft_wrap=True)
+    if summary["failed"]:  # one line, exit 1 (the reasons are in results.jsonl)
+        raise RuntimeError(f"{summary['failed']} job(s) failed: see {output}/results.jsonl")
+
+
+@app.command()
 def sims(ctx: typer.Context,
          base: str = typer.Option(..., "--base", help="A diffusion checkpoint (name or folder) whose pipeline supports SIMS."),
          output: Path = typer.Option(..., "--output", "-o", help="The SIMS checkpoint to write, e.g. checkpoints/NAME-sims."),

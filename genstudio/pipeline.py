@@ -126,6 +126,7 @@ class PipelineMixin:
     default_model: str = ""              # a shipped checkpoint name
     checkpoint_classes: tuple[str, ...] = ()
     workload: str = "compute"            # "decode" for token-by-token AR models (precision policy)
+    output_suffix: str = ".out"          # the file format `genstudio batch` writes (e.g. ".svg")
     compress_component: str | None = None  # DiT pipelines: the attribute `genstudio compress` quantises
     device: str = "cpu"
     name: str | None = None

@@ -160,3 +160,46 @@ def compressed_quality(pipe, reference, cache: dict, quick: bool = False, per_cl
     same_seed = float(np.mean([ssim(a, b) for a, b in zip(images, cache[key])]))
     return {"fd": round(scores["fd"], 3), "accuracy": round(scores["accuracy"], 4), "ssim_vs_fp": round(same_seed, 4),
             "sec_per_image": round(seconds, 4), "nfe": nfe}
+
+
+def bench_batch(report, quick: bool = False, jobs: int = 16, per_job: int = 8, steps: int = 25,
+                processes=(1, 2), model: str = "dit-glyphs-S") -> None:
+    """`genstudio bench batch`: `genstudio batch` throughput with 1 and N processes (accelerate
+    launch --multi_gpu with no GPU visible: N CPU processes), on `jobs` generate jobs of
+    `per_job` glyphs x `steps` DDIM steps each, every process with 1 thread."""
+    import json
+    import os
+    import subprocess
+    import sys
+    processes = [int(p) for p in (processes.split(",") if isinstance(processes, str) else
+                                  [processes] if isinstance(processes, int) else processes)]
+    if quick:
+        jobs, per_job, steps, processes = 2, 1, 2, [1]
+    with tempfile.TemporaryDirectory(prefix="bench_batch_") as tmp:
+        job_file = os.path.join(tmp, "jobs.jsonl")
+        with open(job_file, "w") as f:
+            for i in range(jobs):
+                f.write(json.dumps({"id": f"j{i}", "task": "generate", "model": model, "args": [[CLASSES[i % 62]]],
+                                    "kwargs": {"num_images_per_class": per_job, "num_inference_steps": steps},
+                                    "seed": i}) + "\n")
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+        for n in processes:
+            out = os.path.join(tmp, f"out{n}")
+            cli = ["-m", "genstudio.cli", "batch", job_file, "-o", out, "--device", "cpu"]
+            cmd = [sys.executable, *cli] if n == 1 else \
+                [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(n),
+                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                 "--main_process_port", "29531", *cli]  # no GPU visible: N CPU processes (gloo)
+            t0 = time.perf_counter()
+            run = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            seconds = time.perf_counter() - t0
+            rows = [json.loads(line) for line in open(os.path.join(out, "results.jsonl"))] \
+                if run.returncode == 0 else []
+            done = sum(r["status"] == "done" for r in rows)
+            report.add(f"{n} process{'es' if n > 1 else ''}", "generate jobs", jobs=jobs, done=done,
+                       seconds=round(seconds, 1), jobs_per_s=round(done / seconds, 3),
+                       job_seconds_sum=round(sum(r["seconds"] for r in rows), 1),
+                       error=None if run.returncode == 0 else run.stderr.strip().splitlines()[-1][:200])
+    report.compare("1 process", ["jobs_per_s"])
+    report.note(f"{jobs} jobs of {per_job} glyphs x {steps} DDIM steps (CFG 2) with {model}; wall time includes each "
+                "process's start-up and model load; 1 torch thread per process; CPU processes via accelerate launch --multi_gpu with no GPU visible (gloo).")

@@ -87,6 +87,7 @@ class DiTImagePipeline(DiffusionPipeline, PipelineMixin):
 
     model_cpu_offload_seq = "transformer->vae"
     task, paper, default_model = "generate", "DiT", DEFAULT_MODEL
+    output_suffix = ".png"  # what `genstudio batch` writes
     checkpoint_classes = ("DiTImagePipeline", "DiT")
     compress_component = "transformer"
     _optional_components = ["negative_transformer"]

@@ -94,6 +94,7 @@ def work_size(width: int, height: int, resolution: int, patch: int) -> tuple[int
 class PUTInpaintPipeline(PipelineMixin):
     """P-VQVAE + UQ-Transformer; see pipelines/inpaint/put.py."""
     task, paper, default_model = "inpaint", "PUT", DEFAULT_MODEL
+    output_suffix = ".png"  # what `genstudio batch` writes
     checkpoint_classes = ("PatchVQVAE", "UnquantizedTransformer")
 
     def __init__(self, vqvae, transformer, device: str | None = None, precision=None):

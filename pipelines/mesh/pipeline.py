@@ -91,6 +91,7 @@ def condition_from(source, num_points: int, marching_cubes: bool = False, resolu
 
 class MeshAnythingPipeline(PipelineMixin):
     task, paper, default_model = "mesh", "MeshAnything", DEFAULT_MODEL
+    output_suffix = ".obj"  # what `genstudio batch` writes
     checkpoint_classes = ("MeshAnythingModel", "genstudio-meshanything")
     workload = "decode"
 

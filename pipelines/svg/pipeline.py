@@ -99,6 +99,7 @@ def _default_preprocess(image: Image.Image, size: int):
 
 class StarVectorPipeline(PipelineMixin):
     task, paper, default_model = "svg", "StarVector", DEFAULT_MODEL
+    output_suffix = ".svg"  # what `genstudio batch` writes
     checkpoint_classes = ("StarVectorModel", "genstudio-starvector")
     workload = "decode"
 

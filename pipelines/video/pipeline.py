@@ -163,6 +163,7 @@ class VDTPipeline(DiffusionPipeline, PipelineMixin):
 
     model_cpu_offload_seq = "transformer"
     task, paper, default_model = "video", "VDT", DEFAULT_MODEL
+    output_suffix = ".gif"  # what `genstudio batch` writes
     checkpoint_classes = ("VDT",)
     compress_component = "transformer"  # `genstudio compress` quantises this VDT (calibration_samples below)
 
