@@ -10,8 +10,9 @@ import os
 from importlib.metadata import entry_points
 
 TITLE = "genstudio"
-INTRO = ("**genstudio** — a generative vision suite: image→SVG, text→SVG, 3D, video, inpainting, faces. "
-         "Every tab runs a small checkpoint trained by the project; see the README for full-size weights.")
+INTRO = ("**genstudio** — a generative vision suite: image→SVG, class-conditional glyphs (DiT), inpainting, "
+         "video, artist meshes and an image tokenizer, one tab each. Every tab runs a small checkpoint trained "
+         "by the project on a CPU; the README says how to load full-size official weights.")
 
 
 # Tabs in the order a newcomer cares about (flagship first), named for the task; an entry point

@@ -23,6 +23,8 @@ app = typer.Typer(name="genstudio", help="genstudio: a generative vision suite (
                   no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Offline datasets: build them into the cache and list them.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+space_app = typer.Typer(help="The Hugging Face Space: export a folder that runs the app.", no_args_is_help=True)
+app.add_typer(space_app, name="space")
 
 
 @app.callback()
@@ -114,6 +116,16 @@ def export_cmd(run: Path = typer.Argument(..., help="A training run folder (what
     from .export import export_run
     out = export_run(run, to, dtype=dtype, overwrite=overwrite, recipe=recipe, **_parse_kv(set_))
     console.print(f"[green]exported[/green] {run} -> {out} ({dtype})")
+
+
+@space_app.command("export")
+def space_export(folder: Path = typer.Argument(..., help="The Space folder to write (outside the source tree)."),
+                 overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing folder.")):
+    """Write a Gradio Space: the package, shipped checkpoints, app.py, requirements.txt, LFS attributes."""
+    from .space import export_space
+    out = export_space(folder, overwrite=overwrite)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6
+    console.print(f"[green]exported[/green] the Space to {out} ({size:.0f} MB); push it to a Space repo with git + git-lfs")
 
 
 @app.command()
