@@ -4,29 +4,34 @@ The model loads on the first run, so the tab builds without it.
 """
 from __future__ import annotations
 
-from apps import pipeline, ui_errors
+from apps import load_pipeline, progress_default, seconds, temp_folder, ui_errors
 
 MAX_IMAGES = 64  # per click: the tab stays responsive on a CPU
 
 
 def run_generate(classes: str, num: int = 4, guidance: float = 2.0, sims: float = 0.0, steps: int = 25,
-                 seed: int | None = 0, model: str | None = None):
-    """(grid image, info). `classes`: characters or numbers separated by spaces or commas."""
+                 seed: int | None = 0, model: str | None = None, progress=progress_default()):
+    """(grid image, summary, path of the grid as a downloadable .png). `classes`: characters or
+    numbers separated by spaces or commas."""
     from pipelines.image.pipeline import DEFAULT_MODEL
     labels = [c for c in classes.replace(",", " ").split() if c]
     if not labels:
         raise ValueError("Type one or more classes, e.g. A g 7.")
     if len(labels) * int(num) > MAX_IMAGES:
         raise ValueError(f"At most {MAX_IMAGES} images per run here ({len(labels)} classes x {int(num)}).")
-    pipe = pipeline("generate", model or DEFAULT_MODEL)
+    pipe = load_pipeline("generate", model or DEFAULT_MODEL, progress)
     if sims and pipe.negative_transformer is None:
         raise ValueError("This model has no SIMS auxiliary model: pick the -sims checkpoint or set SIMS to 0.")
     out = pipe(labels, num_images_per_class=int(num), guidance_scale=float(guidance), sims_guidance=float(sims),
-               num_inference_steps=int(steps), seed=None if seed is None else int(seed), progress=False)
+               num_inference_steps=int(steps), seed=None if seed is None else int(seed), progress=True)
     grid = out.grid()
     grid = grid.resize((grid.width * 3, grid.height * 3), 0)  # 32 px glyphs are too small to see
-    return grid, {"images": len(out.images), "network_evaluations_per_image": out.nfe,
-                  "seconds": round(out.seconds, 2)}
+    path = temp_folder("generate") / "glyphs.png"
+    grid.save(path)
+    n = len(out.images)
+    text = (f"{n} image{'s' * (n != 1)} ({len(labels)} class{'es' * (len(labels) != 1)} × {int(num)}), "
+            f"{out.nfe} model evaluations per image, {seconds(out.seconds)}.")
+    return grid, text, str(path)
 
 
 def build_tab():
@@ -48,5 +53,6 @@ def build_tab():
         seed = gr.Number(value=0, precision=0, label="seed")
     button = gr.Button("Generate", variant="primary")
     grid = gr.Image(type="pil", label="one row per class", interactive=False)
-    info = gr.JSON(label="run")
-    button.click(run, [classes, num, guidance, sims, steps, seed, model], [grid, info])
+    info = gr.Markdown(label="run")
+    download = gr.File(label="download .png")
+    button.click(run, [classes, num, guidance, sims, steps, seed, model], [grid, info, download])

@@ -1,7 +1,7 @@
 """Gradio tab: paint a hole on an image, get N PUT completions side by side."""
 from __future__ import annotations
 
-from apps import pipeline, ui_errors, upload_path
+from apps import load_pipeline, progress_default, seconds, temp_folder, ui_errors, upload_path
 
 from pathlib import Path
 
@@ -54,16 +54,28 @@ def _editor_layer(value, size):
         raise InputError(f"the painted mask is not a readable image ({type(e).__name__}: {e})") from None
 
 
-def inpaint(value, num_samples: int = 4, seed: int | None = 0, top_k: int = 50, model: str | None = None):
-    """Editor value -> (list of completions, the hole as an image, info dict). Raises on bad input."""
+def inpaint(value, num_samples: int = 4, seed: int | None = 0, top_k: int = 50, model: str | None = None,
+            progress=progress_default()):
+    """Editor value -> (list of completions, the hole as an image, summary, paths of the completions
+    as downloadable .png files). Raises on bad input."""
     from PIL import Image
     from pipelines.inpaint.pipeline import DEFAULT_MODEL
     image, hole = editor_to_image_and_hole(value)
-    out = pipeline("inpaint", model or DEFAULT_MODEL)(image, hole, num_samples=int(num_samples), top_k=int(top_k),
-                                            seed=None if seed is None else int(seed))
+    pipe = load_pipeline("inpaint", model or DEFAULT_MODEL, progress)
+    out = pipe(image, hole, num_samples=int(num_samples), top_k=int(top_k), seed=None if seed is None else int(seed),
+               progress=True)
     masked = np.asarray(image).copy()
     masked[hole] = 255
-    return out.images, Image.fromarray(masked), {**out.info, "model_size": list(out.work_size)}
+    folder = temp_folder("inpaint")
+    files = []
+    for k, completion in enumerate(out.images, 1):
+        completion.save(folder / f"inpaint-{k}.png")
+        files.append(str(folder / f"inpaint-{k}.png"))
+    n, (w, h) = len(out.images), out.work_size
+    text = (f"{n} completion{'s' * (n != 1)} of a hole covering {100 * out.info['hole_ratio']:.1f} % of the picture, "
+            f"{out.info.get('sampling_steps', '?')} sampling steps at {w}×{h} px, "
+            f"{seconds(out.metadata.get('seconds', 0.0))}. Known pixels are kept exactly.")
+    return out.images, Image.fromarray(masked), text, files
 
 
 def build_tab():
@@ -79,7 +91,8 @@ def build_tab():
                                 transforms=())
         with gr.Column():
             masked = gr.Image(type="pil", label="input with hole", interactive=False)
-            info = gr.JSON(label="info")
+            info = gr.Markdown(label="info")
+            download = gr.File(label="download .png", file_count="multiple")
     with gr.Row():
         n = gr.Slider(1, 8, value=4, step=1, label="samples")
         seed = gr.Number(value=0, precision=0, label="seed")
@@ -90,4 +103,4 @@ def build_tab():
         gr.Examples(examples=[[e] for e in examples], inputs=[editor], label="examples (held-out test crops)")
     gallery = gr.Gallery(label="completions", columns=4, height="auto")
     # preprocess=False: Gradio decodes nothing; the files go to the CLI's loader (editor_to_image_and_hole)
-    button.click(run, [editor, n, seed, top_k], [gallery, masked, info], preprocess=False)
+    button.click(run, [editor, n, seed, top_k], [gallery, masked, info, download], preprocess=False)

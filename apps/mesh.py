@@ -1,31 +1,36 @@
 """Gradio tab: a dense mesh -> an artist-like mesh with MeshAnything, both in 3D viewers."""
 from __future__ import annotations
 
-from apps import pipeline, ui_errors
+from apps import load_pipeline, progress_default, seconds, temp_folder, ui_errors
 
-import tempfile
 from pathlib import Path
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "mesh"
 
 
 def convert(mesh_path, max_faces: int | None = None, seed: int | None = 0, marching_cubes: bool = True,
-            model: str | None = None) -> tuple[str, dict]:
-    """A mesh file -> (path of the output .glb, {faces, vertices, ...}). Raises ValueError on failure."""
+            model: str | None = None, progress=progress_default()) -> tuple[str, str, list[str]]:
+    """A mesh file -> (path of the output .glb, summary, paths of the downloads: .glb and .obj).
+    Raises ValueError on failure."""
     from genstudio.formats.mesh import load_mesh_input
     from pipelines.mesh.pipeline import DEFAULT_MODEL
     if not mesh_path:
         raise ValueError("Upload a mesh or pick an example first.")
     source = load_mesh_input(mesh_path)
-    out = pipeline("mesh", model or DEFAULT_MODEL)(source, max_faces=int(max_faces) if max_faces else None, seed=0 if seed is None else int(seed),
-                                            marching_cubes=bool(marching_cubes))
+    pipe = load_pipeline("mesh", model or DEFAULT_MODEL, progress, "generating the mesh face by face…")
+    out = pipe(source, max_faces=int(max_faces) if max_faces else None, seed=0 if seed is None else int(seed),
+               marching_cubes=bool(marching_cubes), progress=True)
     if out.failed:
         raise ValueError(f"{out.message}. Try another seed or turn on marching cubes.")
-    path = Path(tempfile.mkdtemp(prefix="genstudio-mesh-")) / "meshanything.glb"
+    folder = temp_folder("mesh")
+    path, obj = folder / "meshanything.glb", folder / "meshanything.obj"
     out.save(path)
-    info = {"input faces": out.input_faces, "output faces": out.num_faces, "output vertices": out.num_vertices,
-            "seconds": round(out.seconds, 2), "note": out.message}
-    return str(path), info
+    out.save(obj)
+    text = (f"{out.num_faces} faces and {out.num_vertices} vertices (the input had {out.input_faces} faces), "
+            f"{seconds(out.seconds)}.")
+    if out.message:
+        text += f" {out.message.rstrip('.')}."
+    return str(path), text, [str(path), str(obj)]
 
 
 def build_tab():
@@ -47,5 +52,6 @@ def build_tab():
     examples = sorted(str(p) for p in EXAMPLES.glob("*.obj"))
     if examples:
         gr.Examples(examples=[[e] for e in examples], inputs=[inp], label="examples (held-out test objects)")
-    info = gr.JSON(label="face counts")
-    button.click(run, [inp, max_faces, seed, marching_cubes], [out, info])
+    info = gr.Markdown(label="face counts")
+    download = gr.File(label="download .glb / .obj", file_count="multiple")
+    button.click(run, [inp, max_faces, seed, marching_cubes], [out, info, download])

@@ -1,9 +1,8 @@
 """Gradio tab: image -> SVG code with StarVector (best-of-N), rendered beside the input."""
 from __future__ import annotations
 
-from apps import pipeline, ui_errors, upload_path
+from apps import load_pipeline, progress_default, seconds, temp_folder, ui_errors, upload_path
 
-import tempfile
 from pathlib import Path
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "svg"
@@ -15,8 +14,8 @@ def example_images() -> list[str]:
 
 
 def convert(image, candidates: int = 1, seed: int | None = 0, refine: bool = True, refine_steps: int | None = None,
-            model: str | None = None):
-    """Image (an uploaded file's path, or a PIL image) -> (rendering, svg code, score dict, path of a
+            model: str | None = None, progress=progress_default()):
+    """Image (an uploaded file's path, or a PIL image) -> (rendering, svg code, summary, path of a
     downloadable .svg). Raises on failure. An upload goes through the CLI's loader (pixel budget,
     unreadable/degenerate files) before the model loads.
     `refine`: fit the best candidate's numbers, and one drawing from an empty canvas, to the image."""
@@ -27,16 +26,30 @@ def convert(image, candidates: int = 1, seed: int | None = 0, refine: bool = Tru
         if image is None:
             raise ValueError("Upload an image or pick an example first.")
         image = load_image(image)
-    out = pipeline("svg", model or DEFAULT_MODEL)(image, num_candidates=int(candidates),
-                                            seed=None if seed is None else int(seed), refine=bool(refine),
-                                            refine_steps=int(refine_steps or REFINE_STEPS))
+    pipe = load_pipeline("svg", model or DEFAULT_MODEL, progress,
+                         "generating and refining…" if refine else "generating…")
+    out = pipe(image, num_candidates=int(candidates), seed=None if seed is None else int(seed), refine=bool(refine),
+               refine_steps=int(refine_steps or REFINE_STEPS), progress=True)
     if out.failed:
         raise ValueError(f"{out.message}. Try more candidates or another seed.")
-    path = Path(tempfile.mkdtemp(prefix="genstudio-svg-")) / "genstudio.svg"
+    path = temp_folder("svg") / "genstudio.svg"
     write_text(path, out.svg)
-    score = {**out.score, "candidates": out.metadata.get("candidates", len(out.candidates)), "chosen": out.best,
-             "winner": out.metadata.get("winner"), "note": out.message}
-    return out.image, out.svg, score, str(path)
+    return out.image, out.svg, summary(out), str(path)
+
+
+def summary(out) -> str:
+    """The result in 1-3 plain sentences, e.g. "7 paths, 803 bytes, 98.9 % similar to your image (SSIM), 1.9 s"."""
+    import re
+    paths = len(re.findall(r"<(?:path|rect|circle|ellipse|line|polyline|polygon)\b", out.svg))
+    size = len(out.svg.encode())
+    text = (f"{paths} shape{'s' * (paths != 1)}, {size} bytes, {100 * out.score['ssim']:.1f} % similar to your image "
+            f"(SSIM), {seconds(out.metadata.get('seconds', 0.0))}.")
+    n = out.metadata.get("candidates", len(out.candidates))
+    winner = out.metadata.get("winner")
+    origin = {"model": "the model's drawing", "empty-canvas": "a drawing fitted from an empty canvas"}.get(winner)
+    if n > 1 or origin:
+        text += f" Best of {n} candidate{'s' * (n != 1)}" + (f": {origin} won." if origin else ".")
+    return text
 
 
 def build_tab():
@@ -63,7 +76,7 @@ def build_tab():
     with gr.Row():
         code = gr.Code(label="SVG code", language="html")
         with gr.Column():
-            score = gr.JSON(label="score")
+            score = gr.Markdown(label="result")
             download = gr.File(label="download .svg")
     # preprocess=False: Gradio decodes nothing; the upload's path goes to the CLI's loader (convert)
     button.click(run, [inp, candidates, seed, refine, refine_steps], [rendering, code, score, download],

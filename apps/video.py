@@ -5,9 +5,8 @@ the part to generate dimmed. The model loads on the first run, so the tab builds
 """
 from __future__ import annotations
 
-from apps import pipeline, ui_errors
+from apps import load_pipeline, progress_default, seconds, temp_folder, ui_errors
 
-import tempfile
 from pathlib import Path
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "video"
@@ -26,8 +25,10 @@ def _enlarge(frames, factor: int = 4):
 
 
 def run_video(path, task: str = "predict", num_known: int | None = 4, steps: int = 25, scheduler: str = "dpm",
-              seed: int | None = 0, model: str | None = None) -> tuple[str | None, str, dict]:
-    """(GIF of what the model was given or None, GIF of the result, info). Raises ValueError on bad input."""
+              seed: int | None = 0, model: str | None = None,
+              progress=progress_default()) -> tuple[str | None, str, str, str]:
+    """(GIF of what the model was given or None, GIF of the result, summary, the result GIF again for
+    the download). Raises ValueError on bad input."""
     from genstudio.formats.video import write_video
     from pipelines.video.pipeline import DEFAULT_MODEL, load_frames
     if path is None and task != "generate":
@@ -35,18 +36,20 @@ def run_video(path, task: str = "predict", num_known: int | None = 4, steps: int
     if task != "generate":
         load_frames(str(path), max_frames=1)  # as the CLI: a bad file fails here, before the model loads
     known = int(num_known) if num_known and task in ("predict", "interpolate") else None
-    out = pipeline("video", model or DEFAULT_MODEL)(task=task, frames=None if task == "generate" else str(path),
+    out = load_pipeline("video", model or DEFAULT_MODEL, progress)(task=task, frames=None if task == "generate" else str(path),
                                             num_known=known, num_inference_steps=int(steps), scheduler=scheduler,
-                                            seed=None if seed is None else int(seed), progress=False)
-    folder = Path(tempfile.mkdtemp(prefix="genstudio-video-"))
+                                            seed=None if seed is None else int(seed), progress=True)
+    folder = temp_folder("video")
     result = str(write_video(folder / f"{task}.gif", _enlarge(out.frames)))
     given = str(write_video(folder / "given.gif", _enlarge(out.preview()))) if out.input is not None else None
-    info = {"task": task, "frames": int(len(out.frames)), "generated": f"{out.mask.mean():.0%}",
-            "model_calls": out.nfe, "seconds": round(out.seconds, 2), "notes": out.notes}
+    text = (f"{task}: {len(out.frames)} frames, {out.mask.mean():.0%} of the clip generated, "
+            f"{out.nfe} model calls, {seconds(out.seconds)}.")
     scores = out.reference_scores()
     if scores:
-        info["vs_input"] = {k: round(v, 4) for k, v in scores.items()}
-    return given, result, info
+        text += f" Against the input at the generated frames: PSNR {scores['psnr']:.1f} dB (MSE {scores['mse']:.4f})."
+    if out.notes:
+        text += " Note: " + "; ".join(out.notes) + "."
+    return given, result, text, result
 
 
 def build_tab():
@@ -75,5 +78,6 @@ def build_tab():
     with gr.Row():
         given = gr.Image(type="filepath", label="given to the model (generated part dimmed)", interactive=False)
         result = gr.Image(type="filepath", label="result", interactive=False)
-    info = gr.JSON(label="run")
-    button.click(run, [clip, task, num_known, steps, scheduler, seed], [given, result, info])
+    info = gr.Markdown(label="run")
+    download = gr.File(label="download .gif")
+    button.click(run, [clip, task, num_known, steps, scheduler, seed], [given, result, info, download])

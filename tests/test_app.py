@@ -231,3 +231,63 @@ def test_video_mesh_and_generate_tabs_refuse_bad_input(bad_files):
         ui_errors(run_generate)("  ,  ")
     with pytest.raises(gr.Error, match="At most"):
         ui_errors(run_generate)("A B C D E", num=16)
+
+
+# ---------------------------------------------------------------- progress, summaries, downloads (#26)
+def test_tokenizer_tab_summarises_and_offers_a_png(tmp_path):
+    import re
+    from PIL import Image
+    from apps.tokenizer import run as reconstruct
+    path = tmp_path / "picture.png"
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(path)
+    rec, text, download = reconstruct(str(path))
+    assert re.match(r"\d+×\d+ = \d+ tokens \(\d+ different codes\) for 32×32 pixels\.", text), text
+    assert "% similar to your image (SSIM)" in text and "dB" in text and "{" not in text
+    assert download.endswith(".png") and Image.open(download).size == rec.size
+
+
+def test_tabs_say_when_the_model_loads(monkeypatch):
+    import apps
+    seen = []
+    monkeypatch.setattr(apps, "_LOADED", set())
+    monkeypatch.setattr(apps, "pipeline", _fake_cached_pipeline())
+    report = lambda *args, desc=None, **kw: seen.append(desc)  # noqa: E731
+    apps.load_pipeline("svg", "m", report, "refining…")
+    apps.load_pipeline("svg", "m", report, "refining…")
+    assert seen == ["loading the model…", "refining…", "refining…"]
+    apps.load_pipeline("svg", "m")  # a direct call, no progress: nothing to report, no error
+    # every tab's callback takes Gradio's progress (track_tqdm: the pipelines' bars show step k of n)
+    import inspect
+    from apps.generate import run_generate
+    from apps.inpaint import inpaint
+    from apps.mesh import convert as mesh
+    from apps.svg import convert as svg
+    from apps.tokenizer import run as tokenizer
+    from apps.video import run_video
+    for fn in (svg, run_generate, inpaint, run_video, mesh, tokenizer):
+        default = inspect.signature(fn).parameters["progress"].default
+        assert isinstance(default, gr.Progress) and default.track_tqdm, fn
+
+
+def _fake_cached_pipeline():
+    import functools
+    import apps
+
+    @functools.lru_cache(maxsize=4)
+    def pipeline(task, model=None):
+        apps._LOADED.add((task, model))
+        return object()
+    return pipeline
+
+
+def test_every_tab_shows_a_summary_and_a_download():
+    from apps.app import build_app
+    demo = build_app()
+    try:
+        types = [c.get("type") for c in demo.get_config_file()["components"]]
+        assert "json" not in types  # no raw JSON panels left
+        labels = [c["props"].get("label") for c in demo.get_config_file()["components"] if c.get("type") == "file"]
+        for suffix in (".svg", ".png", ".gif", ".glb / .obj"):
+            assert any(label and label.endswith(suffix) for label in labels), (suffix, labels)
+    finally:
+        demo.close()

@@ -180,8 +180,11 @@ def test_generate_and_sims_commands(tmp_path):
 def test_app_tab_runs_on_a_checkpoint(tmp_path):
     from apps.generate import run_generate
     base = save_pipeline(tiny_pipeline(), tmp_path / "base")
-    grid, info = run_generate("A, g 7", num=2, steps=2, model=str(base))
-    assert grid.size == (2 * 32 * 3, 3 * 32 * 3) and info["images"] == 6
+    grid, info, path = run_generate("A, g 7", num=2, steps=2, model=str(base))
+    assert grid.size == (2 * 32 * 3, 3 * 32 * 3) and info.startswith("6 images (3 classes × 2)")
+    assert " s." in info and "{" not in info
+    from PIL import Image
+    assert path.endswith(".png") and Image.open(path).size == grid.size  # the download: the grid as a PNG
     with pytest.raises(ValueError, match="no SIMS auxiliary"):
         run_generate("A", sims=1.0, steps=2, model=str(base))
     with pytest.raises(ValueError, match="At most"):

@@ -307,7 +307,10 @@ def test_app_editor_value_to_hole_and_inpaint(tiny_put_dir):
     layer.paste((255, 0, 255, 255), (5, 5, 20, 15))
     image, hole = editor_to_image_and_hole({"background": bg, "layers": [layer], "composite": bg})
     assert hole.sum() == 15 * 10 and image.size == bg.size
-    images, masked, info = inpaint({"background": bg, "layers": [layer]}, 2, 0, 50, model=str(tiny_put_dir))
-    assert len(images) == 2 and info["hole_ratio"] == pytest.approx(150 / (40 * 32))
+    images, masked, info, files = inpaint({"background": bg, "layers": [layer]}, 2, 0, 50, model=str(tiny_put_dir))
+    assert len(images) == 2 and info.startswith(f"2 completions of a hole covering {100 * 150 / (40 * 32):.1f} %")
+    assert " s." in info and "{" not in info
+    assert len(files) == 2 and all(f.endswith(".png") for f in files)  # the downloads: one PNG per completion
+    assert [Image.open(f).size for f in files] == [bg.size] * 2
     with pytest.raises(ValueError, match="Upload an image"):
         inpaint(None)

@@ -610,8 +610,12 @@ def test_app_convert_and_examples(tiny_mesh_model):
     examples = sorted(EXAMPLES.glob("*.obj"))
     assert len(examples) == 2 and (EXAMPLES / "LICENSES.md").exists()
     assert sum(p.stat().st_size for p in EXAMPLES.iterdir()) < 200_000
-    path, info = convert(str(examples[0]), max_faces=64, seed=0, model=str(tiny_mesh_model.folder))
-    assert path.endswith(".glb") and len(trimesh.load(path, force="mesh").faces) == info["output faces"] > 0
-    assert info["input faces"] > 0
+    path, info, downloads = convert(str(examples[0]), max_faces=64, seed=0, model=str(tiny_mesh_model.folder))
+    faces = len(trimesh.load(path, force="mesh").faces)
+    assert path.endswith(".glb") and faces > 0 and info.startswith(f"{faces} faces and ") and "{" not in info
+    import re
+    assert int(re.search(r"the input had (\d+) faces", info).group(1)) > 0 and " s." in info
+    assert [d[-4:] for d in downloads] == [".glb", ".obj"] and downloads[0] == path  # GLB and OBJ
+    assert len(trimesh.load(downloads[1], force="mesh").faces) == faces
     with pytest.raises(ValueError, match="Upload a mesh"):
         convert(None)

@@ -332,11 +332,12 @@ def test_app_runs_a_task_and_builds_its_tab(tiny_model_dir, clip_gif):
     examples = sorted(EXAMPLES.glob("*.gif"))
     assert len(examples) == 2 and all(p.stat().st_size < 100_000 for p in examples)
     assert read_video(examples[0]).shape == (16, 32, 32, 3)
-    given, result, info = run_video(str(clip_gif), "interpolate", 3, 2, "ddim", 0, model=str(tiny_model_dir))
+    given, result, info, download = run_video(str(clip_gif), "interpolate", 3, 2, "ddim", 0, model=str(tiny_model_dir))
     assert read_video(result).shape == (T, 4 * S, 4 * S, 3) and read_video(given).shape[0] == T
-    assert info["model_calls"] == 2 and "vs_input" in info
-    _, result, _ = run_video(None, "generate", None, 2, "dpm", 1, model=str(tiny_model_dir))
-    assert Path(result).exists()
+    assert info.startswith(f"interpolate: {T} frames") and "2 model calls" in info and "PSNR" in info
+    assert "{" not in info and download == result and download.endswith(".gif")  # the download: a GIF
+    _, result, info, download = run_video(None, "generate", None, 2, "dpm", 1, model=str(tiny_model_dir))
+    assert Path(result).exists() and Path(download).suffix == ".gif" and "100% of the clip generated" in info
     with pytest.raises(ValueError, match="Upload a clip"):
         run_video(None, "predict", model=str(tiny_model_dir))
     gr = pytest.importorskip("gradio")
