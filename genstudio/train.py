@@ -70,6 +70,23 @@ class Recipe:
     options: Any = None               # the recipe's typed options (a dataclass): recorded in train_config.json
 
 
+class TensorDictDataset(Dataset):
+    """Equal-length tensors as a dataset of dicts: `TensorDictDataset(latent=z, label=y)[i]` is
+    {"latent": z[i], "label": y[i]} (the batch layout recipes' loss functions read)."""
+
+    def __init__(self, **tensors: torch.Tensor):
+        lengths = {len(t) for t in tensors.values()}
+        if len(lengths) != 1:
+            raise ValueError(f"tensors of different lengths: { {k: len(t) for k, t in tensors.items()} }")
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(next(iter(self.tensors.values())))
+
+    def __getitem__(self, i: int) -> dict:
+        return {k: t[i] for k, t in self.tensors.items()}
+
+
 class LengthGroupedBatchSampler(torch.utils.data.Sampler):
     """Shuffled batches of items of similar length (less padding for sequence models).
 

@@ -262,7 +262,7 @@ class DiTImagePipeline(DiffusionPipeline, PipelineMixin):
         """`num_items` latents sampled by this model, classes in turn (balanced), as {"latent", "label"}
         items: what the auxiliary model trains on. guidance_scale 1, sims_guidance 0 = the model's own
         distribution."""
-        from torch.utils.data import TensorDataset
+        from genstudio.train import TensorDictDataset
         n = self.transformer.num_classes
         labels = [i % n for i in range(num_items)]
         latents = []
@@ -271,7 +271,7 @@ class DiTImagePipeline(DiffusionPipeline, PipelineMixin):
                        num_inference_steps=num_inference_steps, output_type="latent", batch_size=batch_size,
                        sims_guidance=sims_guidance)
             latents += out.images
-        return _LatentItems(TensorDataset(torch.stack(latents).cpu(), torch.tensor(labels)))
+        return TensorDictDataset(latent=torch.stack(latents).cpu(), label=torch.tensor(labels))
 
     def finetune_recipe(self, dataset, config):
         """A copy of the base DiT trained with its own objective (epsilon MSE, label dropout) on `dataset`."""
@@ -286,18 +286,6 @@ class DiTImagePipeline(DiffusionPipeline, PipelineMixin):
         classes = torch.randint(0, self.transformer.num_classes, (num_samples,), generator=generator).tolist()
         return self(classes, num_inference_steps=num_inference_steps, generator=generator, progress=False,
                     output_type="latent").images
-
-
-class _LatentItems(torch.utils.data.Dataset):
-    def __init__(self, tensors):
-        self.tensors = tensors
-
-    def __len__(self) -> int:
-        return len(self.tensors)
-
-    def __getitem__(self, i: int) -> dict:
-        latent, label = self.tensors[i]
-        return {"latent": latent, "label": label}
 
 
 def _download_official(url: str) -> Path:

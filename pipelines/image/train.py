@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 
 from genstudio.diffusion import make_scheduler
 from genstudio.dit import DiT
-from genstudio.train import Recipe, parse_config
+from genstudio.train import Recipe, TensorDictDataset, parse_config
 
 from .classifier import GlyphClassifier, classifier_loss, uint8_to_input
 from .data import CLASSES, load_glyph_classes
@@ -39,17 +39,9 @@ def held_out(plain_only: bool = False):
         return load_glyph_classes("test", plain_only=plain_only)
 
 
-class GlyphImages(Dataset):
-    """uint8 glyphs (N, 32, 32) + labels -> {"image": (1, 32, 32) in [-1, 1], "label"}."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray):
-        self.images, self.labels = uint8_to_input(images), torch.from_numpy(labels)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> dict:
-        return {"image": self.images[i], "label": self.labels[i]}
+def glyph_images(images: np.ndarray, labels: np.ndarray) -> TensorDictDataset:
+    """uint8 glyphs (N, 32, 32) + labels -> items {"image": (1, 32, 32) in [-1, 1], "label"}."""
+    return TensorDictDataset(image=uint8_to_input(images), label=torch.from_numpy(labels))
 
 
 # ---------------------------------------------------------------- classifier
@@ -73,7 +65,7 @@ def classifier_recipe(cfg: dict) -> Recipe:
         logits = m(uint8_to_input(val_images).to(m.device))
         return {"val_accuracy": float((logits.argmax(1).cpu().numpy() == val_labels).mean())}
 
-    return Recipe(model, GlyphImages(images, labels), classifier_loss, train_cfg, eval_fn=evaluate,
+    return Recipe(model, glyph_images(images, labels), classifier_loss, train_cfg, eval_fn=evaluate,
                   name="glyph-classifier", options=opts)
 
 
@@ -112,7 +104,7 @@ def vae_recipe(cfg: dict) -> Recipe:
         mse = float(((recon - val) / 2).pow(2).mean())
         return {"val_psnr": 10 * float(np.log10(1 / max(mse, 1e-12)))}
 
-    return Recipe(model, GlyphImages(images, labels), loss_fn, train_cfg, eval_fn=evaluate, name="image-vae",
+    return Recipe(model, glyph_images(images, labels), loss_fn, train_cfg, eval_fn=evaluate, name="image-vae",
                   options=opts)
 
 

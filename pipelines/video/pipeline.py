@@ -147,17 +147,6 @@ def load_mask(mask, frames: int, size: int) -> np.ndarray:
     return m.astype(bool)
 
 
-class _ClipItems(torch.utils.data.Dataset):
-    def __init__(self, clips: torch.Tensor):
-        self.clips = clips
-
-    def __len__(self) -> int:
-        return len(self.clips)
-
-    def __getitem__(self, i: int) -> dict:
-        return {"video": self.clips[i]}
-
-
 class VDTPipeline(DiffusionPipeline, PipelineMixin):
     """A VDT plus its default (DPM-Solver++) scheduler; `__call__` runs one task on one clip."""
 
@@ -245,7 +234,8 @@ class VDTPipeline(DiffusionPipeline, PipelineMixin):
                                 num_inference_steps, self.scheduler, generator, progress=False,
                                 negative_model=self.negative_transformer, negative_guidance=sims_guidance)
             clips.append(x.cpu())
-        return _ClipItems(torch.cat(clips))
+        from genstudio.train import TensorDictDataset
+        return TensorDictDataset(video=torch.cat(clips))
 
     def finetune_recipe(self, dataset, config):
         """A copy of this VDT trained with its own objective (the mask-modelling mixture) on `dataset`."""
