@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 
 class InputError(ValueError):
@@ -100,6 +100,7 @@ def load_image(path, mode: str = "RGB", background=(255, 255, 255)) -> Image.Ima
             if min(w, h) < 2:
                 raise InputError(f"{p} is {w}x{h} pixels: too small to work on")
             im.load()
+            im = ImageOps.exif_transpose(im)  # a phone photo the right way up, as viewers show it
             if _fully_transparent(im):
                 raise InputError(f"{p} is fully transparent: there is nothing in it to work on")
             if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):

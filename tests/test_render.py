@@ -38,3 +38,15 @@ def test_16_bit_and_float_images_are_scaled_not_clipped(tmp_path):
     Image.fromarray(np.tile(np.linspace(0, 1, 32, dtype=np.float32), (4, 1)), "F").save(f)
     b = np.asarray(load_image(f, "L"))
     assert b[0, 0] == 0 and b[0, -1] == 255
+
+
+def test_load_image_follows_exif_orientation(tmp_path):
+    """A phone photo stored sideways with an EXIF rotation loads the right way up (CLI and app alike)."""
+    from PIL import Image
+
+    from genstudio.render import load_image
+    wide = Image.new("RGB", (40, 20), "white")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    wide.save(tmp_path / "sideways.jpg", exif=exif)
+    assert load_image(tmp_path / "sideways.jpg").size == (20, 40)
