@@ -154,10 +154,14 @@ class PipelineMixin:
                 first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
                 raise CheckpointMismatch(f"{folder} could not be loaded as a {cls.paper or cls.__name__} "
                                          f"checkpoint ({first})") from None
-        pipe = pipe.to(dev) or pipe
+        return pipe.ready(dev, chosen, name)
+
+    def ready(self, device, precision, name):
+        """The last loading step of every way in: on `device`, with the precision policy's answer, named."""
+        pipe = self.to(device) or self
         if not isinstance(getattr(type(pipe), "device", None), property):  # diffusers derives it
-            pipe.device = dev
-        pipe.set_precision(chosen)
+            pipe.device = device
+        pipe.set_precision(precision)
         pipe.name = str(name)
         return pipe
 

@@ -145,12 +145,7 @@ class DiTImagePipeline(DiffusionPipeline, PipelineMixin):
         except (OSError, ValueError, RuntimeError, KeyError) as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
             raise CheckpointNotFound(f"could not load the official DiT from {path} with VAE {vae} ({first})") from None
-        pipe = cls(transformer, autoencoder, make_scheduler("ddim"))
-        dev = resolve_device(device)
-        pipe.to(dev)
-        pipe.set_precision(precision)
-        pipe.name = str(checkpoint)
-        return pipe
+        return cls(transformer, autoencoder, make_scheduler("ddim")).ready(resolve_device(device), precision, checkpoint)
 
     # ---- helpers
     def class_index(self, label) -> int:

@@ -27,7 +27,7 @@ from genstudio.train import Recipe, TensorDictDataset, parse_config
 
 from .classifier import GlyphClassifier, classifier_loss, uint8_to_input
 from .data import CLASSES, load_glyph_classes
-from .models import DIT_PRESETS, LATENT_STATS, latent_loss, load_vae, make_dit, make_vae, write_model_index  # noqa: F401
+from .models import LATENT_STATS, latent_loss, load_vae, make_dit, make_vae, write_model_index
 
 def held_out(plain_only: bool = False):
     """The val fonts, or the test fonts where the build has no val family (DejaVu alone: 3 families)."""
