@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install demo test bench train-tokenizer train-starvector train-put train-vdt train-meshanything train-image app clean
+.PHONY: install demo test bench train-tokenizer train-starvector train-put train-vdt train-meshanything train-image train-text2svg app clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -93,6 +93,19 @@ train-image: install
 	$(VENV)/bin/genstudio export runs/dit-glyphs-S --to checkpoints/dit-glyphs-S --overwrite
 	$(VENV)/bin/genstudio sims --base dit-glyphs-S --synthetic-size 3100 --steps 600 --guidance 0.5 \
 	  -o checkpoints/dit-glyphs-S-sims --overwrite
+
+# SVGFusion (genstudio text2svg): VP-VAE, then the VS-DiT on its latents and the raw-rows ablation;
+# IconCLIP is the benchmark's feature space. The first DiT run caches the MiniLM states of every caption.
+train-text2svg: install
+	$(VENV)/bin/genstudio data prepare icons
+	$(VENV)/bin/genstudio train svgfusion-vae --set steps=3000 --output-dir runs/svgfusion-vae
+	$(VENV)/bin/genstudio train svgfusion-dit --set vae='"runs/svgfusion-vae"' --output-dir runs/svgfusion-dit
+	$(VENV)/bin/genstudio export runs/svgfusion-dit --to checkpoints/svgfusion-icons-S --overwrite
+	$(VENV)/bin/genstudio train svgfusion-dit --set vae='"raw"' --output-dir runs/svgfusion-raw
+	$(VENV)/bin/genstudio export runs/svgfusion-raw --to runs/svgfusion-raw-export --overwrite
+	$(VENV)/bin/genstudio train text2svg-clip --output-dir runs/text2svg-clip
+	$(VENV)/bin/genstudio export runs/text2svg-clip --to checkpoints/text2svg-clip --overwrite
+	$(VENV)/bin/genstudio bench text2svg --option raw_model=runs/svgfusion-raw-export
 
 app: install
 	$(VENV)/bin/genstudio app

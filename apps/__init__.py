@@ -2,22 +2,70 @@
 from __future__ import annotations
 
 import functools
+import os
+import re
 import tempfile
 from pathlib import Path
 
 
 def ui_errors(fn):
-    """Wrap a tab's callback so any failure reaches the UI as one clear message, never a traceback."""
+    """Wrap a tab's callback so any failure reaches the UI as one clear message, never a traceback,
+    and never a server path: an upload's temporary path becomes its file's name (`hide_paths`)."""
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
         import gradio as gr
         try:
             return fn(*args, **kwargs)
-        except gr.Error:
-            raise
+        except gr.Error as e:
+            message = str(getattr(e, "message", e))
+            clean = hide_paths(message, (args, kwargs))
+            if clean == message:
+                raise
+            raise gr.Error(clean) from None
         except Exception as e:
-            raise gr.Error(str(e)) from None
+            raise gr.Error(hide_paths(str(e), (args, kwargs))) from None
     return wrapped
+
+
+def _upload_paths(value, found: set) -> set:
+    """Every path-like string in a callback's arguments (paths, FileData dicts/objects, editor dicts)."""
+    if isinstance(value, str):
+        if os.path.isabs(value):  # an upload's path; never a prompt or other text
+            found.add(value)
+    elif hasattr(value, "__fspath__"):
+        found.add(os.fspath(value))
+    elif isinstance(value, dict):
+        for item in value.values():
+            _upload_paths(item, found)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _upload_paths(item, found)
+    elif isinstance(getattr(value, "path", None), str):
+        found.add(value.path)
+    return found
+
+
+def _temp_roots() -> list[str]:
+    """Where Gradio keeps uploads (its own rule: GRADIO_TEMP_DIR, else <temp>/gradio), as given and resolved."""
+    root = os.environ.get("GRADIO_TEMP_DIR") or os.path.join(tempfile.gettempdir(), "gradio")
+    return sorted({root.rstrip(os.sep), os.path.realpath(root).rstrip(os.sep)}, key=len, reverse=True)
+
+
+def hide_paths(message: str, arguments=()) -> str:
+    """`message` with each upload's temporary path (the callback's `arguments`, as given or
+    resolved) and any other path under Gradio's temp folder replaced by the file's base name:
+    '/tmp/gradio/3f2a…/photo.png is not a readable image' -> 'photo.png is not a readable image'."""
+    paths = set()
+    for path in _upload_paths(arguments, set()):
+        paths.update({path, os.path.realpath(path)})
+    for path in sorted(paths, key=len, reverse=True):  # longest first: a path never leaves a prefix behind
+        name = os.path.basename(path.rstrip(os.sep))
+        if name and path != name:
+            message = message.replace(path, name)
+    for root in _temp_roots():  # paths of Gradio's that were not arguments (no spaces in what is matched)
+        message = re.sub(re.escape(root) + r"(?:" + re.escape(os.sep) + r"[^\s'\"" + re.escape(os.sep) + r"]+)+",
+                         lambda m: os.path.basename(m.group(0)), message)
+    return message
 
 
 def upload_path(value) -> str | None:

@@ -19,6 +19,7 @@ INTRO = ("**genstudio** — a generative vision suite: image→SVG, class-condit
 # not listed here keeps its own name and comes after these, alphabetically.
 TAB_LABELS = {
     "svg": "Image → SVG",
+    "text2svg": "Text → SVG",
     "generate": "Glyphs (DiT)",
     "inpaint": "Inpaint",
     "video": "Video",

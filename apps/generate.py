@@ -7,6 +7,7 @@ from __future__ import annotations
 from apps import load_pipeline, progress_default, seconds, temp_folder, ui_errors
 
 MAX_IMAGES = 64  # per click: the tab stays responsive on a CPU
+EXAMPLE_CLASSES = ["A g 7", "0 1 2 3 4 5 6 7 8 9", "H e l l o", "a b c x y z"]
 
 
 def run_generate(classes: str, num: int = 4, guidance: float = 2.0, sims: float = 0.0, steps: int = 25,
@@ -52,6 +53,11 @@ def build_tab():
         steps = gr.Slider(2, 100, value=25, step=1, label="sampling steps")
         seed = gr.Number(value=0, precision=0, label="seed")
     button = gr.Button("Generate", variant="primary")
+    gr.Examples(examples=[[e] for e in EXAMPLE_CLASSES], inputs=[classes], label="examples (classes to draw)",
+                cache_examples=False, run_on_click=False)
+    # SIMS needs the -sims checkpoint's auxiliary model: off (and set to 0) for the plain one
+    model.change(lambda name: gr.update(interactive=name.endswith("-sims")) if name.endswith("-sims")
+                 else gr.update(interactive=False, value=0.0), model, sims, queue=False, show_progress="hidden")
     grid = gr.Image(type="pil", label="one row per class", interactive=False)
     info = gr.Markdown(label="run")
     download = gr.File(label="download .png")

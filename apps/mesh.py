@@ -8,6 +8,17 @@ from pathlib import Path
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "mesh"
 
 
+def example_meshes() -> tuple[list[str], list[str]]:
+    """(paths of the example .obj files, a readable label for each: "test object 828 · 120 faces")."""
+    paths = sorted(EXAMPLES.glob("*.obj"))
+    labels = []
+    for path in paths:
+        faces = sum(1 for line in path.read_text(errors="replace").splitlines() if line.startswith("f "))
+        name = path.stem.replace("urdf_", "test object ").replace("_", " ")
+        labels.append(f"{name} · {faces} faces")
+    return [str(p) for p in paths], labels
+
+
 def convert(mesh_path, max_faces: int | None = None, seed: int | None = 0, marching_cubes: bool = True,
             model: str | None = None, progress=progress_default()) -> tuple[str, str, list[str]]:
     """A mesh file -> (path of the output .glb, summary, paths of the downloads: .glb and .obj).
@@ -49,9 +60,11 @@ def build_tab():
         seed = gr.Number(value=0, precision=0, label="seed")
         marching_cubes = gr.Checkbox(value=True, label="remesh with marching cubes first")
     button = gr.Button("Generate mesh", variant="primary")
-    examples = sorted(str(p) for p in EXAMPLES.glob("*.obj"))
+    examples, labels = example_meshes()
     if examples:
-        gr.Examples(examples=[[e] for e in examples], inputs=[inp], label="examples (held-out test objects)")
+        gr.Examples(examples=[[e] for e in examples], inputs=[inp], example_labels=labels,
+                    label="examples (held-out procedural objects, never seen in training)",
+                    cache_examples=False, run_on_click=False)
     info = gr.Markdown(label="face counts")
     download = gr.File(label="download .glb / .obj", file_count="multiple")
     button.click(run, [inp, max_faces, seed, marching_cubes], [out, info, download])

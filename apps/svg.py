@@ -72,12 +72,15 @@ def build_tab():
     button = gr.Button("Convert to SVG", variant="primary")
     examples = example_images()
     if examples:
-        gr.Examples(examples=[[e] for e in examples], inputs=[inp], label="examples (held-out test icons)")
+        gr.Examples(examples=[[e] for e in examples], inputs=[inp], label="examples (held-out test icons)",
+                    cache_examples=False, run_on_click=False)
     with gr.Row():
         code = gr.Code(label="SVG code", language="html")
         with gr.Column():
             score = gr.Markdown(label="result")
             download = gr.File(label="download .svg")
+    # refinement steps only matter when refining
+    refine.change(lambda on: gr.update(interactive=bool(on)), refine, refine_steps, queue=False, show_progress="hidden")
     # preprocess=False: Gradio decodes nothing; the upload's path goes to the CLI's loader (convert)
     button.click(run, [inp, candidates, seed, refine, refine_steps], [rendering, code, score, download],
                  preprocess=False)

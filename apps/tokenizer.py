@@ -3,6 +3,16 @@ from __future__ import annotations
 
 from apps import progress_default, seconds, temp_folder, ui_errors, upload_path
 
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def example_images() -> list[str]:
+    """Pictures shipped for the other tabs (never a mask, never the demo's comparison)."""
+    candidates = [EXAMPLES / "astronaut.png", EXAMPLES / "svg" / "rocket.png", EXAMPLES / "inpaint" / "green.png"]
+    return [str(p) for p in candidates if p.exists()]
+
 
 @ui_errors
 def run(image, progress=progress_default()):
@@ -18,7 +28,7 @@ def run(image, progress=progress_default()):
         raise ValueError("Upload an image first.")
     picture = load_image(path)
     w, h = picture.size
-    check_work(f"the image ({w}x{h}, run whole)", w * h, WORK_BUDGET, "pixels")
+    check_work(f"the image ({w}x{h})", w * h, WORK_BUDGET, "pixels")
     progress(None, desc="loading the tokenizer, encoding and decoding…")
     started = time.perf_counter()
     rec, stats = reconstruct_image(picture, DEFAULT_MODEL)
@@ -34,10 +44,15 @@ def run(image, progress=progress_default()):
 def build_tab():
     import gradio as gr
 
-    gr.Markdown("Encode an image into discrete SimVQ tokens and decode it back.")
+    gr.Markdown("The shared **SimVQ** image tokenizer: encode an image into discrete tokens and decode it back, "
+                "to see what the token-based models can represent.")
     with gr.Row():
         inp = gr.Image(type="filepath", label="input", image_mode=None)
-        out = gr.Image(type="pil", label="reconstruction")
+        out = gr.Image(type="pil", label="reconstruction", interactive=False)
+    examples = example_images()
+    if examples:
+        gr.Examples(examples=[[e] for e in examples], inputs=[inp], label="examples",
+                    cache_examples=False, run_on_click=False)
     stats = gr.Markdown(label="tokens and quality")
     download = gr.File(label="download .png")
     gr.Button("Reconstruct", variant="primary").click(run, inp, [out, stats, download], preprocess=False)

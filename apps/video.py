@@ -52,19 +52,39 @@ def run_video(path, task: str = "predict", num_known: int | None = 4, steps: int
     return given, result, text, result
 
 
+EXAMPLE_TASKS = {"balls.gif": "predict", "digits.gif": "interpolate"}  # the task each example clip shows off
+KNOWN_TASKS = ("predict", "interpolate")  # the tasks that use "num known"
+
+
+def example_rows() -> list[list[str]]:
+    """[preview, clip, task] per example GIF: the preview (an image) shows it as a thumbnail."""
+    return [[str(p), str(p), EXAMPLE_TASKS.get(p.name, "predict")] for p in sorted(EXAMPLES.glob("*.gif"))]
+
+
+def task_controls(task: str):
+    """What the chosen task uses: its one-line help, the clip input (not for generate) and num known
+    (predict and interpolate only)."""
+    import gradio as gr
+    return (f"**{task}**: {TASK_HELP.get(task, '')}.", gr.update(visible=task != "generate"),
+            gr.update(visible=task in KNOWN_TASKS))
+
+
 def build_tab():
     import gradio as gr
 
     run = ui_errors(run_video)
 
     gr.Markdown("Video with **VDT** (video diffusion transformer, mask modelling): one model predicts, "
-                "interpolates, completes, animates or generates 16-frame clips at 32×32. Trained on simulated "
-                "bouncing balls and moving digits.\n\n" + "\n".join(f"- **{k}**: {v}" for k, v in TASK_HELP.items()))
+                "interpolates, completes, animates or generates 16-frame 32×32 clips (trained on simulated "
+                "bouncing balls and moving digits).")
     with gr.Row():
-        clip = gr.File(label="input clip (GIF, MP4, AVI) or image (animate)", type="filepath",
-                       file_types=[".gif", ".mp4", ".avi", ".mov", ".webm", ".png", ".jpg"])
+        with gr.Column():
+            clip = gr.File(label="input clip (GIF, MP4, AVI) or image (animate)", type="filepath",
+                           file_types=[".gif", ".mp4", ".avi", ".mov", ".webm", ".png", ".jpg"])
+            preview = gr.Image(type="filepath", label="input preview (GIF)", interactive=False, height=160)
         with gr.Column():
             task = gr.Dropdown(list(TASK_HELP), value="predict", label="task")
+            help_line = gr.Markdown(task_controls("predict")[0])
             num_known = gr.Slider(1, 15, value=4, step=1, label="num known (predict: first frames; "
                                                                  "interpolate: keyframes)")
             with gr.Row():
@@ -72,12 +92,18 @@ def build_tab():
                 scheduler = gr.Dropdown(["dpm", "ddim", "euler"], value="dpm", label="sampler")
                 seed = gr.Number(value=0, precision=0, label="seed")
     button = gr.Button("Run", variant="primary")
-    examples = sorted(str(p) for p in EXAMPLES.glob("*.gif"))
+    examples = example_rows()
     if examples:
-        gr.Examples(examples=[[e] for e in examples], inputs=[clip], label="examples (held-out procedural clips)")
+        gr.Examples(examples=examples, inputs=[preview, clip, task], label="examples (held-out procedural clips)",
+                    cache_examples=False, run_on_click=False)
     with gr.Row():
         given = gr.Image(type="filepath", label="given to the model (generated part dimmed)", interactive=False)
         result = gr.Image(type="filepath", label="result", interactive=False)
     info = gr.Markdown(label="run")
     download = gr.File(label="download .gif")
+    task.change(task_controls, task, [help_line, clip, num_known], queue=False, show_progress="hidden")
+    # an upload replaces the example: its preview goes (a GIF upload is shown, other formats are not)
+    clip.upload(lambda path: path if path and str(path).lower().endswith(".gif") else None, clip, preview,
+                queue=False, show_progress="hidden")
+    clip.clear(lambda: None, None, preview, queue=False, show_progress="hidden")
     button.click(run, [clip, task, num_known, steps, scheduler, seed], [given, result, info, download])

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .cli_common import DeviceOpt, PrecisionOpt, RunOptions, SeedOpt, console, run_options
+from .cli_common import DeviceOpt, MaxSecondsOpt, PrecisionOpt, RunOptions, SeedOpt, console, limit_time, run_options
 
 app = typer.Typer(name="genstudio", help="genstudio: a generative vision suite (SVG, 3D, video, inpainting, faces).",
                   no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_enable=False)
@@ -62,6 +62,10 @@ def train(ctx: typer.Context,
           config: Optional[Path] = typer.Option(None, "--config", "-c", help="JSON or YAML config file."),
           set_: List[str] = typer.Option([], "--set", help="Override KEY=VALUE (repeatable)."),
           output_dir: Optional[str] = typer.Option(None, help="Where checkpoints and metrics go."),
+          max_seconds: Optional[float] = typer.Option(
+              None, "--max-seconds", min=1, max=30 * 24 * 3600,
+              help="Stop training after this many seconds of training steps: the step in progress ends, a "
+                   "resumable checkpoint and the final weights are saved whole (the config's max_minutes)."),
           device: DeviceOpt = None, seed: SeedOpt = None,
           precision: Optional[str] = typer.Option(
               None, "--precision", help="auto | fp32 | bf16 | fp16 (CUDA only). Default: the config's "
@@ -69,9 +73,15 @@ def train(ctx: typer.Context,
     """Train a recipe with the shared trainer (auto precision, EMA, resume, multi-process via accelerate launch)."""
     from .train import load_recipe, train as run
     cfg = _load_config(config) if config else {}
+    if "recipe" in cfg:  # a run's own train_config.json: {"recipe", trainer keys..., "options": {...}}
+        if cfg.pop("recipe") != recipe:
+            raise typer.BadParameter(f"{config} is a config for another recipe", param_hint="--config")
+        cfg.update(cfg.pop("options", None) or {})
     cfg.update(_parse_kv(set_))
     if output_dir:
         cfg["output_dir"] = output_dir
+    if max_seconds is not None:  # the trainer's own clean stop (saves), not a kill
+        cfg["max_minutes"] = max_seconds / 60
     root = ctx.find_object(RunOptions) or RunOptions()
     precision = precision or (root.precision if root.precision != "auto" else None)
     device = device or root.device
@@ -165,6 +175,7 @@ def sims(ctx: typer.Context,
          lr: float = typer.Option(1e-4, "--lr", help="Fine-tuning learning rate."),
          batch_size: int = typer.Option(64, "--batch-size", min=1, help="Fine-tuning batch size."),
          overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
+         max_seconds: MaxSecondsOpt = None,
          device: DeviceOpt = None, seed: SeedOpt = None, precision: PrecisionOpt = None):
     """SIMS: sample a synthetic set from BASE, fine-tune an auxiliary copy on it, and write BASE +
     the auxiliary model as one checkpoint that samples with negative guidance away from it."""
@@ -173,6 +184,7 @@ def sims(ctx: typer.Context,
     from .render import InputError
     from .sims import train_auxiliary, write_sims_checkpoint
     run = run_options(ctx, device, seed, precision)
+    limit_time(ctx, max_seconds)  # checked between sampling and training steps; the checkpoint is written last
     if output.exists() and not overwrite:
         raise InputError(f"{output} exists; pass --overwrite to replace it")
     folder = resolve(base)
@@ -201,11 +213,12 @@ def compress(ctx: typer.Context,
              steps: int = typer.Option(10, "--steps", help="vq4dit: sampler steps per calibration sample."),
              iters: int = typer.Option(100, "--iters", help="vq4dit: optimisation steps per DiT block."),
              overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
-             device: DeviceOpt = None, seed: SeedOpt = None):
+             max_seconds: MaxSecondsOpt = None, device: DeviceOpt = None, seed: SeedOpt = None):
     """Compress a DiT checkpoint's weights to 2-4 bits (VQ4DiT, or the k-means / RTN baselines); written atomically."""
     from .compress import CalibrationOptions, compress_checkpoint
     from .device import resolve_device
     run = run_options(ctx, device, seed, None)
+    limit_time(ctx, max_seconds)  # checked between calibration samples' steps, k-means and optimisation steps
     for name, value in (("--samples", samples), ("--steps", steps), ("--iters", iters)):
         if value < 1:
             raise typer.BadParameter(f"must be >= 1, got {value}", param_hint=name)

@@ -40,6 +40,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .limits import check_time
+
 from .vq4dit import (METHODS, VQ_SETTINGS, RTNWeight, SoftVQLinear, VQWeight, block_linears, dit_blocks,
                      quantization_config, save_compressed)
 
@@ -181,6 +183,7 @@ def calibrate_block(block: nn.Module, prefix: str, inits: dict[str, VQWeight], e
     scale = max(init_mse, 1e-12)
     with torch.enable_grad():
         for step in range(opts.iters):
+            check_time()  # --max-seconds
             if step == soft_iters:
                 for layer in soft.values():
                     layer.harden()

@@ -8,8 +8,9 @@ Input budgets (a default each, changed by an environment variable; README "Limit
     bytes per mesh or .npy   256 MB      GENSTUDIO_MAX_INPUT_BYTES
 
 Work budgets: a command that can be asked for a lot of work (`generate`: images x steps,
-`inpaint`: samples x pixels at the model's working size, `tokenizer reconstruct`: pixels run at
-once) estimates it before it starts and refuses a request over its default budget unless
+`inpaint`: samples x pixels at the model's working size, `svg`: candidates x SVG tokens and
+refined candidates x refinement steps, `video`: frames x pixels x steps, `mesh`: mesh tokens for
+--max-faces, `tokenizer reconstruct`: pixels, run in tiles) estimates it before it starts and refuses a request over its default budget unless
 `--no-limit` is given (`check_work`, exit code 2). Other options have ranges that fit the models.
 
 Time: `--max-seconds` sets a deadline (`time_limit`) that the sampling loops check between steps

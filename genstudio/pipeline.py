@@ -66,9 +66,16 @@ def save_all(writes) -> list[Path]:
 # ---------------------------------------------------------------- checkpoints
 
 def checkpoint_classes(folder: str | os.PathLike) -> list[str]:
-    """The class names a checkpoint folder declares (config.json `_class_name`, `architectures`,
-    `model_type`), its subfolders' too (multi-part pipelines); [] when it declares none."""
+    """The class names a checkpoint folder declares: a pipeline folder's model_index.json
+    `_class_name`, else config.json `_class_name`, `architectures`, `model_type` and its subfolders'
+    too (multi-part checkpoints); [] when it declares none."""
     folder = Path(folder)
+    try:  # a diffusers pipeline folder is what its model_index.json says, whatever its parts are
+        index = json.loads((folder / "model_index.json").read_text())
+        if isinstance(index, dict) and isinstance(index.get("_class_name"), str) and index["_class_name"]:
+            return [index["_class_name"]]
+    except (OSError, ValueError):
+        pass
     names: list[str] = []
     for cfg in [folder / "config.json", *sorted(folder.glob("*/config.json"))]:
         try:

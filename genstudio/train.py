@@ -28,6 +28,8 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .limits import TimeLimitExceeded, check_time
+
 
 @dataclass
 class TrainConfig:
@@ -435,6 +437,11 @@ def train(recipe: Recipe) -> dict:
     t0, t_log, samples, loss_avg, last = time.time(), time.time(), 0, None, {}
     model.train()
     while step < cfg.steps:
+        try:
+            check_time()  # a caller's --max-seconds (genstudio sims): stop, nothing saved; `train` uses max_minutes
+        except TimeLimitExceeded:
+            bar.close()  # its last line before the caller's message, not after it
+            raise
         for _ in range(cfg.grad_accum):
             batch = next(batches)
             with accelerator.accumulate(model), accelerator.autocast():
@@ -464,7 +471,8 @@ def train(recipe: Recipe) -> dict:
             save_state(step)
             save_checkpoint(step, f"checkpoint-{step}")
         if timed_out:
-            accelerator.print(f"stopping at step {step}: max_minutes={cfg.max_minutes} reached (resume to continue)")
+            accelerator.print(f"stopping at step {step}: the time limit ({60 * cfg.max_minutes:g} s, max_minutes) was "
+                              f"reached; saved {out / f'checkpoint-{step}'} (resume to continue)")
             break
     bar.close()
     final_metrics = save_checkpoint(step, "final")

@@ -50,6 +50,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .limits import check_time
+
 VQ_SETTINGS = {2: (4, 256), 3: (2, 64), 4: (2, 256)}  # bits per weight -> (sub-vector dim d, codebook size K)
 METHODS = ("vq4dit", "kmeans", "rtn")
 LOAD_MODES = ("dequantize", "gather")
@@ -137,6 +139,7 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 50, generator: torch.Generator 
     codebook = torch.stack(codebook)
     indices = assign(fit, codebook)
     for _ in range(iters):
+        check_time()  # --max-seconds (genstudio compress)
         sums = torch.zeros_like(codebook).index_add_(0, indices, fit)
         counts = torch.bincount(indices, minlength=k)
         empty = (counts == 0).nonzero().flatten()

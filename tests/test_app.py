@@ -25,7 +25,7 @@ def test_app_serves_its_page_with_tabs():
         import json
         labels = [c["props"]["label"] for c in json.loads(config)["components"] if c.get("type") == "tabitem"]
         # flagship first, named for the task (#26); the core tab found through the genstudio.apps entry point
-        assert labels[:2] == ["Image → SVG", "Glyphs (DiT)"] and labels[-1] == "Tokenizer (VQ)", labels
+        assert labels[:3] == ["Image → SVG", "Text → SVG", "Glyphs (DiT)"] and labels[-1] == "Tokenizer (VQ)", labels
     finally:
         demo.close()
 
@@ -291,3 +291,213 @@ def test_every_tab_shows_a_summary_and_a_download():
             assert any(label and label.endswith(suffix) for label in labels), (suffix, labels)
     finally:
         demo.close()
+
+
+def test_error_messages_show_an_uploads_name_not_its_gradio_temp_path(tmp_path, monkeypatch):
+    """Gradio keeps an upload as <temp>/gradio/<hash>/<name>; a message names the file, never that path."""
+    import os
+    import tempfile
+    from apps import hide_paths, ui_errors
+    from apps.inpaint import inpaint
+    from apps.svg import convert
+    root = tmp_path / "gradio"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(root))
+    upload = root / "0f3a9c1e5b7d2a4c6e8f0a1b3c5d7e9f" / "my photo.png"
+    upload.parent.mkdir(parents=True)
+    upload.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    raw = {"path": str(upload), "orig_name": "my photo.png", "meta": {"_type": "gradio.FileData"}}
+    calls = {"path": lambda: ui_errors(convert)(str(upload)), "raw": lambda: ui_errors(convert)(raw),
+             "editor": lambda: ui_errors(inpaint)({"background": raw, "layers": [], "composite": None})}
+    for how, call in calls.items():
+        with pytest.raises(gr.Error) as caught:
+            call()
+        message = caught.value.message
+        assert "my photo.png" in message and "not a readable image" in message, (how, message)
+        assert str(root) not in message and "0f3a9c1e" not in message and str(tmp_path) not in message, (how, message)
+
+    def fails(path):  # a path of Gradio's that is not the argument itself, and a gr.Error naming one
+        raise ValueError(f"{root}/a1b2c3/converted.png: could not be written")
+    with pytest.raises(gr.Error) as caught:
+        ui_errors(fails)("some text")
+    assert caught.value.message == "converted.png: could not be written"
+
+    def refuses(path):
+        raise gr.Error(f"{path} is empty")
+    with pytest.raises(gr.Error) as caught:
+        ui_errors(refuses)(str(upload))
+    assert caught.value.message == "my photo.png is empty"
+    monkeypatch.delenv("GRADIO_TEMP_DIR")  # Gradio's default folder: <temp>/gradio
+    default = os.path.join(tempfile.gettempdir(), "gradio", "abc123", "photo.png")
+    assert hide_paths(f"{default} is not a readable image") == "photo.png is not a readable image"
+    assert hide_paths("a prompt / with slashes", (("a prompt / with slashes",), {})) == "a prompt / with slashes"
+
+
+# ---------------------------------------------------------------- examples, descriptions, mask upload (#26)
+def _config(demo) -> dict:
+    """The app's /config, read as the browser reads it."""
+    import json
+    status, body = _get(demo, "/config")
+    assert status == 200
+    return json.loads(body)
+
+
+def _tabs(config) -> dict:
+    """{tab label: [its components in page order]} from the /config layout tree."""
+    components = {c["id"]: c for c in config["components"]}
+
+    def inside(node):
+        for child in node.get("children", []):
+            yield components[child["id"]]
+            yield from inside(child)
+
+    tabs = {}
+
+    def walk(node):
+        component = components.get(node["id"], {})
+        if component.get("type") == "tabitem":
+            tabs[component["props"]["label"]] = list(inside(node))
+        else:
+            for child in node.get("children", []):
+                walk(child)
+    walk(config["layout"])
+    return tabs
+
+
+def test_every_tab_has_a_description_and_examples_that_only_fill_inputs(served):
+    from apps.app import TAB_LABELS
+    config = _config(served)
+    tabs = _tabs(config)
+    assert set(TAB_LABELS.values()) <= set(tabs), tabs.keys()
+    for label, components in tabs.items():
+        # a one-line description at the top
+        assert components[0]["type"] == "markdown", (label, components[0]["type"])
+        description = components[0]["props"]["value"]
+        assert description and "\n" not in description.strip() and len(description) < 400, (label, description)
+        # examples (gr.Examples is a "dataset" in the config) with at least two samples
+        datasets = [c for c in components if c["type"] == "dataset"]
+        assert len(datasets) == 1 and len(datasets[0]["props"]["samples"]) >= 2, label
+    # clicking an example only fills its inputs: no model run, nothing cached
+    datasets = {c["id"]: c for c in config["components"] if c["type"] == "dataset"}
+    clicks = [d for d in config["dependencies"] if any(t[0] in datasets for t in d["targets"])]
+    assert len(clicks) == len(datasets)
+    for dependency in clicks:
+        dataset = datasets[dependency["targets"][0][0]]
+        assert dependency["outputs"] == dataset["props"]["component_ids"] and dependency["queue"] is False
+    # image examples show thumbnails (FileData with a URL), the text tabs show their prompts/classes
+    by_tab = {label: next(c for c in components if c["type"] == "dataset") for label, components in tabs.items()}
+    for label in ("Image → SVG", "Tokenizer (VQ)", "Video"):
+        first = by_tab[label]["props"]["samples"][0][0]
+        assert "/gradio_api/file=" in first["url"] and first["orig_name"].endswith((".png", ".gif")), label
+        from urllib.parse import urlsplit
+        status, body = _get(served, urlsplit(first["url"]).path)  # the thumbnail is served
+        assert status == 200 and body[:4] in (b"\x89PNG", b"GIF8"), (label, status)
+    assert [s[0] for s in by_tab["Text → SVG"]["props"]["samples"]] == ["a rocket", "house", "arrow left",
+                                                                        "smiling face"]
+    assert all(isinstance(s[0], str) and s[0].strip() for s in by_tab["Glyphs (DiT)"]["props"]["samples"])
+    mesh = by_tab["Mesh → artist mesh"]["props"]
+    assert len(mesh["sample_labels"]) == len(mesh["samples"]) and all("faces" in x for x in mesh["sample_labels"])
+
+
+def test_inpaint_tab_takes_an_uploaded_mask_and_its_examples_fill_both(served):
+    config = _config(served)
+    components = _tabs(config)["Inpaint"]
+    uploads = [c for c in components if c["type"] == "image" and "mask" in (c["props"].get("label") or "")
+               and c["props"].get("interactive") is not False]
+    assert len(uploads) == 1, [c["props"].get("label") for c in components]
+    mask_id = uploads[0]["id"]
+    editor = next(c for c in components if c["type"] == "imageeditor")
+    runs = [d for d in config["dependencies"] if mask_id in d["inputs"] and editor["id"] in d["inputs"]
+            and d.get("queue") is not False]
+    assert len(runs) == 1  # the Inpaint button's run takes the picture and the uploaded mask
+    description = components[0]["props"]["value"]
+    assert "upload a mask" in description and "wins over the brush" in description
+    dataset = next(c for c in components if c["type"] == "dataset")
+    assert dataset["props"]["component_ids"] == [editor["id"], mask_id]
+    pairs = [(s[0]["background"]["path"], s[1]["orig_name"]) for s in dataset["props"]["samples"]]
+    names = sorted((Path(picture).name, mask) for picture, mask in pairs)
+    assert names == [("green.png", "green_mask.png"), ("rocket.png", "rocket_mask.png")]  # masks never as pictures
+
+
+class _RecordingInpaint:
+    """Stands in for the PUT pipeline: records the picture and hole it is given, returns the picture."""
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, image, hole, num_samples=1, **kwargs):
+        from types import SimpleNamespace
+        self.calls.append((image, np.asarray(hole).copy(), num_samples))
+        return SimpleNamespace(images=[image.copy() for _ in range(num_samples)], work_size=image.size,
+                               info={"hole_ratio": float(np.mean(hole)), "sampling_steps": 3},
+                               metadata={"seconds": 0.1})
+
+
+@pytest.fixture
+def stub_inpaint(monkeypatch):
+    import apps.inpaint
+    stub = _RecordingInpaint()
+    monkeypatch.setattr(apps.inpaint, "load_pipeline", lambda task, model, progress=None, then=None: stub)
+    return stub
+
+
+import numpy as np  # noqa: E402
+
+INPAINT_EXAMPLES = REPO / "examples" / "inpaint"
+
+
+def test_inpaint_run_applies_an_uploaded_mask(stub_inpaint):
+    from PIL import Image
+    from apps import ui_errors
+    from apps.inpaint import run_tab
+    picture, mask = INPAINT_EXAMPLES / "green.png", INPAINT_EXAMPLES / "green_mask.png"
+    editor = {"background": {"path": str(picture), "meta": {"_type": "gradio.FileData"}}, "layers": [],
+              "composite": None}  # as the tab's click gives it (preprocess=False)
+    raw_mask = {"path": str(mask), "orig_name": mask.name, "meta": {"_type": "gradio.FileData"}}
+    images, masked, text, files = ui_errors(run_tab)(editor, raw_mask, 2, 0, 50)
+    (image, hole, n), = stub_inpaint.calls
+    expected = np.asarray(Image.open(mask).convert("L")) > 127
+    assert n == 2 and image.size == Image.open(picture).size
+    assert hole.shape == expected.shape and np.array_equal(hole, expected) and 0 < hole.sum() < hole.size
+    assert f"{100 * expected.mean():.1f} %" in text and "resized" not in text and len(files) == 2
+    assert (np.asarray(masked)[hole] == 255).all()  # the preview shows the uploaded hole
+
+
+def test_inpaint_uploaded_mask_wins_over_the_brush_and_is_resized(stub_inpaint, tmp_path):
+    from PIL import Image
+    from apps import ui_errors
+    from apps.inpaint import inpaint
+    picture = INPAINT_EXAMPLES / "green.png"
+    w, h = Image.open(picture).size
+    layer = Image.new("RGBA", (w, h), (0, 0, 0, 0))
+    layer.paste((255, 0, 255, 255), (0, 0, 10, 10))  # brush strokes in the top-left corner
+    layer.save(tmp_path / "layer.png")
+    small = Image.new("L", (w // 2, h // 2), 0)
+    small.paste(255, (w // 4, h // 4, w // 2, h // 2))  # the bottom-right quarter, at half size
+    small.save(tmp_path / "small_mask.png")
+    editor = {"background": {"path": str(picture)}, "layers": [{"path": str(tmp_path / "layer.png")}]}
+    _, _, text, _ = ui_errors(inpaint)(editor, 1, mask=str(tmp_path / "small_mask.png"))
+    hole = stub_inpaint.calls[-1][1]
+    assert hole.shape == (h, w) and not hole[:10, :10].any() and hole[-1, -1] and hole[h // 2 + 1, w // 2 + 1]
+    assert f"The mask ({w // 2}×{h // 2}) was resized to the picture's size ({w}×{h})." in text
+    assert "The uploaded mask was used; the brush strokes were ignored." in text
+    # without an uploaded mask the brush still works
+    ui_errors(inpaint)(editor, 1, mask=None)
+    assert stub_inpaint.calls[-1][1][:10, :10].all() and stub_inpaint.calls[-1][1].sum() == 100
+    # clear messages: a mask with no hole, a mask without a picture, a mask that is not an image
+    Image.new("L", (w, h), 0).save(tmp_path / "black.png")
+    (tmp_path / "broken_mask.png").write_bytes(b"not a png")
+    for value, mask, message in (({"background": {"path": str(picture)}}, tmp_path / "black.png", "has no hole"),
+                                 (None, tmp_path / "black.png", "Upload the image to inpaint too"),
+                                 ({"background": {"path": str(picture)}}, tmp_path / "broken_mask.png",
+                                  "the uploaded mask: .*broken_mask.png.*not a readable image")):
+        with pytest.raises(gr.Error, match=message):
+            ui_errors(inpaint)(value, 1, mask=str(mask))
+
+
+def test_video_tab_shows_only_the_controls_of_the_chosen_task():
+    from apps.video import TASK_HELP, example_rows, task_controls
+    for task in TASK_HELP:
+        help_line, clip, num_known = task_controls(task)
+        assert help_line.startswith(f"**{task}**") and "\n" not in help_line
+        assert clip["visible"] == (task != "generate") and num_known["visible"] == (task in ("predict", "interpolate"))
+    rows = example_rows()
+    assert len(rows) >= 2 and all(r[0] == r[1] and r[0].endswith(".gif") and r[2] in TASK_HELP for r in rows)

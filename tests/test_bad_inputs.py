@@ -193,6 +193,7 @@ def _absurd(corpus: Path, out: Path) -> list[tuple[list, str]]:
         (svg + ["--temperature", "-1"], "--temperature"), (svg + ["--refine-seconds", "1e9"], "--refine-seconds"),
         (svg + ["--max-seconds", "0"], "--max-seconds"), (svg + ["--seed", "-1"], "--seed"),
         (svg + ["--seed", "2e70"], "--seed"),
+        (svg + ["--refine-steps", "5000"], ("--no-limit", "optimiser steps")),  # refinement: 2 x 5000 steps
         (inpaint + ["-n", "-1"], "--num-samples"), (inpaint + ["-n", "0"], "--num-samples"),
         (inpaint + ["--resolution", "100000"], "--resolution"), (inpaint + ["--top-k", "0"], "--top-k"),
         (inpaint + ["--resolution", "1024"], "--no-limit"),  # the work budget: 4 samples x 1024^2
@@ -215,6 +216,44 @@ def test_absurd_options_are_usage_errors_before_any_model_loads(corpus, tmp_path
         check(r, USAGE, option, out)
 
 
+def test_work_over_a_budget_the_checkpoint_sets_is_refused_before_sampling(corpus, tmp_path, monkeypatch):
+    """svg (candidates x the model's context), video (frames x pixels x steps) and mesh (tokens for
+    --max-faces) know their work once the (small, shipped) checkpoint has loaded, before any sampling."""
+    out = tmp_path / "out"
+    r = run_genstudio("svg", "-i", corpus / "good.png", "-o", out / "x.svg", "-n", "64", "--no-refine")
+    check(r, USAGE, ("64 candidate(s)", "tokens", "--no-limit"), out)
+    r = run_genstudio("video", "-i", corpus / "clip.gif", "-o", out / "x.gif", "--steps", "1000")
+    check(r, USAGE, ("16 frames of 32x32 at 1000 steps", "--no-limit"), out)
+    import pipelines.mesh.cli as mesh_cli
+    monkeypatch.setattr(mesh_cli, "WORK_BUDGET", 100)  # the shipped checkpoint's context fits the real one
+    r = run_genstudio("mesh", "-i", corpus / "points.npy", "-o", out / "x.obj", "--max-faces", "50")
+    check(r, USAGE, ("up to 50 faces", "--no-limit"), out)
+
+
+def test_default_settings_and_the_readme_examples_fit_the_work_budgets():
+    from genstudio.limits import UsageError
+    from pipelines.mesh.cli import _check_faces
+    from pipelines.mesh.pipeline import MeshAnythingPipeline
+    from pipelines.svg.cli import _check_refine_work, _check_token_work
+    from pipelines.svg.pipeline import StarVectorPipeline
+    from pipelines.video.cli import _check_work
+    from pipelines.video.pipeline import VDTPipeline
+    svg = StarVectorPipeline.from_pretrained("starvector-icons-S", device="cpu")
+    for n in (1, 8):  # greedy (the default) and the README's / `make demo`'s best-of-8
+        _check_token_work(svg, n, None, no_limit=False)
+        _check_refine_work(n, True, 60, 1, True, no_limit=False)
+    with pytest.raises(UsageError, match="--no-limit"):
+        _check_token_work(svg, 64, None, no_limit=False)
+    _check_token_work(svg, 64, None, no_limit=True)
+    video = VDTPipeline.from_pretrained("vdt-physics-S", device="cpu")
+    _check_work(video, 25, None, no_limit=False)
+    _check_work(video, 500, None, no_limit=False)
+    _check_work(video, 1000, None, no_limit=True)
+    mesh = MeshAnythingPipeline.from_pretrained("meshanything-urdf-XS", device="cpu")
+    _check_faces(mesh, None)
+    _check_faces(mesh, mesh.model.face_budget())  # the shipped checkpoint's whole context fits
+
+
 def test_more_faces_than_the_checkpoint_holds_is_a_usage_error(corpus, tmp_path):
     out = tmp_path / "out"  # the one case that needs the (small, shipped) model: its context sets the bound
     r = run_genstudio("mesh", "-i", corpus / "points.npy", "-o", out / "x.obj", "--max-faces", "50000")
@@ -231,12 +270,61 @@ def test_other_bad_outputs_and_options_are_input_errors(corpus, tmp_path):
 
 def test_max_seconds_stops_cleanly_and_writes_nothing(corpus, tmp_path):
     out = tmp_path / "out"
-    r = run_genstudio("video", "-i", corpus / "clip.gif", "-o", out / "x.gif", "--steps", "1000", "--max-seconds", "1")
+    r = run_genstudio("video", "-i", corpus / "clip.gif", "-o", out / "x.gif", "--steps", "1000", "--max-seconds", "1",
+                      "--no-limit")
     assert r.returncode == INPUT and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1].endswith("--max-seconds limit (1 s); nothing was written")
     assert not out.exists() or not any(out.iterdir())
     from genstudio.limits import time_limited
     assert not time_limited()  # the deadline ended with the command
+
+
+def _stopped(r, out: Path, seconds: int = 1) -> None:
+    assert r.returncode == INPUT and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1].endswith(f"--max-seconds limit ({seconds} s); nothing was written")
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_max_seconds_stops_sims_compress_and_reconstruct_writing_nothing(corpus, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    r = run_genstudio("sims", "--base", "vdt-physics-S", "--synthetic-size", "4", "--sampling-steps", "2",
+                      "--steps", "1000000", "--batch-size", "2", "--max-seconds", "1", "-o", out / "sims",
+                      "--device", "cpu")
+    _stopped(r, out)  # fine-tuning (genstudio.train's loop) checks the deadline each step
+    r = run_genstudio("compress", "vdt-physics-S", "--samples", "2", "--steps", "2", "--iters", "1000000",
+                      "--max-seconds", "1", "-o", out / "vq2", "--device", "cpu")
+    _stopped(r, out)  # calibration checks it each optimisation step (and k-means each iteration)
+    import time
+    from genstudio.tokenizer import VQTokenizer
+    forward = VQTokenizer.forward
+
+    def slow(self, x):
+        time.sleep(1.2)
+        return forward(self, x)
+    monkeypatch.setattr(VQTokenizer, "forward", slow)
+    r = run_genstudio("tokenizer", "reconstruct", "-i", corpus / "good.png", "-o", out / "x.png", "--max-seconds", "1")
+    _stopped(r, out)  # checked between tiles and before the output is written
+
+
+def test_train_max_seconds_is_the_trainers_clean_stop(tmp_path, monkeypatch):
+    """`train --max-seconds` maps onto the trainer's max_minutes: it stops after the step in
+    progress and saves a resumable checkpoint and the final weights, whole (exit 0)."""
+    import json
+    import genstudio.train
+    from toy_recipe import toy_recipe
+    seen = {}
+
+    def recipe(cfg):
+        seen.update(cfg)
+        return toy_recipe(cfg.pop("output_dir"), steps=10**7, ema_decay=None, mixed_precision="no", **cfg)
+    monkeypatch.setattr(genstudio.train, "load_recipe", lambda name: recipe)
+    r = run_genstudio("train", "toy", "--max-seconds", "1", "--output-dir", tmp_path / "run", "--device", "cpu")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert seen["max_minutes"] == pytest.approx(1 / 60)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert 0 < summary["steps"] < 10**7 and (tmp_path / "run" / "final").is_dir()
+    assert (tmp_path / "run" / f"checkpoint-{summary['steps']}").is_dir()
+    assert "time limit (1 s" in r.stdout + r.stderr
 
 
 def test_the_core_loops_check_the_deadline():

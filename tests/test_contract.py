@@ -117,7 +117,11 @@ def _generate_call(pipe, seed):
     return pipe(["A", 3], num_images_per_class=2, num_inference_steps=2, seed=seed, progress=False)
 
 
-CALLS = {"svg": (_svg_call, "svg", ".svg"), "generate": (_generate_call, "images", ".png"), "inpaint": (_inpaint_call, "images", ".png"),
+def _text2svg_call(pipe, seed):
+    return pipe("a rocket", num_samples=2, num_inference_steps=4, seed=seed, progress=False)
+
+
+CALLS = {"svg": (_svg_call, "svg", ".svg"), "text2svg": (_text2svg_call, "svgs", ".svg"), "generate": (_generate_call, "images", ".png"), "inpaint": (_inpaint_call, "images", ".png"),
          "video": (_video_call, "frames", ".gif"), "mesh": (_mesh_call, "faces", ".obj")}
 
 

@@ -6,10 +6,16 @@ from typing import Optional
 
 import typer
 
-from genstudio.cli_common import DeviceOpt, MaxSecondsOpt, OverwriteOpt, PrecisionOpt, SeedOpt
+from genstudio.cli_common import DeviceOpt, MaxSecondsOpt, NoLimitOpt, OverwriteOpt, PrecisionOpt, SeedOpt
 from genstudio.formats.mesh import OUTPUT_SUFFIXES
 
 from . import DEFAULT_MODEL  # no torch at import: `genstudio --help` stays fast
+
+# Work budget (README: Limits and safety): mesh tokens decoded per input, counted for --max-faces (or
+# the checkpoint's default) at the worst case, a greedy pass plus its sampling fallback. The shipped
+# checkpoint's 2,048-token context needs at most 4,096; 16,384 is two passes of an 8k-token context
+# (the size of the reference MeshAnything V2's).
+WORK_BUDGET = 16_384
 
 
 def mesh(ctx: typer.Context,
@@ -31,7 +37,7 @@ def mesh(ctx: typer.Context,
          temperature: float = typer.Option(0.0, min=0.0, max=10.0, help="0 = greedy; > 0 samples."),
          top_k: int = typer.Option(50, "--top-k", min=0, max=100_000, help="Sampling: keep the k likeliest tokens."),
          top_p: float = typer.Option(0.95, "--top-p", min=0.0, max=1.0, help="Sampling: nucleus."),
-         overwrite: OverwriteOpt = False, max_seconds: MaxSecondsOpt = None,
+         overwrite: OverwriteOpt = False, max_seconds: MaxSecondsOpt = None, no_limit: NoLimitOpt = False,
          device: DeviceOpt = None, seed: SeedOpt = None, precision: PrecisionOpt = None):
     """Turn a dense mesh or point cloud (or a folder of them) into a compact mesh; print #V/#F and the output path."""
     from genstudio.cli_common import (console, files_in, finish_batch, limit_time, output_file, output_folder,
@@ -47,7 +53,7 @@ def mesh(ctx: typer.Context,
         files = files_in(input, MESH_SUFFIXES + (".npy",), "meshes or point clouds")
         out_dir = output_folder(output, Path("outputs/mesh") / input.resolve().name)
         pipe = _check_faces(MeshAnythingPipeline.from_pretrained(model, device=run.device, precision=run.precision),
-                            max_faces)
+                            max_faces, no_limit)
         jobs = [(f, out_dir / name) for f, name in zip(files, output_names(files, ".obj"))]
         finish_batch(run_batch(jobs, lambda f: pipe(load_mesh_input(f), **options), "mesh", overwrite=overwrite),
                      out_dir)
@@ -55,7 +61,7 @@ def mesh(ctx: typer.Context,
     target = output_file(output, input.stem, OUTPUT_SUFFIXES, "outputs/mesh", ".obj")
     source = load_mesh_input(input)  # a bad file fails here, before the model loads
     pipe = _check_faces(MeshAnythingPipeline.from_pretrained(model, device=run.device, precision=run.precision),
-                        max_faces)
+                        max_faces, no_limit)
     out = pipe(source, **options)
     if out.failed:
         raise RuntimeError(f"{input}: {out.message}; nothing was written (try --marching-cubes or another --seed)")
@@ -65,10 +71,17 @@ def mesh(ctx: typer.Context,
                   f"({size}{out.message}, {out.seconds:.1f} s)")
 
 
-def _check_faces(pipe, max_faces: int | None):
-    """--max-faces above what the checkpoint's context holds is refused (the pipeline would cut it)."""
-    from genstudio.limits import UsageError
-    budget = pipe.model.face_budget()
+def _check_faces(pipe, max_faces: int | None, no_limit: bool = False):
+    """--max-faces above what the checkpoint's context holds is refused (the pipeline would cut it);
+    then the decoding work (tokens for that many faces, greedy + fallback) against WORK_BUDGET."""
+    from genstudio.limits import UsageError, check_work
+    model = pipe.model
+    budget = model.face_budget()
     if max_faces is not None and max_faces > budget:
         raise UsageError(f"--max-faces {max_faces}: this checkpoint generates at most {budget} faces")
+    faces = min(max_faces or int(model.config.max_faces), budget)
+    per_face = 10 if model.config.tokenization == "amt" else model.config.tokens_per_face  # amt: worst case
+    tokens = min(model.token_budget(), per_face * faces + 1)
+    check_work(f"up to {faces} faces ({tokens} mesh tokens a pass, greedy + sampling fallback)", 2 * tokens,
+               WORK_BUDGET, "tokens", no_limit)
     return pipe

@@ -6,10 +6,18 @@ from typing import Optional
 
 import typer
 
-from genstudio.cli_common import DeviceOpt, MaxSecondsOpt, OverwriteOpt, PrecisionOpt, SeedOpt
+from genstudio.cli_common import DeviceOpt, MaxSecondsOpt, NoLimitOpt, OverwriteOpt, PrecisionOpt, SeedOpt
 
 # no torch at import: `genstudio --help` stays fast
 from . import DEFAULT_MODEL, REFINE_SECONDS, REFINE_STEPS, REFINE_TOP_K
+
+# Work budgets per image (README: Limits and safety). Tokens: candidates x SVG tokens each (the
+# model's context when --max-tokens is not given): 32 candidates at the shipped model's 1,024-token
+# context, or 4 at an 8k one; the default (greedy, ~1k tokens) and `--candidates 8` pass 4x over.
+TOKEN_BUDGET = 32_768
+# Refinement: refined candidates x --refine-steps (default 2 x 60 = 120); --refine-seconds bounds
+# its time as well.
+REFINE_BUDGET = 2_000
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -54,7 +62,7 @@ def svg(ctx: typer.Context,
         max_paths: int = typer.Option(32, "--max-paths", min=1, max=256,
                                       help="Most shapes in a refined SVG (refinement adds shapes where the "
                                            "error stays large and prunes invisible ones)."),
-        overwrite: OverwriteOpt = False, max_seconds: MaxSecondsOpt = None,
+        overwrite: OverwriteOpt = False, max_seconds: MaxSecondsOpt = None, no_limit: NoLimitOpt = False,
         device: DeviceOpt = None, seed: SeedOpt = None, precision: PrecisionOpt = None):
     """Convert an image (or a folder of images) into SVG code; print the score and the output path."""
     from genstudio.cli_common import (console, files_in, finish_batch, limit_time, output_file, output_folder,
@@ -64,6 +72,7 @@ def svg(ctx: typer.Context,
 
     run = run_options(ctx, device, seed, precision)
     limit_time(ctx, max_seconds)
+    _check_refine_work(candidates, refine, refine_steps, refine_top_k, empty_canvas, no_limit)
     if not image.exists():
         raise InputError(f"image {image} does not exist")
     options = dict(num_candidates=candidates, temperature=temperature, top_p=top_p,
@@ -74,7 +83,8 @@ def svg(ctx: typer.Context,
     if image.is_dir():
         files = files_in(image, IMAGE_SUFFIXES, "images")
         out_dir = output_folder(output, Path("outputs/svg") / image.resolve().name)
-        pipe = StarVectorPipeline.from_pretrained(model, device=run.device, precision=run.precision)
+        pipe = _check_token_work(StarVectorPipeline.from_pretrained(model, device=run.device, precision=run.precision),
+                                 candidates, max_tokens, no_limit)
         jobs = [(f, out_dir / name) for f, name in zip(files, output_names(files, ".svg"))]
         summary = run_batch(jobs, lambda f: pipe(f, **options), "image -> SVG", overwrite=overwrite)
         finish_batch(summary, out_dir)
@@ -82,10 +92,32 @@ def svg(ctx: typer.Context,
 
     picture = load_image(image)  # a bad file fails here, before the model loads
     target = output_file(output, image.stem, (".svg",), "outputs/svg")
-    pipe = StarVectorPipeline.from_pretrained(model, device=run.device, precision=run.precision)
+    pipe = _check_token_work(StarVectorPipeline.from_pretrained(model, device=run.device, precision=run.precision),
+                             candidates, max_tokens, no_limit)
     out = pipe(picture, **options)
     if out.failed:
         raise RuntimeError(f"{image}: {out.message}; nothing was written "
                            f"(try {'--candidates 8 or a larger --max-tokens' if refine else 'without --no-refine'})")
     out.save(target)
     console.print(f"[green]wrote[/green] {target}  {_describe(out)}")
+
+
+def _check_refine_work(candidates: int, refine: bool, steps: int, top_k: int, empty_canvas: bool,
+                       no_limit: bool) -> None:
+    """Refinement's cost, known before the model loads: refined candidates x optimiser steps."""
+    from genstudio.limits import check_work
+    if refine:
+        refined = min(top_k, candidates) + int(empty_canvas)
+        check_work(f"refining {refined} candidate(s) at --refine-steps {steps} (per image)", refined * steps,
+                   REFINE_BUDGET, "optimiser steps", no_limit)
+
+
+def _check_token_work(pipe, candidates: int, max_tokens: int | None, no_limit: bool):
+    """Generation's cost, once the model says its context: candidates x SVG tokens each (the
+    pipeline caps --max-tokens at the context, so the estimate does too)."""
+    from genstudio.limits import check_work
+    context = pipe.token_budget()
+    tokens = min(max_tokens or context, context) if context else (max_tokens or 16_384)
+    check_work(f"{candidates} candidate(s) x {tokens} SVG tokens (per image)", candidates * tokens,
+               TOKEN_BUDGET, "tokens", no_limit)
+    return pipe

@@ -11,11 +11,16 @@ from typing import Optional
 
 import typer
 
-from genstudio.cli_common import DeviceOpt, MaxSecondsOpt, PrecisionOpt, SeedOpt
+from genstudio.cli_common import DeviceOpt, MaxSecondsOpt, NoLimitOpt, PrecisionOpt, SeedOpt
 
 from genstudio.formats.video import OUTPUT_SUFFIXES
 
 from . import DEFAULT_MODEL, TASKS  # no torch at import: `genstudio --help` stays fast
+
+# Work budget (README: Limits and safety): frames x pixels per frame x sampling steps x model passes
+# per step (2 with SIMS guidance): the shipped 16-frame 32x32 clip at 500 steps (20x the default 25),
+# or a 64x64 clip at 125. The checkpoint fixes frames and size; --steps and --sims multiply them.
+WORK_BUDGET = 16 * 32 * 32 * 500
 
 
 def video(ctx: typer.Context,
@@ -39,7 +44,7 @@ def video(ctx: typer.Context,
                                                     "default: its own w, 0 = off)."),
           preview: Optional[Path] = typer.Option(None, "--preview",
                                                  help="Also write what the model was given (generated part dimmed)."),
-          max_seconds: MaxSecondsOpt = None,
+          max_seconds: MaxSecondsOpt = None, no_limit: NoLimitOpt = False,
           device: DeviceOpt = None, seed: SeedOpt = None, precision: PrecisionOpt = None):
     """Run one VDT task on a clip and write the result; prints what was given, what was generated,
     and (when the input covers the generated frames) the error against it."""
@@ -68,6 +73,7 @@ def video(ctx: typer.Context,
     if input is not None:
         load_frames(input, max_frames=1)  # a bad file fails here, before the model loads
     pipe = VDTPipeline.from_pretrained(model, device=run.device, precision=run.precision)
+    _check_work(pipe, steps, sims, no_limit)
     out = pipe(task=task, frames=str(input) if input is not None else None, mask=mask, num_known=num_known,
                num_inference_steps=steps, scheduler=scheduler, seed=run.seed, sims_guidance=sims)
     out.save(target, fps=fps, preview=preview)
@@ -81,3 +87,14 @@ def video(ctx: typer.Context,
     if scores:
         line += f"; vs input: MSE={scores['mse']:.4f} PSNR={scores['psnr']:.2f} dB"
     console.print(line, soft_wrap=True)
+
+
+def _check_work(pipe, steps: int, sims: float | None, no_limit: bool) -> None:
+    """Refuse sampling over WORK_BUDGET (unless --no-limit), once the checkpoint gives the clip's shape."""
+    from genstudio.limits import check_work
+    frames, _, height, width = pipe.transformer.sample_shape
+    w = pipe.sims_guidance if sims is None else sims
+    passes = 2 if w and pipe.negative_transformer is not None else 1
+    guided = " with SIMS guidance (2 model passes a step)" if passes == 2 else ""
+    check_work(f"{frames} frames of {width}x{height} at {steps} steps{guided}", frames * height * width * steps * passes,
+               WORK_BUDGET, "pixel-steps (frames x pixels x steps)", no_limit)

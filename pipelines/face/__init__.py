@@ -1,0 +1,1 @@
+"""Vec2Face: identity vector -> face images (`genstudio face`); data.py builds the avatar-face dataset."""

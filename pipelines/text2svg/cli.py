@@ -1,0 +1,103 @@
+"""`genstudio text2svg`: text -> SVG with SVGFusion (one prompt, or a prompts file into a folder).
+
+    genstudio text2svg "a rocket" -n 4 -o out/            # out/a-rocket_000.svg (+ .png) ...
+    genstudio text2svg "a house" -o house.svg             # the first valid sample
+    genstudio text2svg --prompts prompts.txt -o out/      # one prompt per line; reruns skip finished prompts
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from genstudio.cli_common import DeviceOpt, MaxSecondsOpt, NoLimitOpt, OverwriteOpt, PrecisionOpt, SeedOpt
+
+from . import DEFAULT_MODEL  # no torch at import: `genstudio --help` stays fast
+
+WORK_BUDGET = 256 * 50      # samples x sampling steps in one command (README: Limits and safety)
+MAX_PROMPTS_FILE = 1_000_000  # bytes
+
+
+def _prompts_from(path: Path) -> list[str]:
+    from genstudio.render import InputError
+    if not path.is_file():
+        raise InputError(f"prompts file {path} does not exist")
+    if path.stat().st_size > MAX_PROMPTS_FILE:
+        raise InputError(f"prompts file {path} is over {MAX_PROMPTS_FILE // 1000} kB")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise InputError(f"prompts file {path} is not UTF-8 text") from None
+    prompts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not prompts:
+        raise InputError(f"prompts file {path} has no prompts (one per line; # starts a comment)")
+    return prompts
+
+
+def text2svg(ctx: typer.Context,
+             prompt: Optional[str] = typer.Argument(None, help="What to draw, e.g. 'a rocket'."),
+             prompts: Optional[Path] = typer.Option(None, "--prompts", "-p",
+                                                    help="A text file, one prompt per line (writes into a folder)."),
+             num: int = typer.Option(4, "--num", "-n", min=1, max=256, help="Samples per prompt."),
+             output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                                   help="A .svg file (the first valid sample) or a folder "
+                                                        "(every sample as .svg + .png). Default: outputs/text2svg/."),
+             guidance: float = typer.Option(3.0, "--guidance", "-g", min=1.0, max=50.0,
+                                            help="Classifier-free guidance scale (1 = off)."),
+             steps: int = typer.Option(50, "--steps", "-s", min=1, max=1000, help="Sampling steps."),
+             scheduler: Optional[str] = typer.Option(None, "--scheduler",
+                                                     help="ddim, dpm, euler or ddpm (default: the checkpoint's, DDIM)."),
+             model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Checkpoint name, folder or hub id."),
+             overwrite: OverwriteOpt = False, max_seconds: MaxSecondsOpt = None, no_limit: NoLimitOpt = False,
+             device: DeviceOpt = None, seed: SeedOpt = None, precision: PrecisionOpt = None):
+    """Generate SVG icons from text with SVGFusion."""
+    from genstudio.cli_common import (check_writable, console, finish_batch, limit_time, output_folder, run_batch,
+                                      run_options)
+    from genstudio.limits import check_work
+    from genstudio.render import InputError
+
+    run = run_options(ctx, device, seed, precision)
+    limit_time(ctx, max_seconds)
+    if (prompt is None) == (prompts is None):
+        raise InputError("give one prompt or --prompts FILE (not both)")
+    todo = _prompts_from(prompts) if prompts is not None else [prompt]
+    check_work(f"{num} sample(s) of {len(todo)} prompt(s) at {steps} steps", num * len(todo) * steps,
+               WORK_BUDGET, "sample-steps", no_limit)
+    single_file = output is not None and output.suffix != ""
+    if single_file:
+        if prompts is not None or output.suffix.lower() != ".svg":
+            raise InputError(f"output {output} should be a folder (or one .svg file for a single prompt)")
+        check_writable(output)
+        if output.exists() and not overwrite:
+            raise InputError(f"{output} exists; pass --overwrite to replace it")
+    folder = None if single_file else output_folder(output, Path("outputs/text2svg"))
+
+    from .pipeline import SVGFusionPipeline, slug
+    pipe = SVGFusionPipeline.from_pretrained(model, device=run.device, precision=run.precision)
+
+    def generate(text: str):
+        return pipe(text, num_samples=num, guidance_scale=guidance, num_inference_steps=steps,
+                    scheduler=scheduler, seed=run.seed)
+
+    if single_file:
+        out = generate(todo[0])
+        if out.failed:
+            raise RuntimeError(out.message)
+        out.save(output)
+        console.print(f"[green]wrote[/green] {output}: {sum(out.valid)}/{len(out.svgs)} samples valid, "
+                      f"{out.seconds:.1f} s", soft_wrap=True)
+        return
+    if prompts is None:  # one prompt into a folder
+        out = generate(todo[0])
+        if out.failed:
+            raise RuntimeError(out.message)
+        written = out.save(folder)
+        console.print(f"[green]wrote[/green] {len(written) // 2} SVG(s) (+ PNG renders) to {folder}: "
+                      f"{sum(out.valid)}/{len(out.svgs)} samples valid, {out.seconds:.1f} s", soft_wrap=True)
+        return
+    # A prompts file: one sub-folder per prompt, written whole; a rerun skips finished prompts.
+    jobs = [(Path(text), folder / f"{k:04d}-{slug(text)}") for k, text in enumerate(todo)]
+    summary = run_batch(jobs, lambda p: generate(str(p)), "prompts", overwrite=overwrite,
+                        done=lambda target: target.is_dir() and any(target.glob("*.svg")))
+    finish_batch(summary, folder)

@@ -1,0 +1,212 @@
+"""Text -> SVG with SVGFusion: the VS-DiT samples a VP-VAE latent sequence, the VP-VAE decodes it
+into an SVG matrix, and the matrix becomes a standalone, sanitised SVG.
+
+    pipe = SVGFusionPipeline.from_pretrained("svgfusion-icons-S")
+    out = pipe("a rocket", num_samples=4, guidance_scale=3.0, num_inference_steps=50, seed=0)
+    out.svgs          # SVG strings (None where a sample drew nothing)
+    out.images        # their renders (PIL, 256 px)
+    out.save("out/")  # rocket_000.svg + .png ... ; or out.save("rocket.svg") for the first valid one
+
+A checkpoint folder holds transformer/ (the core DiT), vae/ (the VP-VAE with its latent scaling
+factor; absent in the raw-rows ablation), scheduler/ and model_index.json. The text encoder is the
+packaged MiniLM (`genstudio.text`). SVGFusion's authors released no weights, so there is no
+official checkpoint to load: `from_pretrained` takes our checkpoints (a name, folder or hub id).
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline
+from PIL import Image
+
+from genstudio.diffusion import make_scheduler, sample
+from genstudio.dit import DiT
+from genstudio.formats.svg import SVGError, normalize_svg, rasterize_svg
+from genstudio.formats.svg_matrix import matrix_to_svg
+from genstudio.formats.svg_safety import is_empty
+from genstudio.pipeline import SEED_DEFAULT, PipelineMixin, PipelineOutput, save_all
+from genstudio.render import InputError
+from genstudio.text import get_text_encoder
+from genstudio.vq4dit import load_model
+
+from . import DEFAULT_MODEL
+from .svgfusion import VPVAE, RowCodec, from_dit
+
+SCHEDULERS = ("ddim", "dpm", "euler", "ddpm")
+MAX_SAMPLES = 256       # one call's bound (prompts x samples)
+MAX_STEPS = 1000
+MAX_PROMPT_CHARS = 500
+
+
+def slug(text: str, limit: int = 40) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or "svg"
+
+
+@dataclass
+class Text2SVGOutput(PipelineOutput):
+    svgs: list                    # SVG strings, prompt by prompt; None where a sample drew nothing
+    images: list                  # PIL renders (a blank canvas where the sample is None)
+    prompts: list[str]
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def valid(self) -> list[bool]:
+        return [s is not None for s in self.svgs]
+
+    def _write(self, path: Path):
+        """path.svg: the first valid SVG; a folder: PROMPT_k.svg and PROMPT_k.png for every valid sample."""
+        if path.suffix:
+            if path.suffix.lower() != ".svg":
+                raise ValueError(f"{path}: write an .svg file or a folder")
+            first = next(s for s in self.svgs if s is not None)
+            return save_all([(path, lambda tmp: Path(tmp).write_text(first, encoding="utf-8"))])[0]
+        path.mkdir(parents=True, exist_ok=True)
+        writes, counts = [], {}
+        for prompt, svg, image in zip(self.prompts, self.svgs, self.images):
+            k = counts[prompt] = counts.get(prompt, -1) + 1
+            if svg is None:
+                continue
+            stem = path / f"{slug(prompt)}_{k:03d}"
+            writes.append((stem.with_suffix(".svg"), lambda tmp, s=svg: Path(tmp).write_text(s, encoding="utf-8")))
+            writes.append((stem.with_suffix(".png"), lambda tmp, im=image: im.save(tmp, format="PNG")))
+        return save_all(writes)
+
+
+class SVGFusionPipeline(DiffusionPipeline, PipelineMixin):
+    """VS-DiT + VP-VAE + scheduler (+ the frozen MiniLM): prompts -> SVGs."""
+
+    model_cpu_offload_seq = "transformer->vae"
+    task, paper, default_model = "text2svg", "SVGFusion", DEFAULT_MODEL
+    output_suffix = ".svg"
+    checkpoint_classes = ("SVGFusionPipeline", "VPVAE")
+    compress_component = "transformer"
+    _optional_components = ["vae"]
+
+    def __init__(self, transformer: DiT, scheduler, vae: VPVAE | None = None, text_encoder: str = "minilm"):
+        super().__init__()
+        self.register_modules(transformer=transformer, vae=vae, scheduler=scheduler)
+        self.text_encoder_name = text_encoder
+        self.name = None
+        self.precision = None
+
+    # ---- loading
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path=None, torch_dtype=None, device: str = "auto",
+                        precision: str | None = "auto", dtype=None, **kwargs) -> "SVGFusionPipeline":
+        """A checkpoint name, a pipeline folder (transformer/, vae/, model_index.json) or hub id."""
+        return PipelineMixin.from_pretrained.__func__(cls, pretrained_model_name_or_path, device=device,
+                                                      dtype=dtype or torch_dtype, precision=precision, **kwargs)
+
+    @classmethod
+    def _from_folder(cls, folder: Path, dtype, **kwargs) -> "SVGFusionPipeline":
+        from diffusers import DDIMScheduler
+        index_path = folder / "model_index.json"
+        index = json.loads(index_path.read_text()) if index_path.exists() else {}
+        if index.get("_class_name") != "SVGFusionPipeline":
+            raise ValueError("no model_index.json of an SVGFusionPipeline")
+        transformer = load_model(DiT, folder / "transformer", dtype).eval()
+        vae = VPVAE.from_pretrained(folder / "vae", torch_dtype=dtype).eval() if (folder / "vae").is_dir() else None
+        scheduler = DDIMScheduler.from_pretrained(folder / "scheduler") if (folder / "scheduler").is_dir() \
+            else make_scheduler("ddim")
+        return cls(transformer, scheduler, vae, index.get("text_encoder", "minilm"))
+
+    # ---- helpers
+    def _scheduler(self, name: str | None):
+        if name is None:
+            return self.scheduler.__class__.from_config(self.scheduler.config)
+        if name not in SCHEDULERS:
+            raise InputError(f"unknown scheduler {name!r}; choose from {', '.join(SCHEDULERS)}")
+        c = self.scheduler.config
+        return make_scheduler(name, num_train_timesteps=c.num_train_timesteps, beta_schedule=c.beta_schedule,
+                              prediction_type=c.prediction_type)
+
+    def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        name = None if self.text_encoder_name == "minilm" else self.text_encoder_name
+        enc = get_text_encoder(name).encode(prompts, return_tokens=True)
+        device = self.transformer.device
+        return enc.hidden_states.to(device, self.transformer.dtype), enc.mask.to(device)
+
+    @torch.no_grad()
+    def decode(self, x: torch.Tensor) -> np.ndarray:
+        """DiT samples (B, C, rows, 1) -> SVG matrices (B, rows, WIDTH)."""
+        z = from_dit(x.float())
+        if self.vae is None:
+            return RowCodec.decode(z).numpy()
+        return self.vae.decode_matrix(z / self.vae.config.scaling_factor).cpu().numpy()
+
+    @staticmethod
+    def to_svg(matrix: np.ndarray) -> str | None:
+        """A decoded matrix -> a sanitised standalone SVG, or None when it draws nothing."""
+        try:
+            svg = normalize_svg(matrix_to_svg(matrix))
+        except SVGError:
+            return None
+        return None if is_empty(svg) else svg
+
+    # ---- generation
+    @torch.no_grad()
+    def __call__(self, prompt, num_samples: int = 4, guidance_scale: float = 3.0, num_inference_steps: int = 50,
+                 scheduler: str | None = None, seed: int | None = SEED_DEFAULT, generator=None,
+                 progress: bool | None = None, image_size: int = 256, batch_size: int = 64) -> Text2SVGOutput:
+        """`num_samples` SVGs for each prompt (a string or a list). guidance_scale: classifier-free
+        guidance (1 = off)."""
+        t0 = time.perf_counter()
+        # 1. inputs
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
+            raise InputError("give at least one non-empty text prompt")
+        if any(len(p) > MAX_PROMPT_CHARS for p in prompts):
+            raise InputError(f"prompts are limited to {MAX_PROMPT_CHARS} characters")
+        if not 1 <= num_samples or len(prompts) * num_samples > MAX_SAMPLES:
+            raise InputError(f"between 1 and {MAX_SAMPLES} samples per call; asked for {len(prompts)} x {num_samples}")
+        if not 1 <= num_inference_steps <= MAX_STEPS:
+            raise InputError(f"num_inference_steps must be between 1 and {MAX_STEPS}, got {num_inference_steps}")
+        if guidance_scale < 1.0:
+            raise InputError(f"guidance_scale must be >= 1 (1 = no classifier-free guidance), got {guidance_scale}")
+        if not 16 <= image_size <= 2048:
+            raise InputError(f"image_size must be between 16 and 2048, got {image_size}")
+        expanded = [p.strip() for p in prompts for _ in range(num_samples)]
+        generator, seed = self.make_generator(seed, generator)
+        # 2. text features, then sampling in batches
+        t = self.transformer
+        shape = (t.in_channels, *[g * t.patch_size for g in t.grid_size])
+        device = t.device
+        samples = []
+        with self.autocast():
+            for i in range(0, len(expanded), batch_size):
+                context, mask = self.encode_prompts(expanded[i:i + batch_size])
+                cfg = dict(guidance_scale=guidance_scale, uncond_kwargs={"context_mask": torch.zeros_like(mask)}) \
+                    if guidance_scale != 1.0 else {}
+                samples.append(sample(lambda x, tt, **kw: t(x.to(t.dtype), tt, **kw), (len(context), *shape),
+                                      self._scheduler(scheduler), num_inference_steps, generator=generator,
+                                      progress=self.progress_enabled(progress), device=device,
+                                      context=context, context_mask=mask, **cfg).float())
+        # 3. decoding: latent -> matrix -> sanitised SVG -> render
+        matrices = self.decode(torch.cat(samples))
+        svgs = [self.to_svg(m) for m in matrices]
+        blank = Image.new("RGB", (image_size, image_size), "white")
+        images = [Image.fromarray(rasterize_svg(s, image_size)) if s is not None else blank for s in svgs]
+        valid = sum(s is not None for s in svgs)
+        message = "" if valid else "no sample drew anything: try more steps or another seed"
+        return Text2SVGOutput(svgs, images, expanded, time.perf_counter() - t0, failed=not valid, message=message,
+                              metadata=self.metadata(seed, num_inference_steps, t0, guidance_scale=guidance_scale,
+                                                     valid=valid, samples=len(svgs),
+                                                     latent="raw" if self.vae is None else "vae"))
+
+    # ---- `genstudio compress`
+    @torch.no_grad()
+    def calibration_samples(self, num_samples: int, num_inference_steps: int, generator):
+        prompts = ["an icon"] * num_samples
+        context, mask = self.encode_prompts(prompts)
+        t = self.transformer
+        shape = (num_samples, t.in_channels, *[g * t.patch_size for g in t.grid_size])
+        return sample(lambda x, tt, **kw: t(x.to(t.dtype), tt, **kw), shape, self._scheduler(None),
+                      num_inference_steps, generator=generator, progress=False, device=t.device,
+                      context=context, context_mask=mask)

@@ -1,0 +1,228 @@
+"""SVGFusion's recipes, in the order they run:
+
+    genstudio train text2svg-clip --output-dir runs/text2svg-clip        # the benchmark's feature space
+    genstudio train svgfusion-vae --output-dir runs/svgfusion-vae        # VP-VAE
+    genstudio train svgfusion-dit --set vae='"runs/svgfusion-vae"' --output-dir runs/svgfusion-dit
+    genstudio train svgfusion-dit --set vae='"raw"' --output-dir runs/svgfusion-raw   # ablation: no VP-VAE
+
+`svgfusion-dit` encodes every training icon once with the frozen VP-VAE (posterior mean and std;
+full drawings with their renders), computes the MiniLM token states of every caption once (cached
+on disk), then trains the VS-DiT with text dropout (classifier-free guidance). Its export writes
+a whole pipeline folder: transformer/ (DiT), vae/ (with the measured scaling factor; absent for
+the raw ablation), scheduler/, model_index.json.
+"""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from genstudio.diffusion import diffusion_loss, make_scheduler
+from genstudio.dit import DiT
+from genstudio.train import Recipe, parse_config
+
+from .data import TextSVGDataset, TextTokens, captions, collate, load_items, pad, render
+from .svgfusion import VPVAE, RowCodec, make_vsdit, reconstruction_loss, to_dit, vae_loss
+
+LATENT_STATS = "latent_stats.json"
+
+
+# ---------------------------------------------------------------- VP-VAE
+
+@dataclass
+class VAEOptions:
+    max_rows: int = 64
+    latent_dim: int = 16
+    hidden_size: int = 128
+    num_heads: int = 4
+    encoder_layers: int = 3
+    decoder_layers: int = 3
+    image_size: int = 64
+    kl_weight: float = 1e-4
+    prefix_prob: float = 0.5          # Rendering Sequence Modeling: share of training items cut to a prefix
+
+
+def val_batch(max_rows: int, image_size: int | None, n: int = 256) -> dict:
+    items = load_items("val", max_rows)
+    items = [items[i] for i in np.random.default_rng(0).permutation(len(items))[:n]]
+    return collate([TextSVGDataset(items, max_rows, image_size)[i] for i in range(len(items))])
+
+
+def vae_recipe(cfg: dict) -> Recipe:
+    train_cfg, opts = parse_config(cfg, VAEOptions, recipe="svgfusion-vae", output_dir="runs/svgfusion-vae",
+                                   steps=3000, batch_size=32, lr=5e-4, warmup_steps=100, save_every=500,
+                                   weight_decay=0.01)
+    items = load_items("train", opts.max_rows)
+    model = VPVAE(max_rows=opts.max_rows, latent_dim=opts.latent_dim, hidden_size=opts.hidden_size,
+                  num_heads=opts.num_heads, encoder_layers=opts.encoder_layers, decoder_layers=opts.decoder_layers,
+                  image_size=opts.image_size, kl_weight=opts.kl_weight)
+    print(f"[svgfusion-vae] {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
+          f"{len(items)} training icons of <= {opts.max_rows} rows")
+    val = val_batch(opts.max_rows, opts.image_size)
+
+    @torch.no_grad()
+    def evaluate(m):
+        mu, _ = m.encode(val["matrix"].to(m.device), val["image"].to(m.device))
+        _, logs = reconstruction_loss(m.decode(mu).float(), val["matrix"].to(m.device))
+        return {f"val_{k}": v for k, v in logs.items()}
+
+    dataset = TextSVGDataset(items, opts.max_rows, opts.image_size, prefix_prob=opts.prefix_prob)
+    return Recipe(model, dataset, vae_loss, train_cfg, collate_fn=collate, eval_fn=evaluate,
+                  name="svgfusion-vae", options=opts)
+
+
+def export_vae(run_dir, to, dtype: torch.dtype) -> None:
+    from genstudio.export import export_model
+    export_model(VPVAE, run_dir, to, dtype)
+
+
+def load_vae(path: str | Path) -> VPVAE:
+    """A VP-VAE from a run (its final/ EMA weights), a checkpoint folder or a pipeline folder's vae/."""
+    from genstudio.export import run_weights
+    path = Path(path)
+    if (path / "vae" / "config.json").exists():
+        path = path / "vae"
+    return VPVAE.from_pretrained(run_weights(path)).float().eval()
+
+
+# ---------------------------------------------------------------- VS-DiT
+
+@dataclass
+class DiTOptions:
+    vae: str = "runs/svgfusion-vae"   # a svgfusion-vae run or folder; "raw": the ablation on row features
+    preset: str = "S"                 # tiny / S / B (VSDIT_CONFIGS)
+    max_rows: int = 64
+    text_dropout: float = 0.1         # caption dropout for classifier-free guidance
+    prediction_type: str = "epsilon"
+    text_encoder: str = "minilm"
+    init_from: Optional[str] = None   # start from these VS-DiT weights (a run, its checkpoint-N, or a pipeline folder)
+
+
+@torch.no_grad()
+def encode_latents(vae: VPVAE | None, items: list[dict], max_rows: int, batch: int = 256):
+    """(mean, std) per icon, each (N, rows, C): the VP-VAE posterior of the full drawing with its
+    render, or (raw ablation, vae None) the row features with std 0."""
+    means, stds = [], []
+    for i in range(0, len(items), batch):
+        chunk = items[i:i + batch]
+        matrix = torch.from_numpy(np.stack([pad(it["matrix"], max_rows) for it in chunk]))
+        if vae is None:
+            mean = RowCodec.encode(matrix)
+            std = torch.zeros_like(mean)
+        else:
+            image = torch.stack([render(it["matrix"], vae.config.image_size) for it in chunk])
+            mean, logvar = vae.encode(matrix, image)
+            std = (0.5 * logvar).exp()
+        means.append(mean.float())
+        stds.append(std.float())
+    return torch.cat(means), torch.cat(stds)
+
+
+class LatentCaptions(Dataset):
+    """Precomputed posteriors (a fresh latent sample per access) with a random caption's index."""
+
+    def __init__(self, mean, std, caption_ids: list[list[int]], scaling_factor: float):
+        self.mean, self.std, self.caption_ids, self.scale = mean, std, caption_ids, scaling_factor
+
+    def __len__(self) -> int:
+        return len(self.caption_ids)
+
+    def __getitem__(self, i: int) -> dict:
+        z = self.mean[i] + self.std[i] * torch.randn_like(self.std[i])
+        return {"latent": to_dit(z[None])[0] * self.scale, "text_id": random.choice(self.caption_ids[i])}
+
+
+def _caption_table(items: list[dict]) -> tuple[list[str], list[list[int]]]:
+    texts: dict[str, int] = {}
+    ids = [[texts.setdefault(c, len(texts)) for c in captions(it)] for it in items]
+    return list(texts), ids
+
+
+def dit_recipe(cfg: dict) -> Recipe:
+    train_cfg, opts = parse_config(cfg, DiTOptions, recipe="svgfusion-dit", output_dir="runs/svgfusion-dit",
+                                   steps=4000, batch_size=64, lr=3e-4, warmup_steps=200, save_every=500,
+                                   weight_decay=0.0)
+    raw = opts.vae == "raw"
+    vae = None if raw else load_vae(opts.vae)
+    max_rows = opts.max_rows if raw else vae.config.max_rows
+    items = load_items("train", max_rows)
+    mean, std = encode_latents(vae, items, max_rows)
+    scaling_factor = 1.0 if raw else float(1.0 / mean.std())
+    texts, caption_ids = _caption_table(items)
+    tokens = TextTokens(texts, None if opts.text_encoder == "minilm" else opts.text_encoder)
+    out = Path(train_cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / LATENT_STATS).write_text(json.dumps({"vae": "raw" if raw else str(Path(opts.vae).resolve()),
+                                                "scaling_factor": scaling_factor, "max_rows": max_rows}))
+    model = make_vsdit(opts.preset, mean.shape[-1], max_rows, tokens.flat.shape[1], opts.text_dropout)
+    if opts.init_from:
+        from genstudio.export import run_weights
+        source = Path(opts.init_from)
+        source = source / "transformer" if (source / "transformer" / "config.json").exists() else run_weights(source)
+        model.load_state_dict(DiT.from_pretrained(source).float().state_dict())
+    print(f"[svgfusion-dit] {opts.preset}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters on "
+          f"{'raw rows' if raw else 'VP-VAE latents'} ({mean.shape[-1]}x{max_rows}), {len(items)} icons, "
+          f"{len(texts)} captions, scaling factor {scaling_factor:.3f}")
+    scheduler = make_scheduler("ddpm", prediction_type=opts.prediction_type)
+
+    val_items = load_items("val", max_rows)[:512]
+    val_mean, _ = encode_latents(vae, val_items, max_rows)
+    val_texts, val_ids = _caption_table(val_items)
+    val_tokens = TextTokens(val_texts, None if opts.text_encoder == "minilm" else opts.text_encoder)
+    val_context, val_mask = val_tokens.batch([ids[-1] for ids in val_ids])
+    g = torch.Generator().manual_seed(0)
+    val_t = torch.randint(0, 1000, (len(val_items),), generator=g)
+    val_x0 = to_dit(val_mean) * scaling_factor
+    val_noise = torch.randn(val_x0.shape, generator=g)
+
+    @torch.no_grad()
+    def evaluate(m):
+        d = m.device
+        cond = diffusion_loss(m, val_x0.to(d), scheduler, opts.prediction_type, timesteps=val_t.to(d),
+                              noise=val_noise.to(d), context=val_context.to(d), context_mask=val_mask.to(d))
+        uncond = diffusion_loss(m, val_x0.to(d), scheduler, opts.prediction_type, timesteps=val_t.to(d),
+                                noise=val_noise.to(d))
+        return {"val_loss": float(cond), "val_loss_no_text": float(uncond)}
+
+    def collate_fn(batch):
+        context, mask = tokens.batch([b["text_id"] for b in batch])
+        return {"latent": torch.stack([b["latent"] for b in batch]), "context": context, "context_mask": mask}
+
+    def loss_fn(m, batch):
+        return diffusion_loss(m, batch["latent"], scheduler, opts.prediction_type,
+                              context=batch["context"].to(m.dtype), context_mask=batch["context_mask"])
+
+    return Recipe(model, LatentCaptions(mean, std, caption_ids, scaling_factor), loss_fn, train_cfg,
+                  collate_fn=collate_fn, eval_fn=evaluate, name="svgfusion-dit", options=opts)
+
+
+def write_model_index(folder: Path, **extra) -> None:
+    index = {"_class_name": "SVGFusionPipeline", **extra}
+    (Path(folder) / "model_index.json").write_text(json.dumps(index, indent=2))
+
+
+def export_dit(run_dir, to, dtype: torch.dtype) -> None:
+    """A whole pipeline folder: the run's VS-DiT + the VP-VAE it was trained on (with its scaling factor)."""
+    from genstudio.export import run_record, run_weights, save_safetensors
+    stats = json.loads((Path(run_dir) / LATENT_STATS).read_text())
+    options = run_record(run_dir).get("options") or {}
+    to = Path(to)
+    save_safetensors(DiT.from_pretrained(run_weights(run_dir)).to(dtype), to / "transformer")
+    if stats["vae"] != "raw":
+        vae = load_vae(stats["vae"])
+        vae.register_to_config(scaling_factor=stats["scaling_factor"])
+        save_safetensors(vae.to(dtype), to / "vae")
+    prediction_type = options.get("prediction_type", "epsilon")
+    make_scheduler("ddim", prediction_type=prediction_type).save_pretrained(to / "scheduler")
+    write_model_index(to, latent="raw" if stats["vae"] == "raw" else "vae", max_rows=stats["max_rows"],
+                      text_encoder=options.get("text_encoder", "minilm"))
+
+
+vae_recipe.export = export_vae  # genstudio export finds each recipe's exporter here
+dit_recipe.export = export_dit

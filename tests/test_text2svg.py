@@ -1,0 +1,284 @@
+"""SVGFusion (text -> SVG): the SVG matrix, the VP-VAE, the VS-DiT, the pipeline, the CLI."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cli_runner import run_genstudio
+from genstudio.formats import svg_matrix as sm
+from genstudio.formats.svg import SVGError, normalize_svg, rasterize_svg
+
+FIXTURE = Path(__file__).parent / "fixtures" / "npm_icons"
+SQUARE = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 256 256" width="256" height="256">'
+          '<path d="M10 10L200 10L200 200Z" fill="#ff0000"/>'
+          '<path d="M20 30Q40 50 60 70C1 2 3 4 5 6A10 20 30 1 0 100 100Z" fill="none" stroke="#00ff00" '
+          'stroke-width="4.5" stroke-linecap="round" stroke-linejoin="bevel" opacity="0.5"/></svg>')
+
+
+# ---------------------------------------------------------------- the matrix
+
+def test_matrix_round_trip_is_exact_on_the_fixture_icons():
+    files = sorted(FIXTURE.rglob("*.svg"))
+    assert len(files) >= 10
+    exact = 0
+    for f in files:
+        try:
+            norm = normalize_svg(f.read_text(encoding="utf-8"))
+        except SVGError:
+            continue
+        m = sm.svg_to_matrix(norm)
+        assert m.shape[1] == sm.WIDTH and m.dtype == np.float32
+        assert sm.matrix_to_svg(m) == norm, f.name
+        exact += 1
+    assert exact >= 10
+
+
+def test_matrix_rows_hold_commands_paint_and_elements():
+    m = sm.svg_to_matrix(SQUARE)
+    assert sm.matrix_to_svg(m) == SQUARE
+    assert [sm.COMMANDS[int(c)] for c in m[:, sm.CMD]] == list("MLLZ") + list("MQCAZ")
+    assert m[:, sm.NEW].tolist() == [1, 0, 0, 0, 1, 0, 0, 0, 0]
+    assert m[0, sm.ELEM] == 1 and m[4, sm.ELEM] == 2                 # fill / stroke
+    assert m[3, sm.END].tolist() == [10, 10]                         # Z ends at the subpath start
+    assert m[2, sm.START].tolist() == [200, 10]                      # start = the pen before
+    arc = m[7]
+    assert arc[sm.C1].tolist() == [10, 20] and arc[sm.C2].tolist() == [30, 2]  # rx ry, rotation, 2*large+sweep
+    assert m[4, sm.STROKE_WIDTH] == pytest.approx(4.5) and m[4, sm.OPACITY] == pytest.approx(0.5)
+
+
+def test_matrix_refuses_what_it_cannot_hold():
+    dashed = SQUARE.replace('opacity="0.5"', 'stroke-dasharray="4 2"')
+    with pytest.raises(sm.UnsupportedSVG, match="dasharray"):
+        sm.svg_to_matrix(dashed)
+    with pytest.raises(sm.UnsupportedSVG, match="normalised"):
+        sm.svg_to_matrix('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24"><circle r="3"/></svg>')
+
+
+def test_noisy_matrices_always_give_a_parseable_svg():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        m = rng.normal(0, 1, (12, sm.WIDTH)).astype(np.float32)
+        m[:, sm.ELEM] = rng.integers(0, 4, 12)
+        m[:, sm.CMD] = rng.normal(2.5, 3, 12)
+        m[:, sm.COORDS] = rng.normal(128, 500, (12, 8))
+        svg = sm.matrix_to_svg(m)
+        try:
+            normalize_svg(svg)
+        except SVGError:
+            pass  # nothing visible is allowed; anything else is not
+        rasterize_svg(svg, 32)
+
+
+# ---------------------------------------------------------------- data
+
+def test_the_split_is_by_label_so_test_prompts_are_never_trained_on():
+    from pipelines.text2svg.data import captions, label_of, text_split
+    a = {"text": "rocket, outline icon: space, launch", "set": "tabler"}
+    b = {"text": "Rocket, bold icon: travel", "set": "phosphor"}
+    assert label_of(a) == label_of(b) == "rocket" and text_split(a) == text_split(b)
+    assert captions(a) == ["rocket", "rocket, outline icon", "rocket, outline icon: space, launch"]
+    splits = {text_split({"text": f"icon {k}, icon"}) for k in range(200)}
+    assert splits == {"train", "val", "test"}
+
+
+# ---------------------------------------------------------------- models
+
+def _matrices(rows: int = 16) -> torch.Tensor:
+    from pipelines.text2svg.data import pad
+    m = sm.svg_to_matrix(SQUARE)
+    shifted = m.copy()
+    shifted[:, sm.COORDS] = np.where(shifted[:, sm.COORDS] != 0, shifted[:, sm.COORDS] + 20, 0)
+    return torch.from_numpy(np.stack([pad(m, rows), pad(shifted, rows), pad(m[:4], rows), pad(m[4:], rows)]))
+
+
+def test_row_codec_round_trip():
+    from pipelines.text2svg.svgfusion import RowCodec
+    x = _matrices()
+    feats = RowCodec.encode(x)
+    assert feats.shape == (4, 16, RowCodec.features) and feats.abs().max() <= 2
+    assert torch.allclose(RowCodec.decode(feats), x, atol=1e-4)
+
+
+def tiny_vae():
+    from pipelines.text2svg.svgfusion import VPVAE
+    torch.manual_seed(0)
+    return VPVAE(max_rows=16, latent_dim=4, hidden_size=32, num_heads=2, encoder_layers=1, decoder_layers=1,
+                 image_size=32, pixel_channels=8)
+
+
+def test_vae_learns_and_saves(tmp_path):
+    from pipelines.text2svg.data import render
+    from pipelines.text2svg.svgfusion import VPVAE, vae_loss
+    vae = tiny_vae()
+    x = _matrices()
+    images = torch.stack([render(m.numpy()[:int((m[:, 0] > 0).sum())], 32) for m in x])
+    batch = {"matrix": x, "image": images}
+    opt = torch.optim.Adam(vae.parameters(), 3e-3)
+    first = None
+    for _ in range(40):
+        loss, logs = vae_loss(vae, batch)
+        first = first if first is not None else float(loss)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert math.isfinite(float(loss)) and float(loss) < 0.5 * first
+    assert set(logs) >= {"ce", "mse", "kl", "cmd_acc"}
+    vae.eval()
+    vae.save_pretrained(tmp_path / "vae")
+    again = VPVAE.from_pretrained(tmp_path / "vae").eval()
+    with torch.no_grad():
+        a = vae.decode(vae.encode(x, images)[0])
+        b = again.decode(again.encode(x, images)[0])
+    assert torch.equal(a, b)
+
+
+def _wake(module: torch.nn.Module, seed: int = 0) -> None:
+    """DiT's zero-initialised gates make a fresh model ignore its input and text: give every weight noise."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+
+
+def build_tiny_pipeline(folder: Path, raw: bool = False) -> Path:
+    from genstudio.diffusion import make_scheduler
+    from pipelines.text2svg.svgfusion import RowCodec, make_vsdit
+    from pipelines.text2svg.train import write_model_index
+    vae = None if raw else tiny_vae()
+    channels = RowCodec.features if raw else vae.config.latent_dim
+    dit = make_vsdit("tiny", channels, 16)
+    _wake(dit)
+    dit.save_pretrained(folder / "transformer")
+    if vae is not None:
+        vae.save_pretrained(folder / "vae")
+    make_scheduler("ddim").save_pretrained(folder / "scheduler")
+    write_model_index(folder, latent="raw" if raw else "vae", max_rows=16, text_encoder="minilm")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    return build_tiny_pipeline(tmp_path_factory.mktemp("svgfusion") / "svgfusion-tiny")
+
+
+def test_dit_save_load(tiny_folder, tmp_path):
+    from genstudio.dit import DiT
+    dit = DiT.from_pretrained(tiny_folder / "transformer").eval()
+    x, t = torch.randn(2, dit.in_channels, 16, 1), torch.tensor([10, 500])
+    ctx, mask = torch.randn(2, 5, 384), torch.ones(2, 5, dtype=torch.bool)
+    dit.save_pretrained(tmp_path / "again")
+    again = DiT.from_pretrained(tmp_path / "again").eval()
+    with torch.no_grad():
+        assert torch.equal(dit(x, t, context=ctx, context_mask=mask), again(x, t, context=ctx, context_mask=mask))
+        # text matters, and a fully masked context is the unconditional (CFG null) input
+        assert not torch.allclose(dit(x, t, context=ctx, context_mask=mask), dit(x, t))
+        assert torch.allclose(dit(x, t, context=ctx, context_mask=~mask), dit(x, t), atol=1e-6)
+
+
+def test_pipeline_seeds_guidance_and_outputs(tiny_folder, tmp_path):
+    from pipelines.text2svg.pipeline import SVGFusionPipeline
+    pipe = SVGFusionPipeline.from_pretrained(tiny_folder, device="cpu", precision="fp32")
+    kw = dict(num_samples=2, num_inference_steps=3, progress=False)
+    a, b = pipe("a rocket", seed=1, **kw), pipe("a rocket", seed=1, **kw)
+    assert a.svgs == b.svgs and len(a.svgs) == 2 and a.prompts == ["a rocket"] * 2
+    assert a.metadata["seed"] == 1 and a.metadata["task"] == "text2svg" and a.metadata["latent"] == "vae"
+    for s in a.svgs:
+        assert s is None or normalize_svg(s) == s  # valid and already sanitised
+    # guidance changes the sample (same noise)
+    x1 = pipe.decode(_sample(pipe, 1.0))
+    x3 = pipe.decode(_sample(pipe, 4.0))
+    assert not np.allclose(x1, x3)
+    if not a.failed:
+        written = a.save(tmp_path / "out")
+        assert written and all(p.stat().st_size > 0 for p in written)
+    with pytest.raises(Exception, match="non-empty"):
+        pipe("  ", **kw)
+    with pytest.raises(Exception, match="guidance_scale"):
+        pipe("x", guidance_scale=0.5, **kw)
+
+
+def _sample(pipe, guidance: float) -> torch.Tensor:
+    from genstudio.diffusion import sample
+    context, mask = pipe.encode_prompts(["a rocket"])
+    t = pipe.transformer
+    cfg = dict(guidance_scale=guidance, uncond_kwargs={"context_mask": torch.zeros_like(mask)}) if guidance != 1 else {}
+    return sample(t, (1, t.in_channels, 16, 1), pipe._scheduler(None), 3, generator=torch.Generator().manual_seed(0),
+                  progress=False, context=context, context_mask=mask, **cfg)
+
+
+def test_raw_ablation_pipeline_loads_and_runs(tmp_path):
+    from pipelines.text2svg.pipeline import SVGFusionPipeline
+    folder = build_tiny_pipeline(tmp_path / "raw", raw=True)
+    pipe = SVGFusionPipeline.from_pretrained(folder, device="cpu", precision="fp32")
+    assert pipe.vae is None
+    out = pipe(["a", "b"], num_samples=1, num_inference_steps=2, seed=0, progress=False)
+    assert len(out.svgs) == 2 and out.metadata["latent"] == "raw"
+
+
+def test_other_checkpoints_are_refused(tiny_folder):
+    from genstudio.pipeline import CheckpointMismatch, checkpoint_classes
+    from pipelines.text2svg.pipeline import SVGFusionPipeline
+    assert checkpoint_classes(tiny_folder) == ["SVGFusionPipeline"]
+    index = json.loads((tiny_folder / "model_index.json").read_text())
+    assert index["_class_name"] == "SVGFusionPipeline"
+    from genstudio.hub import checkpoints_dir
+    with pytest.raises(CheckpointMismatch, match="genstudio generate"):
+        SVGFusionPipeline.from_pretrained(checkpoints_dir() / "dit-glyphs-S", device="cpu")
+
+
+# ---------------------------------------------------------------- CLI
+
+def test_cli_one_prompt_a_file_and_a_prompts_file(tiny_folder, tmp_path):
+    r = run_genstudio("text2svg", "a rocket", "-m", tiny_folder, "-n", "2", "-s", "2", "-o", tmp_path / "out")
+    assert r.returncode in (0, 1), r.stderr
+    if r.returncode == 0:
+        assert "wrote" in r.stdout + r.stderr and list((tmp_path / "out").glob("a-rocket_*.svg"))
+    else:  # an untrained model may draw nothing: a one-line error, nothing written
+        assert "Traceback" not in r.stderr + r.stdout and not list((tmp_path / "out").glob("*.svg"))
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("# icons\na house\n\nstar\n")
+    r = run_genstudio("text2svg", "--prompts", prompts, "-m", tiny_folder, "-n", "1", "-s", "2", "-o", tmp_path / "many")
+    assert "Traceback" not in r.stderr + r.stdout
+    assert "a-house" in " ".join(p.name for p in (tmp_path / "many").iterdir()) or r.returncode == 1
+
+
+def test_cli_bad_input_is_one_line_and_nonzero(tiny_folder, tmp_path):
+    for args in (["text2svg", "-m", tiny_folder],                                   # no prompt
+                 ["text2svg", "x", "--prompts", tmp_path / "missing.txt", "-m", tiny_folder],
+                 ["text2svg", "x", "-o", tmp_path / "x.png", "-m", tiny_folder],
+                 ["text2svg", "x", "-n", "256", "-s", "1000", "-m", tiny_folder],  # over the work budget
+                 ["text2svg", "x", "-m", tmp_path / "nothing-here"]):
+        r = run_genstudio(*args)
+        assert r.returncode != 0, args
+        assert "Traceback" not in r.stdout + r.stderr
+
+
+# ---------------------------------------------------------------- benchmark pieces
+
+def test_bench_scorer_and_icon_search_on_tiny_items(tmp_path):
+    from pipelines.text2svg.bench import Scorer, _search
+    from pipelines.text2svg.clip import IconCLIP
+    torch.manual_seed(0)
+    IconCLIP(embed_dim=16, channels=8).save_pretrained(tmp_path / "clip")
+    shapes = {"red square": SQUARE,
+              "blue circle": SQUARE.replace("#ff0000", "#0000ff").replace("M10 10L200 10L200 200Z", "M20 20L60 200L200 60Z"),
+              "green line": SQUARE.replace('fill="#ff0000"', 'fill="#00ff00"')}
+    items = []
+    for k, (text, svg) in enumerate(shapes.items()):
+        path = tmp_path / f"{k}.svg"
+        path.write_text(svg)
+        items.append({"text": f"{text}, icon", "label": text, "path": str(path), "matrix": sm.svg_to_matrix(svg)})
+    prompts = list(shapes)
+    scorer = Scorer(str(tmp_path / "clip"), prompts, items, items)
+    real = scorer(list(shapes.values()), [0, 1, 2], 1.5)
+    assert real["valid"] == 1.0 and real["s_per_svg"] == 0.5 and 0 <= real["R@1"] <= real["R@5"] == 1.0
+    assert real["novelty"] == pytest.approx(0.0, abs=1e-5)       # the training icons themselves
+    blank = scorer([None, None, None], [0, 1, 2], 0.0)
+    assert blank["valid"] == 0.0 and blank["paths"] == 0.0
+    svgs, index, _ = _search(["red square"], items, 2)
+    assert index == [0, 0] and svgs[0] == SQUARE                # the caption that matches the prompt comes first
