@@ -13,7 +13,6 @@ import hashlib
 import json
 import re
 import shutil
-import subprocess
 import unicodedata
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from .npm import npm_install
 from .registry import BuildLog, DataError, register_source
 from genstudio.formats.svg import SVGError, normalize_svg, rasterize_svg, svg_stats
 
@@ -213,16 +213,7 @@ def _select(sets) -> list[str]:
 
 
 def _npm_install(scratch: Path, packages: list[str], log: BuildLog) -> Path:
-    scratch.mkdir(parents=True, exist_ok=True)
-    (scratch / "package.json").write_text('{"name": "genstudio-icons-scratch", "private": true}')
-    log(f"npm install {' '.join(packages)} (scripts disabled)")
-    cmd = ["npm", "install", "--ignore-scripts", "--no-audit", "--no-fund", "--no-save", *packages]
-    r = subprocess.run(cmd, cwd=scratch, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise DataError(f"`{' '.join(cmd)}` failed (exit {r.returncode}): {r.stderr.strip()[-500:]}\n"
-                        "Check the network access to the npm registry, or pass packages_dir= to an "
-                        "existing node_modules tree.")
-    nm = scratch / "node_modules"
+    nm = npm_install(scratch, packages, log, name="genstudio-icons-scratch")
     for pkg in packages:
         d = nm / pkg
         mb = sum(p.stat().st_size for p in d.rglob("*") if p.is_file()) / 1e6 if d.exists() else 0

@@ -58,6 +58,7 @@ from typing import Iterator
 
 import numpy as np
 
+from genstudio.data.npm import npm_install
 from genstudio.data.registry import BuildLog, DataError, SPLITS, dataset_dir, load_manifest, register_source, split_of
 
 NAME = "faces"
@@ -117,23 +118,17 @@ def _node(scratch: Path, *args: str) -> None:
 def _install_style(scratch: Path, log: BuildLog, version: str, packages_dir=None) -> dict:
     """npm install (or link an existing node_modules), write the node script; return the style's
     schema properties, meta and installed version."""
-    scratch.mkdir(parents=True, exist_ok=True)
-    (scratch / "package.json").write_text('{"name": "genstudio-faces-scratch", "private": true, "type": "module"}')
     if packages_dir is not None:
+        scratch.mkdir(parents=True, exist_ok=True)
+        (scratch / "package.json").write_text('{"name": "genstudio-faces-scratch", "private": true, "type": "module"}')
         nm = Path(packages_dir)
         nm = nm / "node_modules" if (nm / "node_modules").is_dir() else nm
         if not (nm / STYLE_PACKAGE).is_dir():
             raise DataError(f"packages_dir={packages_dir!s} has no {STYLE_PACKAGE}")
         (scratch / "node_modules").symlink_to(nm.resolve(), target_is_directory=True)
     else:
-        pkgs = [f"@dicebear/core@{version}", f"{STYLE_PACKAGE}@{version}"]
-        log(f"npm install {' '.join(pkgs)} (scripts disabled)")
-        cmd = ["npm", "install", "--ignore-scripts", "--no-audit", "--no-fund", "--no-save", *pkgs]
-        r = subprocess.run(cmd, cwd=scratch, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise DataError(f"`{' '.join(cmd)}` failed (exit {r.returncode}): {r.stderr.strip()[-500:]}\n"
-                            "Check the network access to the npm registry, or pass packages_dir= to an "
-                            "existing node_modules tree that has @dicebear/core and @dicebear/big-ears.")
+        npm_install(scratch, [f"@dicebear/core@{version}", f"{STYLE_PACKAGE}@{version}"], log,
+                    name="genstudio-faces-scratch", module=True)
     (scratch / "avatars.mjs").write_text(NODE_SCRIPT)
     _node(scratch, "schema", "-", str(scratch / "schema.json"))
     schema = json.loads((scratch / "schema.json").read_text())
