@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.text2svg.clip import IconCLIP, alignment, clip_loss, embed_images, embed_texts, load_clip
+from pipelines.text2svg.clip import IconCLIP, alignment, embed_images, embed_texts, load_clip
+from pipelines.text2svg.train import clip_loss
 from pipelines.text2svg.data import TextSVGDataset, collate
 
 SVG = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 256 256" width="256" height="256">'

@@ -27,7 +27,8 @@ from genstudio.diffusion import diffusion_loss, make_scheduler
 from genstudio.dit import DiT
 from genstudio.train import Recipe, parse_config
 
-from .data import TextSVGDataset, TextTokens, captions, collate, load_items, pad, render
+from .clip import IconCLIP, embed_images, embed_texts
+from .data import TextSVGDataset, TextTokens, captions, collate, label_of, load_items, pad, render
 from .svgfusion import VPVAE, RowCodec, make_vsdit, reconstruction_loss, to_dit, vae_loss
 
 LATENT_STATS = "latent_stats.json"
@@ -222,6 +223,89 @@ def export_dit(run_dir, to, dtype: torch.dtype) -> None:
     make_scheduler("ddim", prediction_type=prediction_type).save_pretrained(to / "scheduler")
     write_model_index(to, latent="raw" if stats["vae"] == "raw" else "vae", max_rows=stats["max_rows"],
                       text_encoder=options.get("text_encoder", "minilm"))
+
+
+# ---------------------------------------------------------------- IconCLIP (the benchmark's feature space)
+
+def clip_loss(model: IconCLIP, batch: dict):
+    """Symmetric InfoNCE over the batch; returns (loss, {"accuracy": image->text top-1}).
+
+    Captions are drawn at random (label; label + kind; + tags), so two icons of one batch can carry
+    the same text ("rocket" for the phosphor and the tabler rocket). Calling one of them a negative
+    of the other's image would push apart pairs that are in fact matches, so every pair whose texts
+    are identical counts as a positive: each row's (and column's) loss is -log of the softmax mass
+    on all its positives (multi-positive InfoNCE: plain InfoNCE when captions are distinct, 0 at
+    best), and top-1 is right when it lands on any of them.
+    """
+    from genstudio.text import get_text_encoder
+    p = next(model.parameters())
+    texts = list(batch["text"])
+    text_emb = get_text_encoder().encode(texts).to(p.device, p.dtype)
+    logits = model(batch["image"].to(p.device), text_emb).float()          # (B, B): image i vs text j
+    ids = {t: k for k, t in enumerate(dict.fromkeys(texts))}
+    tid = torch.tensor([ids[t] for t in texts], device=logits.device)
+    positive = (tid[:, None] == tid[None, :]).float()                      # symmetric, diagonal = 1
+    negative_inf = torch.finfo(logits.dtype).min
+
+    def multi_positive(lg):  # -log sum_{j positive} softmax(lg)_ij, averaged over the rows
+        return (lg.logsumexp(1) - lg.masked_fill(positive == 0, negative_inf).logsumexp(1)).mean()
+
+    loss_i, loss_t = multi_positive(logits), multi_positive(logits.t())
+    accuracy = positive.gather(1, logits.argmax(1, keepdim=True)).mean()
+    return (loss_i + loss_t) / 2, {"accuracy": float(accuracy)}
+
+
+# ---------------------------------------------------------------- recipe
+
+@dataclass
+class CLIPOptions:
+    embed_dim: int = 128
+    channels: int = 32
+    image_size: int = 64
+    max_rows: int = 64
+
+
+EVAL_ICONS = 1000
+
+
+def clip_recipe(cfg: dict) -> Recipe:
+    train_cfg, opts = parse_config(cfg, CLIPOptions, recipe="text2svg-clip", output_dir="runs/text2svg-clip",
+                                   steps=3000, batch_size=128, lr=2e-3, warmup_steps=100, ema_decay=None,
+                                   save_every=500, weight_decay=0.01)
+    from genstudio.text import get_text_encoder
+    dataset = TextSVGDataset(load_items("train", opts.max_rows), opts.max_rows, image_size=opts.image_size)
+    val = load_items("val", opts.max_rows)
+    if len(val) > EVAL_ICONS:  # an even, deterministic spread over the split
+        val = [val[int(k)] for k in np.linspace(0, len(val) - 1, EVAL_ICONS).round()]
+    labels = sorted({label_of(item) for item in val})
+    label_index = {label: k for k, label in enumerate(labels)}
+    truth = torch.tensor([label_index[label_of(item)] for item in val])
+    model = IconCLIP(text_dim=get_text_encoder().dim, embed_dim=opts.embed_dim, channels=opts.channels,
+                     image_size=opts.image_size)
+    cache: dict = {}
+
+    @torch.no_grad()
+    def evaluate(m):
+        """Image -> label retrieval on (up to EVAL_ICONS) val icons: rank their distinct labels for each icon."""
+        if "images" not in cache:  # rendered once, at the first evaluation
+            cache["images"] = torch.stack([render(item["matrix"], opts.image_size) for item in val])
+        image_f = torch.from_numpy(embed_images(m, cache["images"]))
+        label_f = torch.from_numpy(embed_texts(m, labels))
+        ranks = (image_f @ label_f.t()).argsort(1, descending=True)
+        hit = ranks == truth[:, None]
+        return {"val_top1": float(hit[:, :1].any(1).float().mean()), "val_top5": float(hit[:, :5].any(1).float().mean()),
+                "val_icons": len(val), "val_labels": len(labels)}
+
+    return Recipe(model, dataset, clip_loss, train_cfg, collate_fn=collate, eval_fn=evaluate,
+                  name="text2svg-clip", options=opts)
+
+
+def export_clip(run_dir, to, dtype: torch.dtype) -> None:
+    from genstudio.export import export_model
+    export_model(IconCLIP, run_dir, to, dtype)
+
+
+clip_recipe.export = export_clip
 
 
 vae_recipe.export = export_vae  # genstudio export finds each recipe's exporter here
