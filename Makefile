@@ -98,12 +98,16 @@ train-image: install
 # IconCLIP is the benchmark's feature space. The first DiT run caches the MiniLM states of every caption.
 train-text2svg: install
 	$(VENV)/bin/genstudio data prepare icons
+	# svgfusion-icons-S used this VAE run's step-2,000 EMA checkpoint (the run was stopped by hand there)
 	$(VENV)/bin/genstudio train svgfusion-vae --set steps=3000 --output-dir runs/svgfusion-vae
-	$(VENV)/bin/genstudio train svgfusion-dit --set vae='"runs/svgfusion-vae"' --output-dir runs/svgfusion-dit
+	$(VENV)/bin/genstudio train svgfusion-dit --set vae='"runs/svgfusion-vae"' --set steps=2000 \
+	  --set warmup_steps=100 --output-dir runs/svgfusion-dit
 	$(VENV)/bin/genstudio export runs/svgfusion-dit --to checkpoints/svgfusion-icons-S --overwrite
-	$(VENV)/bin/genstudio train svgfusion-dit --set vae='"raw"' --output-dir runs/svgfusion-raw
+	$(VENV)/bin/genstudio train svgfusion-dit --set vae='"raw"' --set steps=2000 --set warmup_steps=100 \
+	  --set max_minutes=41 --output-dir runs/svgfusion-raw
 	$(VENV)/bin/genstudio export runs/svgfusion-raw --to runs/svgfusion-raw-export --overwrite
-	$(VENV)/bin/genstudio train text2svg-clip --output-dir runs/text2svg-clip
+	$(VENV)/bin/genstudio train text2svg-clip --set steps=1000 --set warmup_steps=50 --set max_minutes=16 \
+	  --output-dir runs/text2svg-clip
 	$(VENV)/bin/genstudio export runs/text2svg-clip --to checkpoints/text2svg-clip --overwrite
 	$(VENV)/bin/genstudio bench text2svg --option raw_model=runs/svgfusion-raw-export
 
