@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install demo test bench train-tokenizer train-starvector train-put train-vdt train-meshanything train-image train-text2svg app clean
+.PHONY: install demo test bench train-tokenizer train-starvector train-put train-vdt train-vdt-cpu train-meshanything train-image train-text2svg app clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -65,7 +65,15 @@ train-put: install
 	  --output-dir runs/put-transformer-S
 	$(VENV)/bin/genstudio export runs/put-transformer-S --to checkpoints/put-photos-S --dtype fp16 --overwrite
 
+# vdt-physics-M (the default) was trained this way on one H200 in 5.6 minutes (2,526 steps, 8 data workers);
+# on 2 CPU cores the same steps take days: vdt-physics-S (3,000 steps, batch 16) is the CPU recipe.
 train-vdt: install
+	$(VENV)/bin/genstudio train vdt --set preset='"M"' --set prediction_type='"sample"' --set steps=2526 \
+	  --set batch_size=64 --set lr=5e-4 --set warmup_steps=200 --set save_every=842 --set num_workers=8 \
+	  --output-dir runs/vdt-physics-M
+	$(VENV)/bin/genstudio export runs/vdt-physics-M --to checkpoints/vdt-physics-M --dtype fp16 --overwrite
+
+train-vdt-cpu: install
 	$(VENV)/bin/genstudio train vdt --set preset='"S"' --set prediction_type='"sample"' --set steps=4000 \
 	  --set batch_size=16 --set lr=5e-4 --set warmup_steps=100 --set save_every=500 --output-dir runs/vdt-physics-S
 	$(VENV)/bin/genstudio export runs/vdt-physics-S --to checkpoints/vdt-physics-S --dtype fp16 --overwrite

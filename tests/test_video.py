@@ -120,7 +120,7 @@ def test_vdt_forward_uses_the_mask_and_round_trips(tmp_path):
         again = VDT.from_pretrained(tmp_path / "m").eval()
         assert again.config.num_frames == T and again.config.prediction_type == "v_prediction"
         assert torch.equal(again(x, t, generate_mask=mask), out)
-    assert set(VDT_CONFIGS) == {"tiny", "S", "B"}
+    assert set(VDT_CONFIGS) == {"tiny", "S", "M", "B"}
 
 
 # ---- Data ----

@@ -76,7 +76,9 @@ class ArcFaceHead(nn.Module):
         self.scale, self.margin = scale, margin
 
     def cosine(self, embeddings: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.normalize(embeddings.float(), dim=-1), F.normalize(self.weight.float(), dim=-1))
+        # fp32 even under autocast (CUDA autocast would run F.linear in bf16): the margin is a small angle
+        with torch.autocast(embeddings.device.type, enabled=False):
+            return F.linear(F.normalize(embeddings.float(), dim=-1), F.normalize(self.weight.float(), dim=-1))
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, margin: float | None = None) -> torch.Tensor:
         m = self.margin if margin is None else margin

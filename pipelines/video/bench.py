@@ -15,7 +15,7 @@ construction): MSE, PSNR (capped at 60 dB per frame), SSIM; averaged over frames
 Seconds per clip (batched sampling, divided by the batch) and NFE (model calls per clip).
 Ours runs at several step counts with DPM-Solver++ and DDIM to show what few-step samplers keep.
 
-The model: `model=` or $GENSTUDIO_BENCH_VIDEO_MODEL (default: the shipped vdt-physics-S); a
+The model: `model=` or $GENSTUDIO_BENCH_VIDEO_MODEL (default: the shipped vdt-physics-M); a
 missing checkpoint skips "ours" with a note and still measures the baselines.
 """
 from __future__ import annotations
@@ -27,6 +27,7 @@ import numpy as np
 
 from genstudio.bench import training_steps
 
+from . import DEFAULT_MODEL
 from .data import BENCH_SEED, clip_batch, square_resize
 
 MODEL_ENV = "GENSTUDIO_BENCH_VIDEO_MODEL"
@@ -160,7 +161,7 @@ def bench_video(report, quick: bool = False, model: str | None = None, clips: in
     steps = [int(s) for s in (steps.split(",") if isinstance(steps, str) else
                               [steps] if isinstance(steps, int) else steps)]  # `-o steps=10` arrives as an int
     schedulers = schedulers.split(",") if isinstance(schedulers, str) else tuple(schedulers)
-    name = model or os.environ.get(MODEL_ENV) or "vdt-physics-S"
+    name = model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
     vdt, frames, size = None, 16, 32
     try:
         from .pipeline import VDTPipeline

@@ -1,6 +1,6 @@
 """Video prediction / interpolation / completion / animation / generation with one VDT.
 
-    pipe = VDTPipeline.from_pretrained("vdt-physics-S")
+    pipe = VDTPipeline.from_pretrained("vdt-physics-M")
     out = pipe(task="predict", frames="clip.gif", num_known=4, num_inference_steps=25, seed=0)
     out.save("future.gif")        # out.frames uint8 (T, H, W, 3); out.mask (T, H, W), True = generated
 

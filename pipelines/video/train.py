@@ -2,7 +2,7 @@
 
     genstudio train vdt --set preset='"S"' --set steps=1500 --output-dir runs/vdt-physics-S
 
-Options (besides TrainConfig's): `VDTOptions` -- preset (tiny / S / B, see `VDT_CONFIGS`), size (32),
+Options (besides TrainConfig's): `VDTOptions` -- preset (tiny / S / M / B, see `VDT_CONFIGS`), size (32),
 frames (16), kinds ("balls,digits"), prediction_type ("v_prediction"; or "epsilon", "sample"),
 train_seed (0: the training stream of clips), eval_clips (8), eval_steps (10),
 mixture (mask-mode weights, e.g. '{"predict": 2, "interpolate": 1}'; default: the paper's
@@ -79,7 +79,7 @@ def evaluate_vdt(model: VDT, clips: torch.Tensor, num_known: int = 4, steps: int
 @dataclass
 class VDTOptions:
     """`genstudio train vdt` options (besides TrainConfig's)."""
-    preset: str = "S"                        # a VDT_CONFIGS name: tiny / S / B
+    preset: str = "S"                        # a VDT_CONFIGS name: tiny / S / M / B
     size: int = 32                           # frame side in pixels
     frames: int = 16                         # frames per clip
     kinds: tuple[str, ...] = KINDS           # which procedural clip kinds to train on ("balls,digits")

@@ -35,10 +35,12 @@ from genstudio.dit import DiT
 #
 # Pixel-space models for 32x32 clips; patch 4 = 64 tokens per frame, 1,024 per 16-frame clip.
 # Smaller than the paper's (VDT-L in SD-VAE latents on GPUs): "S" is sized so that a 25-minute
-# training on 2 CPU cores sees ~20k clips; "B" (the width of DiT-S) is for a GPU or a long run.
+# training on 2 CPU cores sees ~20k clips; "M" (7.6M parameters, 15 MB in fp16) is for a short GPU
+# run and still fits a shipped checkpoint; "B" (the width of DiT-S) is for a long GPU run.
 VDT_CONFIGS = {
     "tiny": dict(depth=2, hidden_size=64, num_heads=2, patch_size=4),
     "S": dict(depth=6, hidden_size=128, num_heads=2, patch_size=4),
+    "M": dict(depth=8, hidden_size=192, num_heads=3, patch_size=4),
     "B": dict(depth=12, hidden_size=384, num_heads=6, patch_size=4),
 }
 
