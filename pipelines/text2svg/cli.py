@@ -13,23 +13,37 @@ import typer
 
 from genstudio.cli_common import DeviceOpt, MaxSecondsOpt, NoLimitOpt, OverwriteOpt, PrecisionOpt, SeedOpt
 
-from . import DEFAULT_MODEL  # no torch at import: `genstudio --help` stays fast
+from . import DEFAULT_MODEL, MAX_PROMPT_CHARS, SCHEDULERS  # no torch at import: `genstudio --help` stays fast
 
 WORK_BUDGET = 256 * 50      # samples x sampling steps in one command (README: Limits and safety)
 MAX_PROMPTS_FILE = 1_000_000  # bytes
 
 
+def _check_prompt(text: str, where: str) -> None:
+    from genstudio.render import InputError
+    if len(text) > MAX_PROMPT_CHARS:
+        raise InputError(f"{where} is {len(text)} characters; the limit is {MAX_PROMPT_CHARS}")
+
+
 def _prompts_from(path: Path) -> list[str]:
     from genstudio.render import InputError
     if not path.is_file():
-        raise InputError(f"prompts file {path} does not exist")
+        raise InputError(f"prompts file {path} " + ("is not a file" if path.exists() else "does not exist"))
     if path.stat().st_size > MAX_PROMPTS_FILE:
         raise InputError(f"prompts file {path} is over {MAX_PROMPTS_FILE // 1000} kB")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise InputError(f"prompts file {path} is not UTF-8 text") from None
-    prompts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    except OSError as e:
+        raise InputError(f"prompts file {path} is not readable ({e.strerror or e})") from None
+    if "\x00" in text:
+        raise InputError(f"prompts file {path} is binary (it holds NUL bytes), not one prompt per line")
+    prompts = []
+    for k, line in enumerate(text.splitlines(), 1):
+        if line.strip() and not line.lstrip().startswith("#"):
+            _check_prompt(line.strip(), f"prompts file {path} line {k}")
+            prompts.append(line.strip())
     if not prompts:
         raise InputError(f"prompts file {path} has no prompts (one per line; # starts a comment)")
     return prompts
@@ -54,13 +68,19 @@ def text2svg(ctx: typer.Context,
     """Generate SVG icons from text with SVGFusion."""
     from genstudio.cli_common import (check_writable, console, finish_batch, limit_time, output_folder, run_batch,
                                       run_options)
-    from genstudio.limits import check_work
+    from genstudio.limits import UsageError, check_time, check_work
     from genstudio.render import InputError
 
     run = run_options(ctx, device, seed, precision)
     limit_time(ctx, max_seconds)
+    if scheduler is not None and scheduler not in SCHEDULERS:
+        raise UsageError(f"--scheduler {scheduler!r} is unknown; choose from {', '.join(SCHEDULERS)}")
     if (prompt is None) == (prompts is None):
         raise InputError("give one prompt or --prompts FILE (not both)")
+    if prompt is not None:
+        if not prompt.strip():
+            raise InputError("the prompt is empty: give a text to draw, e.g. 'a rocket'")
+        _check_prompt(prompt.strip(), "the prompt")
     todo = _prompts_from(prompts) if prompts is not None else [prompt]
     check_work(f"{num} sample(s) of {len(todo)} prompt(s) at {steps} steps", num * len(todo) * steps,
                WORK_BUDGET, "sample-steps", no_limit)
@@ -84,6 +104,7 @@ def text2svg(ctx: typer.Context,
         out = generate(todo[0])
         if out.failed:
             raise RuntimeError(out.message)
+        check_time()  # past --max-seconds: nothing written
         out.save(output)
         console.print(f"[green]wrote[/green] {output}: {sum(out.valid)}/{len(out.svgs)} samples valid, "
                       f"{out.seconds:.1f} s", soft_wrap=True)
@@ -92,6 +113,7 @@ def text2svg(ctx: typer.Context,
         out = generate(todo[0])
         if out.failed:
             raise RuntimeError(out.message)
+        check_time()
         written = out.save(folder)
         console.print(f"[green]wrote[/green] {len(written) // 2} SVG(s) (+ PNG renders) to {folder}: "
                       f"{sum(out.valid)}/{len(out.svgs)} samples valid, {out.seconds:.1f} s", soft_wrap=True)

@@ -35,13 +35,11 @@ from genstudio.render import InputError
 from genstudio.text import get_text_encoder
 from genstudio.vq4dit import load_model
 
-from . import DEFAULT_MODEL
+from . import DEFAULT_MODEL, MAX_PROMPT_CHARS, SCHEDULERS
 from .svgfusion import VPVAE, RowCodec, from_dit
 
-SCHEDULERS = ("ddim", "dpm", "euler", "ddpm")
 MAX_SAMPLES = 256       # one call's bound (prompts x samples)
 MAX_STEPS = 1000
-MAX_PROMPT_CHARS = 500
 
 
 def slug(text: str, limit: int = 40) -> str:
@@ -162,8 +160,9 @@ class SVGFusionPipeline(DiffusionPipeline, PipelineMixin):
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
             raise InputError("give at least one non-empty text prompt")
-        if any(len(p) > MAX_PROMPT_CHARS for p in prompts):
-            raise InputError(f"prompts are limited to {MAX_PROMPT_CHARS} characters")
+        longest = max(len(p) for p in prompts)
+        if longest > MAX_PROMPT_CHARS:
+            raise InputError(f"a prompt of {longest} characters; prompts are limited to {MAX_PROMPT_CHARS} characters")
         if not 1 <= num_samples or len(prompts) * num_samples > MAX_SAMPLES:
             raise InputError(f"between 1 and {MAX_SAMPLES} samples per call; asked for {len(prompts)} x {num_samples}")
         if not 1 <= num_inference_steps <= MAX_STEPS:
