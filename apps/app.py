@@ -24,6 +24,7 @@ TAB_LABELS = {
     "inpaint": "Inpaint",
     "video": "Video",
     "mesh": "Mesh → artist mesh",
+    "face": "Faces (Vec2Face)",
     "tokenizer": "Tokenizer (VQ)",
 }
 MAX_UPLOAD_MB = 20     # per uploaded file; GENSTUDIO_MAX_UPLOAD_MB changes it (the loaders' budgets still apply)

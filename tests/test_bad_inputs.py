@@ -115,7 +115,7 @@ BAD_IMAGES = [("empty.png", "not a readable image"), ("truncated.png", "not a re
 
 
 @pytest.mark.parametrize("command", ["svg", "tokenizer", "inpaint-image", "inpaint-mask", "video-animate",
-                                     "video-mask"])
+                                     "video-mask", "face"])
 def test_every_image_reader_refuses_every_bad_image(corpus, tmp_path, command):
     out = tmp_path / "out"
     for name, why in BAD_IMAGES:
@@ -126,7 +126,8 @@ def test_every_image_reader_refuses_every_bad_image(corpus, tmp_path, command):
                 "inpaint-mask": ["inpaint", "-i", corpus / "good.png", "-m", bad, "-o", out],
                 "video-animate": ["video", "-t", "animate", "-i", bad, "-o", out / "x.gif"],
                 "video-mask": ["video", "-t", "complete", "-i", corpus / "clip.gif", "--mask", bad,
-                               "-o", out / "x.gif"]}[command]
+                               "-o", out / "x.gif"],
+                "face": ["face", "--image", bad, "-o", out]}[command]
         if command == "video-animate" and name.endswith(".svg"):
             why = "not a video"
         if command == "inpaint-mask" and name == "transparent.png":
@@ -443,3 +444,178 @@ def test_kill_9_mid_batch_keeps_finished_outputs_and_a_rerun_does_only_the_rest(
     assert sorted(after) == [f"shape{i}.svg" for i in range(4)]  # every image once: no duplicates
     for name, data in finished.items():  # the finished ones were skipped, not redone
         assert after[name] == data and (out / name).stat().st_mtime_ns == stamps[name]
+
+
+# ---------------------------------------------------------------- text2svg and face (the newest commands)
+
+@pytest.fixture(scope="module")
+def tiny_svgfusion(tmp_path_factory) -> Path:
+    """A tiny random SVGFusion checkpoint (tests/test_text2svg.py's), so the few cases that load a model stay fast."""
+    from test_text2svg import build_tiny_pipeline
+    return build_tiny_pipeline(tmp_path_factory.mktemp("svgfusion") / "svgfusion-tiny")
+
+
+@pytest.fixture(scope="module")
+def tiny_vec2face(tmp_path_factory) -> Path:
+    """A tiny random Vec2Face checkpoint in the export layout (tests/test_face_pipeline.py's)."""
+    import torch
+    from genstudio.export import save_safetensors
+    from pipelines.face.recognizer import RECOGNIZER_CONFIGS, FaceRecognizer
+    from pipelines.face.vec2face import VEC2FACE_CONFIGS, Vec2Face
+    torch.manual_seed(0)
+    recognizer = FaceRecognizer(**RECOGNIZER_CONFIGS["tiny"]).eval()
+    model = Vec2Face(**{**VEC2FACE_CONFIGS["tiny"], "vector_dim": recognizer.config.embed_dim, "image_size": 64})
+    folder = tmp_path_factory.mktemp("vec2face-tiny")
+    save_safetensors(model, folder)
+    save_safetensors(recognizer, folder / "recognizer")
+    return folder
+
+
+def test_text2svg_refuses_bad_prompts_and_prompt_files_before_any_model_loads(corpus, tmp_path):
+    out, missing_model = tmp_path / "out", ["-m", tmp_path / "no-such-model"]  # a load would fail otherwise
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "empty.txt").write_bytes(b"")
+    (files / "comments.txt").write_text("# only a comment\n\n   \n")
+    (files / "garbage.txt").write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    (files / "nul.txt").write_bytes(b"a rocket\x00\x00\x00\x01\x02 binary\n")
+    (files / "large.txt").write_bytes(b"a rocket\n" * 120_000)  # 1.08 MB: over the 1 MB limit
+    (files / "long_line.txt").write_text("a house\n" + "x" * 2000 + "\n")
+    cases = [
+        ([""], ("prompt", "empty")), (["   "], ("prompt", "empty")),
+        (["x" * 5000], ("5000 characters", "500")),
+        ([], "give one prompt or --prompts"), (["x", "--prompts", files / "comments.txt"], "not both"),
+        (["--prompts", tmp_path / "missing.txt"], ("missing.txt", "does not exist")),
+        (["--prompts", files], (str(files), "not a file")),
+        (["--prompts", files / "empty.txt"], ("empty.txt", "no prompts")),
+        (["--prompts", files / "comments.txt"], ("comments.txt", "no prompts")),
+        (["--prompts", files / "garbage.txt"], ("garbage.txt", "not UTF-8 text")),
+        (["--prompts", files / "nul.txt"], ("nul.txt", "binary")),
+        (["--prompts", corpus / "good.png"], ("good.png", "not UTF-8 text")),
+        (["--prompts", files / "large.txt"], ("large.txt", "1000 kB")),
+        (["--prompts", files / "long_line.txt"], ("long_line.txt", "line 2", "2000 characters")),
+    ]
+    for args, names in cases:
+        r = run_genstudio("text2svg", *args, "-o", out, *missing_model)
+        check(r, INPUT, names, out)
+
+
+def test_text2svg_absurd_options_and_budgets_are_usage_errors_before_any_model_loads(tmp_path):
+    out = tmp_path / "out"
+    base = ["text2svg", "a rocket", "-o", out, "-m", tmp_path / "no-such-model"]
+    many = tmp_path / "many.txt"
+    many.write_text("".join(f"icon {i}\n" for i in range(300)))  # 300 prompts x 50 steps: over the budget
+    for args, option in [
+        (["-s", "0"], "--steps"), (["-s", "100000"], "--steps"), (["-s", "-5"], "--steps"),
+        (["-g", "0"], "--guidance"), (["-g", "-1"], "--guidance"), (["-g", "1e9"], "--guidance"),
+        (["-g", "nan"], "--guidance"), (["-g", "inf"], "--guidance"),
+        (["-n", "0"], "--num"), (["-n", "-1"], "--num"), (["-n", "100000"], "--num"),
+        (["--scheduler", "bogus"], "--scheduler"), (["--max-seconds", "0"], "--max-seconds"),
+        (["--seed", "-1"], "--seed"),
+        (["-n", "256", "-s", "1000"], ("256 sample(s)", "--no-limit")),
+    ]:
+        check(run_genstudio(*base, *args), USAGE, option, out)
+    r = run_genstudio("text2svg", "--prompts", many, "-o", out, "-m", tmp_path / "no-such-model", "-n", "1")
+    check(r, USAGE, ("300 prompt(s)", "--no-limit"), out)
+
+
+def test_text2svg_bad_outputs_are_refused_before_any_model_loads(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    plain = out / "plain"  # a regular file where a folder should be (removed before the checks below)
+    plain.write_text("x")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a rocket\n")
+    cases = [(["a rocket", "-o", plain / "x.svg"], (str(plain), "not a folder")),
+             (["a rocket", "-o", plain / "sub"], (str(plain), "not a folder")),
+             (["a rocket", "-o", plain], (str(plain), "is a file")),
+             (["a rocket", "-o", out / "x.png"], ("x.png", "should be a folder")),
+             (["--prompts", prompts, "-o", out / "x.svg"], ("x.svg", "should be a folder"))]
+    for args, names in cases:
+        r = run_genstudio("text2svg", *args, "-m", tmp_path / "no-such-model")
+        plain.unlink()
+        check(r, INPUT, names, out)
+        plain.write_text("x")
+
+
+def test_text2svg_max_seconds_stops_cleanly_and_writes_nothing(tiny_svgfusion, tmp_path, monkeypatch):
+    import time
+    from genstudio.dit import DiT
+    forward = DiT.forward
+
+    def slow(self, *args, **kwargs):
+        time.sleep(0.3)
+        return forward(self, *args, **kwargs)
+    monkeypatch.setattr(DiT, "forward", slow)
+    out = tmp_path / "out"
+    for target in (out / "x.svg", out):
+        r = run_genstudio("text2svg", "a rocket", "-m", tiny_svgfusion, "-n", "1", "-s", "20", "--max-seconds", "1",
+                          "-o", target, "--device", "cpu")
+        _stopped(r, out)
+
+
+def test_face_refuses_missing_double_and_absurd_inputs_before_any_model_loads(corpus, tmp_path):
+    out = tmp_path / "out"
+    face = ["face", "-o", out, "-m", tmp_path / "no-such-model"]
+    img = corpus / "good.png"
+    check(run_genstudio(*face), INPUT, ("--image", "--new-identities"), out)
+    check(run_genstudio(*face, "--image", img, "--new-identities", "2"), INPUT, ("--image", "not both"), out)
+    check(run_genstudio(*face, "--image", corpus / "missing.png"), INPUT, ("missing.png", "does not exist"), out)
+    check(run_genstudio(*face, "--image", corpus), INPUT, (str(corpus), "not a file"), out)
+    for args, option in [
+        (["--new-identities", "0"], "--new-identities"), (["--new-identities", "-3"], "--new-identities"),
+        (["--new-identities", "2", "--per-identity", "100000"], "--per-identity"),
+        (["--new-identities", "2", "--per-identity", "0"], "--per-identity"),
+        (["--image", img, "--std", "-1"], "--std"), (["--image", img, "--std", "nan"], "--std"),
+        (["--image", img, "--std", "1e9"], "--std"),
+        (["--image", img, "--pose", "0.2", "--max-iters", "0"], "--max-iters"),
+        (["--image", img, "--pose", "0.2", "--max-iters", "100000"], "--max-iters"),
+        (["--image", img, "--pose", "nan"], "--pose"), (["--image", img, "--pose", "5"], "--pose"),
+        (["--image", img, "--expression", "-1"], "--expression"),
+        (["--new-identities", "2", "--max-similarity", "0"], "--max-similarity"),
+        (["--new-identities", "2", "--max-similarity", "nan"], "--max-similarity"),
+        (["--image", img, "--min-similarity", "nan", "--pose", "0.1"], "--min-similarity"),
+        (["--image", img, "-n", "0"], "--num"), (["--image", img, "-n", "100000"], "--num"),
+        (["--image", img, "--max-seconds", "0"], "--max-seconds"), (["--image", img, "--seed", "-1"], "--seed"),
+        (["--new-identities", "1000", "--per-identity", "20"], ("20000 face(s)", "--no-limit")),  # the work budget
+        (["--new-identities", "1000000", "--per-identity", "256"], ("--no-limit",)),
+    ]:
+        check(run_genstudio(*face, *args), USAGE, option, out)
+
+
+def test_face_bad_outputs_are_refused_before_any_model_loads(corpus, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    plain = out / "plain"
+    plain.write_text("x")
+    img = corpus / "good.png"
+    face = ["face", "-m", tmp_path / "no-such-model"]
+    cases = [(["--image", img, "-o", plain / "x.png"], (str(plain), "not a folder")),
+             (["--image", img, "-o", plain / "sub"], (str(plain), "not a folder")),
+             (["--image", img, "-o", plain], (str(plain), "is a file")),
+             (["--image", img, "-o", out / "x.jpg"], ("x.jpg", ".png")),
+             (["--new-identities", "2", "-o", plain / "ds"], (str(plain), "not a folder")),
+             (["--new-identities", "2", "-o", plain], (str(plain), "is a file")),
+             (["--new-identities", "2", "-o", out / "ds.png"], ("ds.png", "folder per identity"))]
+    for args, names in cases:
+        r = run_genstudio(*face, *args)
+        plain.unlink()
+        check(r, INPUT, names, out)
+        plain.write_text("x")
+
+
+def test_face_max_seconds_stops_cleanly_and_writes_nothing(corpus, tiny_vec2face, tmp_path, monkeypatch):
+    import time
+    from pipelines.face.vec2face import Vec2Face
+    forward = Vec2Face.forward
+
+    def slow(self, *args, **kwargs):
+        time.sleep(1.1)
+        return forward(self, *args, **kwargs)
+    monkeypatch.setattr(Vec2Face, "forward", slow)
+    out = tmp_path / "out"
+    common = ["--image", corpus / "good.png", "-m", tiny_vec2face, "--device", "cpu", "--max-seconds", "1"]
+    for args in (["-n", "2", "-o", out], ["-n", "2", "-o", out / "grid.png"],
+                 ["--pose", "0.3", "--max-iters", "50", "-o", out / "edit.png"]):
+        r = run_genstudio("face", *common, *args)
+        _stopped(r, out)

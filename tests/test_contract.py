@@ -121,7 +121,11 @@ def _text2svg_call(pipe, seed):
     return pipe("a rocket", num_samples=2, num_inference_steps=4, seed=seed, progress=False)
 
 
-CALLS = {"svg": (_svg_call, "svg", ".svg"), "text2svg": (_text2svg_call, "svgs", ".svg"), "generate": (_generate_call, "images", ".png"), "inpaint": (_inpaint_call, "images", ".png"),
+def _face_call(pipe, seed):
+    return pipe(new_identities=2, per_identity=2, seed=seed, progress=False)
+
+
+CALLS = {"face": (_face_call, "images", ".png"), "svg": (_svg_call, "svg", ".svg"), "text2svg": (_text2svg_call, "svgs", ".svg"), "generate": (_generate_call, "images", ".png"), "inpaint": (_inpaint_call, "images", ".png"),
          "video": (_video_call, "frames", ".gif"), "mesh": (_mesh_call, "faces", ".obj")}
 
 

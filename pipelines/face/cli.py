@@ -51,8 +51,8 @@ def face(ctx: typer.Context,
          device: DeviceOpt = None, seed: SeedOpt = None, precision: PrecisionOpt = None):
     """Face variations, new identities (a dataset) or bounded pose/expression edits with Vec2Face."""
     from genstudio.cli_common import check_writable, console, limit_time, output_folder, run_options
-    from genstudio.limits import check_work
-    from genstudio.render import InputError
+    from genstudio.limits import check_time, check_work
+    from genstudio.render import InputError, load_image
 
     run = run_options(ctx, device, seed, precision)
     limit_time(ctx, max_seconds)
@@ -65,6 +65,8 @@ def face(ctx: typer.Context,
         raise InputError(f"image {image} does not exist" if not image.exists() else f"image {image} is not a file")
     count = new_identities * per_identity if new_identities else (1 if editing else num)
     check_work(f"{count} face(s)", count, WORK_BUDGET, "faces", no_limit)
+    if image is not None:
+        face_image = load_image(image)  # a bad, degenerate or over-budget file is refused before any model loads
 
     if new_identities:
         if output is not None and output.suffix:
@@ -89,8 +91,9 @@ def face(ctx: typer.Context,
     from .pipeline import Vec2FacePipeline
     pipe = Vec2FacePipeline.from_pretrained(model, device=run.device, precision=run.precision)
     if editing:
-        out = pipe.edit(pipe.embed(image), pose=pose, expression=expression, max_iters=max_iters,
+        out = pipe.edit(pipe.embed(face_image), pose=pose, expression=expression, max_iters=max_iters,
                         min_similarity=min_similarity, seed=run.seed)
+        check_time()  # past --max-seconds: nothing written
         written = out.save(target)
         info = out.metadata["attrop"]
         goal = ", ".join(f"{k} {info['start_scores'][k]:.3f} -> {v:.3f}" for k, v in info["scores"].items())
@@ -99,7 +102,8 @@ def face(ctx: typer.Context,
                       f"vector cos {info['similarity']:.3f}, recogniser similarity {out.identity_similarity[0]:.3f}",
                       soft_wrap=True)
         return
-    out = pipe.from_image(image, n=num, std=std, seed=run.seed)
+    out = pipe.from_image(face_image, n=num, std=std, seed=run.seed)
+    check_time()
     out.save(target)
     mean = sum(out.identity_similarity) / len(out.identity_similarity)
     console.print(f"[green]wrote[/green] {target}: {len(out.images)} variations (std {std:g}), mean recogniser "

@@ -23,7 +23,9 @@ SEEDS: identity i of `new_identities(k, seed=s)` is drawn from seed s (all k vec
 faces from a seed derived from (s, i), so a dataset written identity by identity (the CLI, resumable)
 holds exactly the faces one `new_identities` call returns.
 
-The shipped model knows DiceBear avatar faces (64x64), not photos; official weights are for photos.
+The shipped model knows DiceBear avatar faces (64x64), not photos; official weights are for photos:
+`Vec2FacePipeline.from_pretrained("BooBooWu/Vec2Face")` (or a folder / file holding the released
+`vec2face_generator.pth` and `arcface-r100-glint360k.pth`) loads them via pipelines/face/official.py.
 """
 from __future__ import annotations
 
@@ -119,6 +121,16 @@ class Vec2FacePipeline(PipelineMixin):
         self.name = None
 
     # ---- loading
+    @classmethod
+    def from_pretrained(cls, name_or_path=None, device: str = "auto", dtype=None, precision: str | None = "auto",
+                        **kwargs) -> "Vec2FacePipeline":
+        """Our export folders as every pipeline; the released Vec2Face weights (the hub id
+        BooBooWu/Vec2Face, a folder or a .pth/.safetensors file in their layout) via official.py."""
+        from .official import is_official, load_official
+        if is_official(name_or_path):
+            return load_official(name_or_path, device=device, dtype=dtype, precision=precision, **kwargs)
+        return super().from_pretrained(name_or_path, device=device, dtype=dtype, precision=precision, **kwargs)
+
     @classmethod
     def _from_folder(cls, folder: Path, dtype, **kwargs) -> "Vec2FacePipeline":
         if not (folder / "recognizer" / "config.json").is_file():

@@ -24,6 +24,7 @@ chosen on the pairs it is scored on).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -228,3 +229,35 @@ def verification_accuracy(model: Callable, images, pairs, folds: int = 10, batch
                            batch_size)
     sims, same = pair_similarities(vectors, [(row[i], row[j], s) for i, j, s in pairs])
     return threshold_accuracy(sims, same, folds)[0]
+
+
+# ---------------------------------------------------------------- training helpers (also used by bench face)
+
+@dataclass
+class RecognizerOptions:
+    preset: str = "S"                  # RECOGNIZER_CONFIGS: tiny / S / M
+    embed_dim: int = 128               # the identity vector's size (the paper's ArcFace: 512)
+    arcface_scale: float = 32.0
+    arcface_margin: float = 0.5
+    margin_warmup_steps: int = 500     # the margin grows linearly from 0 to arcface_margin
+    dropout: float = 0.0
+    augment: bool = True               # pose / scale / light jitter (FaceDataset)
+    val_pairs: int = 2000
+
+
+def new_recognizer(opts, num_classes: int) -> FaceRecognizer:
+    """A fresh recogniser of `opts.preset`  with an ArcFace head over `num_classes` identities."""
+    return FaceRecognizer(**{**RECOGNIZER_CONFIGS[opts.preset], "embed_dim": opts.embed_dim, "dropout": opts.dropout,
+                             "num_classes": num_classes, "arcface_scale": opts.arcface_scale,
+                             "arcface_margin": opts.arcface_margin})
+
+
+def arcface_loss(opts):
+    """The recogniser's loss: ArcFace, its margin ramping up over `margin_warmup_steps`."""
+    def loss_fn(m, batch, step):
+        margin = opts.arcface_margin * min(1.0, step / max(opts.margin_warmup_steps, 1))
+        embedding, _ = m.forward_features(batch["image"])
+        logits = m.head(embedding, batch["identity"], margin)
+        loss = F.cross_entropy(logits, batch["identity"])
+        return loss, {"accuracy": float((logits.argmax(1) == batch["identity"]).float().mean()), "margin": margin}
+    return loss_fn

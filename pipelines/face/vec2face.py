@@ -34,7 +34,16 @@ LOSSES (`vec2face_loss`): pixel MSE, SSIM, an identity loss (1 - cos between the
 recogniser's vector of the output and the input vector) and a perceptual term: distances between the
 channel-normalised stage features of the same recogniser on the output and the target (LPIPS-style;
 the reference uses LPIPS on VGG, the issue asks for a network trained here, and the recogniser is
-one). The reference's adversarial term (a patch discriminator) and its token loss are not used.
+one). The reference's token loss is not used.
+
+ADVERSARIAL TERM (optional, as the reference's VQGAN-style loss): the identity vector carries nothing
+about hair, mouth or background (they vary within an identity), so the losses above alone make the
+generator average over them ("mean faces"). `PatchDiscriminator` (taming-transformers'
+NLayerDiscriminator at our scale: a map of patch logits), `hinge_d_loss` for it and
+`generator_adversarial_loss` (-mean D(fake)) for the generator; `adaptive_weight` is VQGAN's balance
+of the two gradients at the image decoder's last layer (`last_layer`). The `vec2face` recipe owns the
+discriminator and its optimiser (pipelines/face/train.py, `adversarial_weight`); it is never part of
+the exported model.
 
 NEW IDENTITIES: `sample_identities` draws random unit vectors and keeps a candidate only while its
 cosine to every kept vector stays below `max_similarity` (0.3 in the paper), with a bounded number of
@@ -304,13 +313,17 @@ def perceptual_loss(features_a: list[torch.Tensor], features_b: list[torch.Tenso
 def vec2face_loss(model: Vec2Face, recognizer, image: torch.Tensor, vector: torch.Tensor | None = None,
                   pixel_weight: float = 1.0, ssim_weight: float = 0.5, identity_weight: float = 0.5,
                   perceptual_weight: float = 0.5, mask_ratio: float | None = None,
-                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+                  generator: torch.Generator | None = None, output: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, dict]:
     """The training loss on faces `image` (B, 3, S, S) in [-1, 1]. `vector` defaults to the frozen
-    recogniser's vector of `image` (the paper's training input). Returns (loss, {term: float})."""
+    recogniser's vector of `image` (the paper's training input). `output`: the model's output for
+    `vector` when the caller already has it (it must come from that `vector`; the adversarial
+    term reuses one forward). Returns (loss, {term: float})."""
     if vector is None:
         with torch.no_grad():
             vector = recognizer(image)
-    output = model(vector, mask_ratio=mask_ratio, generator=generator)
+    if output is None:
+        output = model(vector, mask_ratio=mask_ratio, generator=generator)
     mse = F.mse_loss(output.float(), image.float())
     ssim_term = 1 - ssim(output.float(), image.float())
     embedding, features_out = recognizer.forward_features(output)
@@ -321,6 +334,63 @@ def vec2face_loss(model: Vec2Face, recognizer, image: torch.Tensor, vector: torc
     loss = pixel_weight * mse + ssim_weight * ssim_term + identity_weight * id_term + perceptual_weight * perceptual
     return loss, {"mse": float(mse.detach()), "ssim": float(1 - ssim_term.detach()),
                   "identity_loss": float(id_term.detach()), "perceptual": float(perceptual.detach())}
+
+
+# ---------------------------------------------------------------- adversarial term (optional)
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN discriminator in the style of pix2pix / taming-transformers' NLayerDiscriminator:
+    conv 4x4 stride 2 (no norm), `n_layers - 1` more stride-2 convs and one stride-1 conv with
+    BatchNorm, LeakyReLU(0.2) after each, then a stride-1 conv to one logit per patch. Channels
+    double per layer from `channels` (capped at 8x). A 64x64 face -> (B, 1, 14, 14) logits with the
+    default n_layers=2 (each logit sees a 34-pixel patch; the original's n_layers=3 sees 70 pixels,
+    more than our whole image). Initialised as in VQGAN: conv N(0, 0.02), norm weight N(1, 0.02)."""
+
+    def __init__(self, in_channels: int = 3, channels: int = 64, n_layers: int = 2):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, channels, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        mult = 1
+        for n in range(1, n_layers + 1):
+            prev, mult = mult, min(2 ** n, 8)
+            stride = 2 if n < n_layers else 1
+            layers += [nn.Conv2d(channels * prev, channels * mult, 4, stride, 1, bias=False),
+                       nn.BatchNorm2d(channels * mult), nn.LeakyReLU(0.2, True)]
+        layers.append(nn.Conv2d(channels * mult, 1, 4, 1, 1))
+        self.main = nn.Sequential(*layers)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.normal_(m.weight, 1.0, 0.02)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.main(image)
+
+
+def hinge_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """The discriminator's hinge loss: 0.5 * (mean relu(1 - D(real)) + mean relu(1 + D(fake)))."""
+    return 0.5 * (F.relu(1.0 - real_logits.float()).mean() + F.relu(1.0 + fake_logits.float()).mean())
+
+
+def generator_adversarial_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """The generator's adversarial term: -mean D(fake)."""
+    return -fake_logits.float().mean()
+
+
+def last_layer(model: Vec2Face) -> torch.Tensor:
+    """The weight of the image decoder's last layer (conv_out): where VQGAN balances the gradients."""
+    return getattr(model, "module", model).im_decoder.conv_out.weight  # (a DDP wrapper's .module)
+
+
+def adaptive_weight(rec_loss: torch.Tensor, adv_loss: torch.Tensor, layer: torch.Tensor,
+                    max_weight: float = 1e4) -> torch.Tensor:
+    """VQGAN's adaptive weight: ||d rec / d layer|| / (||d adv / d layer|| + 1e-4), clamped to
+    [0, max_weight], detached (the graph is kept for the real backward)."""
+    rec_grad = torch.autograd.grad(rec_loss, layer, retain_graph=True)[0]
+    adv_grad = torch.autograd.grad(adv_loss, layer, retain_graph=True)[0]
+    weight = rec_grad.float().norm() / (adv_grad.float().norm() + 1e-4)
+    return weight.clamp(0.0, max_weight).detach()
 
 
 # ---------------------------------------------------------------- new identities
