@@ -458,17 +458,8 @@ def tiny_svgfusion(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_vec2face(tmp_path_factory) -> Path:
     """A tiny random Vec2Face checkpoint in the export layout (tests/test_face_pipeline.py's)."""
-    import torch
-    from genstudio.export import save_safetensors
-    from pipelines.face.recognizer import RECOGNIZER_CONFIGS, FaceRecognizer
-    from pipelines.face.vec2face import VEC2FACE_CONFIGS, Vec2Face
-    torch.manual_seed(0)
-    recognizer = FaceRecognizer(**RECOGNIZER_CONFIGS["tiny"]).eval()
-    model = Vec2Face(**{**VEC2FACE_CONFIGS["tiny"], "vector_dim": recognizer.config.embed_dim, "image_size": 64})
-    folder = tmp_path_factory.mktemp("vec2face-tiny")
-    save_safetensors(model, folder)
-    save_safetensors(recognizer, folder / "recognizer")
-    return folder
+    from test_face_pipeline import build_tiny_checkpoint
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("vec2face-tiny"))
 
 
 def test_text2svg_refuses_bad_prompts_and_prompt_files_before_any_model_loads(corpus, tmp_path):

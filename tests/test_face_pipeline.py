@@ -20,18 +20,22 @@ from genstudio.render import InputError
 
 # ---------------------------------------------------------------- fixtures
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
+def build_tiny_checkpoint(folder: Path) -> Path:
+    """A tiny random Vec2Face checkpoint in the export layout (Vec2Face at the top, recognizer/ inside)."""
     from genstudio.export import save_safetensors
     from pipelines.face.recognizer import RECOGNIZER_CONFIGS, FaceRecognizer
     from pipelines.face.vec2face import VEC2FACE_CONFIGS, Vec2Face
     torch.manual_seed(0)
     recognizer = FaceRecognizer(**RECOGNIZER_CONFIGS["tiny"]).eval()
     model = Vec2Face(**{**VEC2FACE_CONFIGS["tiny"], "vector_dim": recognizer.config.embed_dim, "image_size": 64})
-    folder = tmp_path_factory.mktemp("vec2face-tiny")
     save_safetensors(model, folder)
     save_safetensors(recognizer, folder / "recognizer")
     return folder
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("vec2face-tiny"))
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,111 @@
+"""`genstudio train vat`: the VAT tokenizer on the `shapes` source.
+
+    genstudio data prepare shapes
+    genstudio train vat --set preset=S --output-dir runs/vat-S
+    genstudio train vat --set preset=S --set variational=false --output-dir runs/vat-S-novar    # ablation
+    genstudio train vat --set preset=S --set single_scale=true --output-dir runs/vat-S-vq       # ablation
+
+Loss: binary cross-entropy of the occupancy logits at the queries (half near the surface, half uniform)
++ kl_weight * KL (the variational layer) + the residual quantiser's commitment/codebook loss.
+Evaluation (EMA weights, at each save): occupancy IoU at the val shapes' stored queries, the codebook
+perplexity, and the bytes one shape's tokens take.
+
+Options (besides TrainConfig's, `VATOptions`): preset (tiny/S/B), variational, single_scale,
+quantizer_kind (vq / vq_ema / simvq), kl_weight, num_points, num_queries, eval_items.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from genstudio.data import DataError, load_manifest, prepare
+from genstudio.train import Recipe, parse_config
+
+from .data import ShapeDataset
+from .vat import VATTokenizer, vat_config
+
+
+@dataclass
+class VATOptions:
+    """`genstudio train vat` options (besides TrainConfig's)."""
+    preset: str = "S"                      # a VAT_CONFIGS name
+    variational: bool = True               # False: the ablation without the Gaussian layer (no KL)
+    single_scale: bool = False             # True: one scale of num_tokens tokens (plain VQ) instead of 1, 2, 4, ...
+    quantizer_kind: str = "vq"             # vq | vq_ema | simvq (the core's quantisers)
+    kl_weight: float = 1e-3
+    num_points: int = 2048                 # surface points per shape fed to the encoder
+    num_queries: int = 2048                # occupancy queries per shape (half near the surface)
+    eval_items: int = 32                   # val shapes scored at each save
+    num_tokens: Optional[int] = None       # override the preset's token count
+
+
+def vat_loss(model: VATTokenizer, batch: dict, kl_weight: float):
+    out = model(batch["points"], batch["queries"])
+    bce = F.binary_cross_entropy_with_logits(out.logits.float(), batch["occupancy"].float())
+    loss = bce + kl_weight * out.kl + out.vq_loss
+    return loss, {"bce": bce.item(), "kl": out.kl.item(), "vq_loss": out.vq_loss.item(),
+                  "perplexity": out.perplexity.item()}
+
+
+@torch.no_grad()
+def occupancy_iou(model: VATTokenizer, dataset: ShapeDataset, max_items: int = 32, batch_size: int = 8) -> dict:
+    """Mean IoU of predicted (logit > 0) vs labelled occupancy over the val shapes' queries, with the
+    posterior mean encoded (no sampling), plus the BCE and the codebook perplexity."""
+    was_training = model.training
+    model.eval()
+    ious, bces, perplexities = [], [], []
+    n = min(max_items, len(dataset))
+    for start in range(0, n, batch_size):
+        items = [dataset[i] for i in range(start, min(n, start + batch_size))]
+        batch = {k: torch.stack([it[k] for it in items]).to(model.device) for k in ("points", "queries", "occupancy")}
+        out = model(batch["points"], batch["queries"], sample=False)
+        pred, label = out.logits.float() > 0, batch["occupancy"] > 0.5
+        union = (pred | label).sum(1).clamp(min=1)
+        ious += ((pred & label).sum(1) / union).tolist()
+        bces.append(float(F.binary_cross_entropy_with_logits(out.logits.float(), batch["occupancy"].float())))
+        perplexities.append(float(out.perplexity))
+    model.train(was_training)
+    return {"val_iou": sum(ious) / max(len(ious), 1), "val_bce": sum(bces) / max(len(bces), 1),
+            "val_perplexity": sum(perplexities) / max(len(perplexities), 1), "bytes_per_shape": model.bytes_per_shape}
+
+
+def load_items(split: str) -> list[dict]:
+    from . import data  # noqa: F401  (registers the source)
+    prepare("shapes", quiet=True)
+    return load_manifest("shapes", split)
+
+
+def vat_recipe(cfg: dict) -> Recipe:
+    train_cfg, opts = parse_config(cfg, VATOptions, recipe="vat", output_dir="runs/vat", steps=20000, batch_size=16,
+                                   lr=3e-4, warmup_steps=500, weight_decay=0.01, save_every=1000)
+    overrides = {"variational": opts.variational, "quantizer_kind": opts.quantizer_kind}
+    if opts.num_tokens is not None:
+        overrides["num_tokens"] = opts.num_tokens
+    config = vat_config(opts.preset, **overrides)
+    if opts.single_scale:
+        config["scales"] = [config["num_tokens"]]
+    model = VATTokenizer(**config)
+    train_items = load_items("train")
+    if not train_items:
+        raise DataError("no training shapes; run `genstudio data prepare shapes`")
+    val_items = load_items("val") or train_items[:opts.eval_items]
+    train_set = ShapeDataset(train_items, opts.num_points, opts.num_queries, deterministic=False, seed=train_cfg.seed)
+    val_set = ShapeDataset(val_items, opts.num_points, opts.num_queries, deterministic=True)
+    print(f"[vat] preset {opts.preset} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters), "
+          f"scales {model.scales}, {model.bytes_per_shape} bytes/shape, train {len(train_set)} shapes, val {len(val_set)}")
+    kl_weight, eval_items = opts.kl_weight, opts.eval_items
+    return Recipe(model, train_set, lambda m, batch: vat_loss(m, batch, kl_weight), train_cfg,
+                  eval_fn=lambda m: occupancy_iou(m, val_set, eval_items), extra={"val_set": val_set},
+                  name="vat", options=opts)
+
+
+def export(run_dir, to, dtype: torch.dtype) -> None:
+    """`genstudio export RUN --to checkpoints/NAME`: the run's final (EMA) weights in `dtype`."""
+    from genstudio.export import export_model
+    export_model(VATTokenizer, run_dir, to, dtype, load_kwargs={"dtype": torch.float32})
+
+
+vat_recipe.export = export  # genstudio export finds each recipe's exporter here
