@@ -4,7 +4,11 @@ The model loads on the first run, so the tab builds without it.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from apps import load_pipeline, progress_default, seconds, temp_folder, ui_errors, upload_path
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "face"
 
 MAX_FACES = 32       # per click: the tab stays responsive on a CPU
 MAX_EDIT_ITERS = 100
@@ -54,10 +58,14 @@ def build_tab():
                 "or make a new one, and get variations of the same person. The shipped model knows "
                 "**DiceBear avatar faces (64×64), not photos**.")
     with gr.Row():
-        face = gr.File(label="face image", file_types=["image"])
+        face = gr.Image(type="filepath", label="face image", image_mode=None)
         with gr.Column():
             model = gr.Textbox(value="vec2face-avatars-S", label="model (checkpoint name or folder)")
             seed = gr.Number(value=0, precision=0, label="seed")
+    examples = sorted(str(p) for p in EXAMPLES.glob("*.png"))
+    if examples:
+        gr.Examples(examples=[[e] for e in examples], inputs=[face], label="examples (held-out test avatars)",
+                    cache_examples=False, run_on_click=False)
     with gr.Row():
         num = gr.Slider(1, MAX_FACES, value=8, step=1, label="faces (n)")
         std = gr.Slider(0.0, 1.0, value=0.3, step=0.05, label="variation (std)")

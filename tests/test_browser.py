@@ -8,7 +8,7 @@ picks another Chromium-family binary.
 What runs: the app in-process on 127.0.0.1 (a free port) with the shipped checkpoints; the page
 shows every registered tab (the flagship "Image → SVG" first); an empty submit and a corrupt upload
 (a text file named .png) on the SVG tab show a readable error toast; and EVERY tab runs to a result:
-it clicks the tab's first example (Faces has no examples: it presses "New identity"), turns the
+it clicks the tab's first example, turns the
 tab's settings down to the fastest the tab allows (fewer samples/steps/faces, no SVG refinement;
 the point is the wiring, not the quality), presses the tab's button and waits for the result
 element (image, gallery, 3D viewer) and the download to appear, with no error toast. About 50 s
@@ -46,7 +46,7 @@ FAST = {
     "inpaint": ({"samples": 1}, [], "1 completion of a hole"),
     "video": ({"sampling steps": 4}, [], "predict: 16 frames"),
     "mesh": ({"max faces": 32}, [], "faces and"),
-    "face": ({"faces (n)": 2}, [], "2 faces of a new identity"),
+    "face": ({"faces (n)": 2}, [], "2 faces of the uploaded face's identity"),
     "tokenizer": ({}, [], "tokens ("),
 }
 # Each tab's result element, by its label (what must show up after a run) and what it must contain.
@@ -207,12 +207,9 @@ def test_tab_runs_its_first_example(page, task):
     panel = open_tab(page, task)
     close_toasts(page)
     examples = panel.locator(".gallery-item, tr.tr-body")  # one input: thumbnails; more inputs: a table
-    if task == "face":  # no examples: a new identity needs no input
-        button = panel.get_by_role("button", name="New identity")
-    else:
-        assert examples.count() >= 2, f"{tab_label(task)}: no examples shown"
-        examples.first.click()
-        button = panel.locator("button.primary").first
+    assert examples.count() >= 2, f"{tab_label(task)}: no examples shown"
+    examples.first.click()
+    button = panel.locator("button.primary").first
     set_fast(page, panel, task)
     page.wait_for_timeout(300)  # the example's values reach the inputs
     started = time.perf_counter()
