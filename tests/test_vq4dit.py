@@ -202,7 +202,7 @@ def test_cli_errors_are_one_line(tiny_vdt_dir, tiny_tokenizer_dir, tmp_path):
 def test_bench_compress_quick_runs_every_method(tiny_vdt_dir, tmp_path):
     from genstudio.bench import Report
     from genstudio.bench_compress import bench_compress, default_checkpoints
-    assert "vdt-physics-S" in default_checkpoints()  # found through the pipeline's compress protocol
+    assert "vdt-physics-M" in default_checkpoints()  # found through the pipeline's compress protocol
     report = Report("compress", tmp_path)
     bench_compress(report, quick=True, checkpoints=str(tiny_vdt_dir))
     rows = {r["method"]: r for r in report.rows}
