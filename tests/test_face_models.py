@@ -93,6 +93,18 @@ def test_arcface_margin_reduces_only_the_target_logit():
     assert torch.allclose(with_margin[target][ok], 32.0 * torch.cos(theta[ok] + 0.5), atol=1e-3)
 
 
+def test_arcface_head_runs_in_fp32_under_autocast():
+    # CUDA autocast runs F.linear in bf16: the margin arithmetic then mixed dtypes (a scatter error on a
+    # GPU). The head keeps its cosine in fp32 under any autocast; CPU autocast checks the same path here.
+    torch.manual_seed(0)
+    head = ArcFaceHead(10, 16)
+    e, y = torch.randn(4, 16), torch.randint(0, 10, (4,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert head.cosine(e.bfloat16()).dtype == torch.float32
+        logits = head(e.bfloat16(), y)
+    assert logits.dtype == torch.float32 and torch.allclose(logits, head(e.bfloat16().float(), y), atol=1e-4)
+
+
 def test_head_is_dropped_for_export():
     rec = tiny_recognizer(num_classes=7)
     bare = without_head(rec.eval())
