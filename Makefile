@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install browser demo test bench train-tokenizer train-starvector train-put train-vdt train-vdt-cpu train-meshanything train-image train-text2svg app clean
+.PHONY: install browser demo test bench train-tokenizer train-starvector train-put train-vdt train-vdt-cpu train-meshanything train-image train-text2svg train-face app clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -121,6 +121,17 @@ train-image: install
 	$(VENV)/bin/genstudio sims --base dit-glyphs-S --synthetic-size 3100 --steps 600 --guidance 0.5 \
 	  -o checkpoints/dit-glyphs-S-sims --overwrite
 
+# Vec2Face (genstudio face): the recogniser, then Vec2Face against it. vec2face-avatars-S was trained this way
+# on one H200 (82 s + 118 s, 8+ data workers); on 2 CPU cores each step takes 2-5 s.
+train-face: install
+	$(VENV)/bin/genstudio data prepare faces
+	$(VENV)/bin/genstudio train face-recognizer --set preset='"M"' --set embed_dim=256 --set batch_size=256 --set lr=2e-3 \
+	  --set warmup_steps=200 --set margin_warmup_steps=800 --set steps=2610 --set num_workers=8 --output-dir runs/face-recognizer
+	$(VENV)/bin/genstudio train vec2face --set recognizer='"runs/face-recognizer"' --set batch_size=128 --set lr=4e-4 \
+	  --set warmup_steps=205 --set steps=2059 --set num_workers=8 --output-dir runs/vec2face
+	$(VENV)/bin/genstudio export runs/vec2face --to checkpoints/vec2face-avatars-S --overwrite
+	$(VENV)/bin/genstudio bench face --option identities=200 --option per_identity=12 --option steps=300
+
 # SVGFusion (genstudio text2svg): VP-VAE, then the VS-DiT on its latents and the raw-rows ablation;
 # IconCLIP is the benchmark's feature space. The first DiT run caches the MiniLM states of every caption.
 train-text2svg: install
@@ -130,6 +141,11 @@ train-text2svg: install
 	$(VENV)/bin/genstudio train svgfusion-dit --set vae='"runs/svgfusion-vae"' --set steps=2000 \
 	  --set warmup_steps=100 --output-dir runs/svgfusion-dit
 	$(VENV)/bin/genstudio export runs/svgfusion-dit --to checkpoints/svgfusion-icons-S --overwrite
+	# v2-v4 continued that run (cosine over 6,000 more steps; resumed with `--config runs/svgfusion-dit2/train_config.json`
+	# after each stop; v3 = its step-2,500 EMA checkpoint, v4 = the step it stopped at, see the model card)
+	$(VENV)/bin/genstudio train svgfusion-dit --set vae='"runs/svgfusion-vae"' --set init_from='"runs/svgfusion-dit"' \
+	  --set steps=6000 --set warmup_steps=50 --output-dir runs/svgfusion-dit2
+	$(VENV)/bin/genstudio export runs/svgfusion-dit2 --to checkpoints/svgfusion-icons-S --overwrite
 	$(VENV)/bin/genstudio train svgfusion-dit --set vae='"raw"' --set steps=2000 --set warmup_steps=100 \
 	  --set max_minutes=41 --output-dir runs/svgfusion-raw
 	$(VENV)/bin/genstudio export runs/svgfusion-raw --to runs/svgfusion-raw-export --overwrite
