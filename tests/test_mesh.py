@@ -399,11 +399,12 @@ def test_meshes_source_builds_from_a_folder(meshes_built):
 
 def test_meshes_source_without_pip_is_a_clear_error(monkeypatch, tmp_path):
     from genstudio.data import DataError, prepare
-    import pipelines.mesh.data as data
+    import genstudio.data.mesh_sources as mesh_sources
+    import pipelines.mesh.data  # noqa: F401  (registers the source)
 
     def no_pip(cmd, **kw):
         return SimpleNamespace(returncode=1, stdout="", stderr=f"{cmd[0]}: No module named pip")
-    monkeypatch.setattr(data.subprocess, "run", no_pip)
+    monkeypatch.setattr(mesh_sources.subprocess, "run", no_pip)
     with pytest.raises(DataError, match="needs pip"):
         prepare("meshes", root=tmp_path, quiet=True)
     assert not (tmp_path / "meshes").exists()

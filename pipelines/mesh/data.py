@@ -18,26 +18,20 @@ from __future__ import annotations
 
 import hashlib
 import io
-import re
-import subprocess
-import sys
-import tarfile
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
 
+from genstudio.data.mesh_sources import LICENCE_URDF, PYBULLET_VERSION, urdf_archive, urdf_objects
 from genstudio.data.registry import BuildLog, DataError, register_source
 
 from .tokenize import BOS, EOS, NUM_BINS, PAD, amt_encode, face_coordinates, normalize_vertices, quantize_mesh
 
-LICENCE = "zlib (pybullet_data)"
-PYBULLET_VERSION = "3.2.7"
+LICENCE = LICENCE_URDF
 POINT_SCALE = 0.9995  # the reference normalises the condition to [-0.9995, 0.9995]
-_OBJ_IN_ARCHIVE = re.compile(r"(?:^|/)random_urdfs/(\d+)/\1\.obj$")
 
 # ---- Geometry helpers (also used by the pipeline and the benchmark) ----
 
@@ -120,49 +114,6 @@ def y_up(vertices: np.ndarray) -> np.ndarray:
 
 # ---- The `meshes` source ----
 
-def _download(version: str, folder: Path, log: BuildLog) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", f"pybullet=={version}", "--no-deps", "-d", str(folder)]
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True)
-    except OSError as e:
-        raise DataError(f"building 'meshes' needs pip to download pybullet: {e}") from None
-    if r.returncode != 0:
-        tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
-        if "No module named pip" in (r.stderr or ""):
-            raise DataError(f"building 'meshes' needs pip ({sys.executable} -m pip), which is not installed; "
-                            "install it or pass --option source_dir=<folder holding random_urdfs>")
-        raise DataError(f"`pip download pybullet=={version}` failed ({tail[0][:200]}); check the network/index, "
-                        "or pass --option source_dir=<folder holding random_urdfs>")
-    archives = sorted(p for p in folder.iterdir() if p.name.startswith("pybullet"))
-    if not archives:
-        raise DataError(f"pip download pybullet=={version} left no archive in {folder}")
-    log(f"pybullet {version}: {archives[0].name} ({archives[0].stat().st_size / 1e6:.0f} MB)")
-    return archives[0]
-
-
-def _objs_in_archive(archive: Path) -> Iterator[tuple[str, bytes]]:
-    if archive.suffix == ".whl" or zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as z:
-            for name in sorted(z.namelist()):
-                m = _OBJ_IN_ARCHIVE.search(name)
-                if m:
-                    yield m.group(1), z.read(name)
-    else:
-        with tarfile.open(archive) as t:
-            for member in sorted(t.getmembers(), key=lambda m: m.name):
-                m = _OBJ_IN_ARCHIVE.search(member.name)
-                if m and member.isfile():
-                    yield m.group(1), t.extractfile(member).read()
-
-
-def _objs_in_folder(folder: Path) -> Iterator[tuple[str, bytes]]:
-    files = sorted(p for p in folder.rglob("*.obj") if p.parent.name == p.stem)  # random_urdfs/NNN/NNN.obj
-    if not files:
-        raise DataError(f"{folder} holds no random_urdfs-style objects (<dir>/NNN/NNN.obj)")
-    for p in files:
-        yield p.stem, p.read_bytes()
-
-
 def _load_obj(data: bytes):
     import trimesh
     mesh = trimesh.load(io.BytesIO(data), file_type="obj", force="mesh")
@@ -175,8 +126,9 @@ def build_meshes(out: Path, log: BuildLog, max_faces: int = 800, min_faces: int 
                  points: int = 4096, source_dir: str | None = None, version: str = PYBULLET_VERSION) -> Iterator[dict]:
     (out / "mesh").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        objs = _objs_in_folder(Path(source_dir)) if source_dir else \
-            _objs_in_archive(_download(version, Path(tmp), log))
+        objs = urdf_objects(Path(source_dir) if source_dir else urdf_archive(
+            None, Path(tmp), log, version=version, wheel_only=False,
+            hint="pass --option source_dir=<folder holding random_urdfs>"))
         kept, skipped = 0, {"unreadable": 0, "faces": 0}
         for name, data in objs:
             try:

@@ -24,28 +24,21 @@ piece that lie inside another piece, and checks the normals point outward).
 from __future__ import annotations
 
 import hashlib
-import io
-import re
-import subprocess
-import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
 
-from genstudio.data import DataError, load_manifest, register_source
+from genstudio.data import DataError, load_manifest, mesh_sources, register_source
+from genstudio.data.mesh_sources import (LICENCE_PRIMITIVES, LICENCE_URDF, PYBULLET_VERSION,  # noqa: F401 (re-exported)
+                                         source_meshes)
 
-LICENCE_URDF = "zlib (pybullet_data)"
-LICENCE_PRIMITIVES = "Apache-2.0 (generated here with trimesh)"
-PYBULLET_VERSION = "3.2.7"
 EXTENT = 0.9                    # half the largest side after normalisation
-PRIMITIVE_CLASSES = ("sphere", "box", "cylinder", "capsule", "cone", "torus", "union")
+PRIMITIVE_CLASSES = mesh_sources.PRIMITIVE_CLASSES + (mesh_sources.UNION,)
 SHAPE_CLASSES = PRIMITIVE_CLASSES + ("urdf",)   # the class label of each item, as an index (for G3PT)
-_OBJ_IN_ARCHIVE = re.compile(r"(?:^|/)random_urdfs/(\d+)/\1\.obj$")
 
 
 # ---- Geometry ----
@@ -132,78 +125,17 @@ def y_up(mesh):
 # ---- Sources of meshes ----
 
 def random_primitive(kind: str, rng: np.random.Generator):
-    """One trimesh primitive of `kind` with a random per-axis scale and rotation ("union": 2-3 primitives)."""
-    import trimesh
-    from trimesh.transformations import random_rotation_matrix
-    if kind == "union":
-        parts = [random_primitive(str(rng.choice(PRIMITIVE_CLASSES[:-1])), rng) for _ in range(int(rng.integers(2, 4)))]
-        for part in parts[1:]:  # overlapping but not nested: offset by about a part's size
-            part.apply_translation(rng.normal(size=3) * 0.4)
-        return trimesh.util.concatenate(parts)
-    make = {"sphere": lambda: trimesh.creation.icosphere(2),
-            "box": lambda: trimesh.creation.box(),
-            "cylinder": lambda: trimesh.creation.cylinder(0.5, 1.0, sections=32),
-            "capsule": lambda: trimesh.creation.capsule(1.0, 0.35, count=[12, 12]),
-            "cone": lambda: trimesh.creation.cone(0.5, 1.0, sections=32),
-            "torus": lambda: trimesh.creation.torus(0.5, float(rng.uniform(0.1, 0.25)), 24, 12)}
-    if kind not in make:
-        raise ValueError(f"unknown primitive {kind!r}; expected one of {', '.join(PRIMITIVE_CLASSES)}")
-    mesh = make[kind]()
-    mesh.apply_scale(rng.uniform(0.5, 1.0, 3))
-    mesh.apply_transform(random_rotation_matrix(rng.random(3)))
-    return mesh
-
-
-def _urdf_archive(archive: str | None, folder: Path, log) -> Path:
-    if archive:
-        return Path(archive)
-    cmd = [sys.executable, "-m", "pip", "download", f"pybullet=={PYBULLET_VERSION}", "--no-deps", "--only-binary", ":all:",
-           "-d", str(folder)]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    found = sorted(folder.glob("pybullet*.whl"))
-    if r.returncode != 0 or not found:
-        tail = ((r.stderr or r.stdout).strip().splitlines() or ["no output"])[-1]
-        raise DataError(f"`pip download pybullet=={PYBULLET_VERSION}` failed ({tail[:200]}); pass "
-                        "--option archive=<a pybullet wheel, or a folder holding random_urdfs>")
-    log(f"pybullet {PYBULLET_VERSION}: {found[0].name}")
-    return found[0]
-
-
-def urdf_objects(archive: Path) -> Iterator[tuple[str, bytes]]:
-    """(number, .obj bytes) of `random_urdfs/N/N.obj` in a pybullet wheel or a folder."""
-    if archive.is_dir():
-        files = sorted(p for p in archive.rglob("*.obj") if p.parent.name == p.stem)
-        if not files:
-            raise DataError(f"{archive} holds no random_urdfs-style objects (<dir>/NNN/NNN.obj)")
-        yield from ((p.stem, p.read_bytes()) for p in files)
-        return
-    if not zipfile.is_zipfile(archive):
-        raise DataError(f"{archive} is not a pybullet wheel (zip) or a folder")
-    with zipfile.ZipFile(archive) as z:
-        for name in sorted(z.namelist()):
-            m = _OBJ_IN_ARCHIVE.search(name)
-            if m:
-                yield m.group(1), z.read(name)
+    """One trimesh primitive of `kind` (`PRIMITIVE_CLASSES`) with a random per-axis scale and rotation, in VAT's
+    tessellation (icosphere(2), a 24-section torus of minor radius 0.1-0.25)."""
+    return mesh_sources.random_primitive(kind, rng, sphere_subdivisions=2, torus_minor=(0.1, 0.25), torus_sections=24)
 
 
 def _meshes(sources: list[str], primitives: int, archive: str | None, tmp: Path, log, seed: int):
-    """(id, class label, licence, trimesh) for every requested source."""
-    import trimesh
-    for source in sources:
-        if source == "primitives":
-            rng = np.random.default_rng(seed)
-            for k in range(primitives):
-                kind = PRIMITIVE_CLASSES[k % len(PRIMITIVE_CLASSES)]
-                yield f"primitive/{kind}_{k:05d}", kind, LICENCE_PRIMITIVES, random_primitive(kind, rng)
-        elif source == "urdf":
-            for name, data in urdf_objects(_urdf_archive(archive, tmp, log)):
-                try:
-                    mesh = trimesh.load(io.BytesIO(data), file_type="obj", force="mesh")
-                except Exception:  # an empty or broken file: counted as not watertight
-                    mesh = None
-                yield f"urdf/{name}", "urdf", LICENCE_URDF, None if mesh is None else y_up(mesh)
-        else:
-            raise DataError(f"unknown shapes source {source!r}: expected 'urdf' and/or 'primitives'")
+    """(id, class label, licence, trimesh) for every requested source; URDF objects turned y-up."""
+    for item_id, kind, licence, mesh in source_meshes(sources, primitives, archive, tmp, log, seed,
+                                                      classes=PRIMITIVE_CLASSES, primitive=random_primitive,
+                                                      name="shapes"):
+        yield item_id, kind, licence, y_up(mesh) if kind == "urdf" and mesh is not None else mesh
 
 
 @register_source("shapes", "watertight shapes in [-1,1]^3: surface points + normals, occupancy samples "

@@ -1,0 +1,225 @@
+"""MV-Adapter's recipes, in the order they run:
+
+    genstudio data prepare multiview
+    genstudio train mv-base --set preset=S --output-dir runs/mv-base            # the text-to-image base
+    genstudio train mv-adapter --set base='"runs/mv-base"' --output-dir runs/mv-adapter
+
+`mv-base` trains a small diffusers `UNet2DConditionModel` in pixel space (64 px RGB renders in
+[-1, 1]) on single views, with the packaged MiniLM's token states as `encoder_hidden_states`,
+caption dropout (the empty caption) for classifier-free guidance, DDPM epsilon on the standard
+diffusers `DDPMScheduler` (linear betas, 1000 steps).
+
+`mv-adapter` freezes that base and trains only the adapter (`add_mv_adapter`: multi-view and
+reference attention branches + the T2IAdapter camera encoder) on V views of each object, with the
+reference's shifted noise schedule (SNR / shift_scale, interpolated) and ONE timestep per object
+for all its views. The reference image is the object's front reference render (image-to-multiview);
+dropouts, each per object and 0.1 by default: the reference image (-> zeros, the null image),
+the caption (-> ""), the camera condition (-> zeros). The trainer sees the adapter as the model,
+so its checkpoints and EMA hold the adapter alone; the frozen base stays in the loss function.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from genstudio.diffusion import make_scheduler
+from genstudio.train import Recipe, parse_config
+
+from .attention import add_mv_adapter, encode_reference
+from .condition import camera_condition, shift_noise_schedule
+from .data import MultiViewDataset
+
+# name -> UNet2DConditionModel kwargs (pixel space, 3 channels). S: 13.1M parameters (26 MB in fp16).
+# The last down block has no attention and no downsampler, as in SD, so the camera encoder's
+# features line up with every down block (diffusers adds a plain block's residual after its downsampler).
+BASE_CONFIGS = {
+    "tiny": dict(block_out_channels=(32, 64), layers_per_block=1, attention_head_dim=8, norm_num_groups=8),
+    "S": dict(block_out_channels=(64, 128, 256), layers_per_block=1, attention_head_dim=8, norm_num_groups=32),
+}
+
+
+def make_base_unet(preset: str, image_size: int = 64, text_dim: int = 384):
+    from diffusers import UNet2DConditionModel
+    if preset not in BASE_CONFIGS:
+        raise ValueError(f"mv-base: unknown preset {preset!r}; choose from {', '.join(BASE_CONFIGS)}")
+    cfg = BASE_CONFIGS[preset]
+    n = len(cfg["block_out_channels"])
+    return UNet2DConditionModel(
+        sample_size=image_size, in_channels=3, out_channels=3, cross_attention_dim=text_dim,
+        down_block_types=("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1), **cfg)
+
+
+class CaptionTokens:
+    """MiniLM token states of captions, computed once per distinct caption and padded per batch."""
+
+    def __init__(self, text_encoder: str = "minilm"):
+        from genstudio.text import get_text_encoder
+        self.encoder = get_text_encoder(None if text_encoder == "minilm" else text_encoder)
+        self.cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @property
+    def dim(self) -> int:
+        return self.encoder.dim
+
+    def __call__(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        missing = [c for c in dict.fromkeys(captions) if c not in self.cache]
+        if missing:
+            enc = self.encoder.encode(missing, return_tokens=True)
+            for k, c in enumerate(missing):
+                length = int(enc.mask[k].sum())
+                self.cache[c] = (enc.hidden_states[k, :length].float().cpu(), enc.mask[k, :length].cpu())
+        length = max(self.cache[c][0].shape[0] for c in captions)
+        states = torch.stack([F.pad(self.cache[c][0], (0, 0, 0, length - self.cache[c][0].shape[0])) for c in captions])
+        mask = torch.stack([F.pad(self.cache[c][1], (0, length - self.cache[c][1].shape[0])) for c in captions])
+        return states, mask
+
+
+def drop(items: list, p: float, null, generator: torch.Generator | None = None) -> list:
+    keep = torch.rand(len(items), generator=generator) >= p
+    return [x if k else null for x, k in zip(items, keep.tolist())]
+
+
+def _stack(batch: list[dict]) -> dict:
+    out = {}
+    for key in batch[0]:
+        values = [b[key] for b in batch]
+        out[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
+    return out
+
+
+# ---------------------------------------------------------------- mv-base
+
+@dataclass
+class BaseOptions:
+    preset: str = "S"
+    caption_dropout: float = 0.1
+    text_encoder: str = "minilm"
+
+
+def base_recipe(cfg: dict) -> Recipe:
+    train_cfg, opts = parse_config(cfg, BaseOptions, recipe="mv-base", output_dir="runs/mv-base", steps=20000,
+                                   batch_size=64, lr=2e-4, warmup_steps=500, save_every=1000, weight_decay=0.0)
+    dataset = MultiViewDataset("train", single_view=True)
+    size = dataset[0]["image"].shape[-1]
+    tokens = CaptionTokens(opts.text_encoder)
+    model = make_base_unet(opts.preset, size, tokens.dim)
+    scheduler = make_scheduler("ddpm", prediction_type="epsilon")
+    print(f"[mv-base] {opts.preset}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
+          f"{len(dataset)} views of {len(dataset.items)} objects at {size} px")
+
+    def loss_fn(unet, batch):
+        x0 = batch["image"].to(unet.device, unet.dtype)
+        states, mask = tokens(drop(batch["caption"], opts.caption_dropout if unet.training else 0.0, ""))
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(x0),), device=x0.device)
+        noisy = scheduler.add_noise(x0, noise, t)
+        pred = unet(noisy, t, encoder_hidden_states=states.to(x0.device, x0.dtype),
+                    encoder_attention_mask=mask.to(x0.device)).sample
+        return F.mse_loss(pred.float(), noise.float())
+
+    return Recipe(model, dataset, loss_fn, train_cfg, collate_fn=_stack, name="mv-base", options=opts)
+
+
+def load_base(path):
+    """The frozen base UNet from an mv-base run (its final/ weights) or a folder."""
+    from diffusers import UNet2DConditionModel
+    from genstudio.export import run_weights
+    return UNet2DConditionModel.from_pretrained(run_weights(path)).float().eval().requires_grad_(False)
+
+
+def export_base(run_dir, to, dtype: torch.dtype) -> None:
+    from diffusers import UNet2DConditionModel
+    from genstudio.export import export_model
+    export_model(UNet2DConditionModel, run_dir, to, dtype)
+
+
+base_recipe.export = export_base
+
+
+# ---------------------------------------------------------------- mv-adapter
+
+@dataclass
+class AdapterOptions:
+    base: str = "runs/mv-base"        # an mv-base run or UNet folder (frozen)
+    views: int = 4
+    cameras: str = "mixed"            # reference | random | mixed (MultiViewDataset)
+    mv_layout: str = "full"           # row (the reference: horizontal views) | position | full (any camera)
+    use_ref: bool = True              # image-to-multiview: reference attention on the front render
+    geometry: bool = False            # add position + normal maps to the camera condition (12 channels)
+    shift_scale: float = 8.0
+    image_dropout: float = 0.1
+    caption_dropout: float = 0.1
+    condition_dropout: float = 0.1
+    text_encoder: str = "minilm"
+    init_from: Optional[str] = None   # start from these adapter weights
+
+
+def adapter_recipe(cfg: dict) -> Recipe:
+    train_cfg, opts = parse_config(cfg, AdapterOptions, recipe="mv-adapter", output_dir="runs/mv-adapter",
+                                   steps=10000, batch_size=8, lr=1e-4, warmup_steps=200, save_every=1000,
+                                   weight_decay=0.0)
+    from .attention import MVAdapter
+    unet = load_base(opts.base)
+    dataset = MultiViewDataset("train", views=opts.views, cameras=opts.cameras)
+    tokens = CaptionTokens(opts.text_encoder)
+    if opts.init_from:
+        from genstudio.export import run_weights
+        adapter = add_mv_adapter(unet, opts.views, adapter=MVAdapter.from_pretrained(run_weights(opts.init_from)))
+    else:
+        adapter = add_mv_adapter(unet, opts.views, use_ref=opts.use_ref, mv_layout=opts.mv_layout,
+                                 cond_in_channels=12 if opts.geometry else 6, cond_downscale_factor=1)
+    adapter.train()
+    scheduler = shift_noise_schedule(make_scheduler("ddpm", prediction_type="epsilon"), opts.shift_scale)
+    trainable = sum(p.numel() for p in adapter.parameters())
+    print(f"[mv-adapter] {trainable / 1e6:.2f}M adapter parameters on a frozen {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M "
+          f"base; {len(dataset)} objects x {opts.views} views ({opts.cameras} cameras, {opts.mv_layout} attention)")
+    state = {"unet": unet}
+
+    def loss_fn(m, batch):
+        inner = m.module if hasattr(m, "module") else m          # DDP wraps the adapter
+        base = state["unet"]
+        if base.device != inner.device or base.dtype != inner.dtype:
+            base.to(inner.device, inner.dtype)
+        device, dtype = inner.device, inner.dtype
+        images = batch["images"].to(device, dtype)                # (B, V, 3, H, W)
+        b, v = images.shape[:2]
+        inner.num_views = v
+        p = lambda x: x if m.training else 0.0                    # noqa: E731 (no dropout when evaluating)
+        captions = drop(batch["caption"], p(opts.caption_dropout), "")
+        states, mask = tokens(captions)
+        states = states.to(device, dtype).repeat_interleave(v, 0)
+        mask = mask.to(device).repeat_interleave(v, 0)
+        maps = [batch["plucker"]] + ([batch["position"], batch["normal"]] if inner.config.cond_in_channels == 12 else [])
+        cond = camera_condition(*[x.flatten(0, 1) for x in maps]).to(device, dtype)
+        keep_cond = (torch.rand(b) >= p(opts.condition_dropout)).to(device, dtype).repeat_interleave(v)
+        cond = cond * keep_cond[:, None, None, None]
+        x0 = images.flatten(0, 1)
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), device=device).repeat_interleave(v)
+        noisy = scheduler.add_noise(x0, noise, t)
+        kwargs = {}
+        if "ref" in inner.branches(inner.attention_names[0]).kinds:
+            ref = batch["reference"].to(device, dtype)
+            ref = ref * (torch.rand(b) >= p(opts.image_dropout)).to(device, dtype)[:, None, None, None]
+            ref_states, ref_mask = tokens(captions)
+            kwargs["ref_hidden_states"] = encode_reference(base, ref, ref_states.to(device, dtype),
+                                                           encoder_attention_mask=ref_mask.to(device))
+        pred = base(noisy, t, encoder_hidden_states=states, encoder_attention_mask=mask,
+                    down_intrablock_additional_residuals=m(cond), cross_attention_kwargs=kwargs or None).sample
+        return F.mse_loss(pred.float(), noise.float())
+
+    return Recipe(adapter, dataset, loss_fn, train_cfg, collate_fn=_stack, name="mv-adapter", options=opts,
+                  extra={"unet": unet})
+
+
+def export_adapter(run_dir, to, dtype: torch.dtype) -> None:
+    from genstudio.export import export_model
+    from .attention import MVAdapter
+    export_model(MVAdapter, run_dir, to, dtype)
+
+
+adapter_recipe.export = export_adapter
