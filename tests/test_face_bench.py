@@ -8,10 +8,8 @@ import torch
 
 pytest.importorskip("cairosvg")
 
-import pipelines.face.data as face  # noqa: E402
 from genstudio.bench import Report  # noqa: E402
-from genstudio.data.registry import prepare  # noqa: E402
-from test_face_data import FAKE_SCHEMA, _fake_svg  # noqa: E402
+from test_face_data import build_fake_faces  # noqa: E402
 from test_face_pipeline import checkpoint  # noqa: E402,F401  (the tiny Vec2Face fixture)
 
 
@@ -19,12 +17,7 @@ from test_face_pipeline import checkpoint  # noqa: E402,F401  (the tiny Vec2Face
 def faces_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("faces-root")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(face.shutil, "which", lambda tool: f"/usr/bin/{tool}")
-        mp.setattr(face, "_install_style", lambda scratch, log, version, packages_dir=None:
-                   scratch.mkdir(parents=True) or FAKE_SCHEMA)
-        mp.setattr(face, "_draw_svgs", lambda scratch, jobs: ((j["key"], _fake_svg(j["options"])) for j in jobs))
-        prepare("faces", root=root, quiet=True, identities=40, variations=4, size=64)
-    return root
+        return build_fake_faces(root, mp.setattr, identities=40, variations=4, size=64)
 
 
 def test_bench_face_quick(tmp_path, checkpoint, faces_root):  # noqa: F811

@@ -33,14 +33,20 @@ def _fake_svg(options: dict) -> str:
             f'<rect x="20" y="15" width="60" height="20" fill="#{options["hairColor"][0]}"/></g></svg>')
 
 
+def build_fake_faces(root, patch, **options):
+    """A `faces` build at `root` without node: DiceBear's schema and drawing replaced by fakes
+    (`patch`: a monkeypatch's setattr)."""
+    patch(face.shutil, "which", lambda tool: f"/usr/bin/{tool}")
+    patch(face, "_install_style", lambda scratch, log, version, packages_dir=None:
+          scratch.mkdir(parents=True) or FAKE_SCHEMA)
+    patch(face, "_draw_svgs", lambda scratch, jobs: ((j["key"], _fake_svg(j["options"])) for j in jobs))
+    prepare("faces", root=root, quiet=True, **options)
+    return root
+
+
 @pytest.fixture
 def built(tmp_path, monkeypatch):
-    monkeypatch.setattr(face.shutil, "which", lambda tool: f"/usr/bin/{tool}")
-    monkeypatch.setattr(face, "_install_style", lambda scratch, log, version, packages_dir=None:
-                        scratch.mkdir(parents=True) or FAKE_SCHEMA)
-    monkeypatch.setattr(face, "_draw_svgs", lambda scratch, jobs: ((j["key"], _fake_svg(j["options"])) for j in jobs))
-    prepare("faces", root=tmp_path, quiet=True, identities=30, variations=4, size=16)
-    return tmp_path
+    return build_fake_faces(tmp_path, monkeypatch.setattr, identities=30, variations=4, size=16)
 
 
 def test_missing_node_is_a_clear_error(tmp_path, monkeypatch):
