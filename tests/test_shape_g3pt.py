@@ -169,6 +169,9 @@ def test_one_recipe_step_gives_a_finite_loss(tmp_path):
            "mixed_precision": "no"}
     r = g3pt_recipe(cfg)
     assert r.model.config.context_dim == 384 and r.model.config.num_classes == 8
+    from pipelines.shape.train import load_items
+    assert len(r.dataset) == 4 * len(load_items("train"))                       # encode_draws=4 point draws
+    assert len(r.extra["val_set"]) == len(load_items("val") or load_items("train")[:4])   # val: one draw
     assert len(list((tmp_path / "run").glob("vat-tokens-*.npz"))) >= 1           # encoded once, cached
     batch = {k: torch.stack([r.dataset[i][k] for i in range(2)]) for k in ("indices", "label")}
     assert batch["indices"].shape == (2, sum(VAT_CONFIGS["tiny"]["num_tokens"] >> k for k in range(4)))

@@ -42,6 +42,7 @@ from genstudio.dit import CrossAttention, Mlp, sincos_1d
 
 G3PT_CONFIGS = {
     "tiny": dict(hidden_size=32, num_heads=2, depth=2),        # tests
+    "XS": dict(hidden_size=256, num_heads=4, depth=8),         # the CPU-trained shipped size (fits 30 MB in fp16)
     "S": dict(hidden_size=384, num_heads=6, depth=12),         # ~29M parameters (class + MiniLM conditioning, 1024 codes)
     "B": dict(hidden_size=768, num_heads=12, depth=16),        # ~153M parameters
 }
@@ -315,6 +316,13 @@ class G3PT(ModelMixin, ConfigMixin):
 
 
 # ---------------------------------------------------------------- text prompts
+
+# The prompt of each class in training (g3pt_train) and at inference (pipeline.py): one table, so a
+# class name given to a text-conditioned model becomes the very prompt it learned.
+CLASS_PROMPTS = {"sphere": "a sphere", "box": "a box", "cylinder": "a cylinder", "capsule": "a capsule",
+                 "cone": "a cone", "torus": "a torus", "union": "a union of two or three simple shapes",
+                 "urdf": "an irregular object made of convex pieces"}
+
 
 def encode_prompts(prompts: list[str], encoder: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Prompts -> frozen MiniLM (or `encoder`) token states (B, S, D) and mask (B, S), via the core."""

@@ -29,13 +29,10 @@ from genstudio.data import DataError
 from genstudio.train import Recipe, TensorDictDataset, parse_config
 
 from .data import SHAPE_CLASSES, ShapeDataset
-from .g3pt import G3PT, ShapeCondition, encode_prompts, g3pt_config, vat_settings
+from .g3pt import CLASS_PROMPTS, G3PT, ShapeCondition, encode_prompts, g3pt_config, vat_settings  # noqa: F401
 from .train import load_items
 from .vat import VATTokenizer
 
-CLASS_PROMPTS = {"sphere": "a sphere", "box": "a box", "cylinder": "a cylinder", "capsule": "a capsule",
-                 "cone": "a cone", "torus": "a torus", "union": "a union of two or three simple shapes",
-                 "urdf": "an irregular object made of convex pieces"}
 CONDITIONS = ("class", "text", "class+text", "none")
 
 
@@ -48,44 +45,50 @@ class G3PTOptions:
     cross_scale: bool = True               # False: the ablation with interpolated inputs instead of queries
     cond_dropout: float = 0.1              # label/caption dropout for classifier-free guidance
     text_encoder: str = "minilm"           # the frozen encoder of the class prompts
-    num_points: int = 2048                 # surface points per shape fed to the VAT encoder
+    num_points: int = 512                  # surface points per shape fed to the VAT encoder (as VAT was trained)
+    encode_draws: int = 4                  # train shapes encoded from this many point draws (token augmentation)
     encode_batch: int = 32
     eval_items: int = 256                  # val shapes scored at each save
 
 
 # ---------------------------------------------------------------- VAT tokens, encoded once
 
-def _vat_key(folder: Path, items: list[dict], num_points: int) -> str:
+def _vat_key(folder: Path, items: list[dict], num_points: int, draws: int = 1) -> str:
     h = hashlib.sha1()
     for f in sorted(folder.glob("*.safetensors")) + [folder / "config.json"]:
         h.update(f.read_bytes())
     h.update(json.dumps([[it["id"], it["path"]] for it in items]).encode())
-    h.update(str(num_points).encode())
+    h.update(str(num_points if draws == 1 else (num_points, draws)).encode())
     return h.hexdigest()[:12]
 
 
 @torch.no_grad()
-def encode_items(vat: VATTokenizer, items: list[dict], num_points: int, batch_size: int = 32) -> np.ndarray:
-    """Each item's VAT indices, every scale concatenated coarse first -> (M, sum(scales)) int32."""
-    dataset = ShapeDataset(items, num_points, num_queries=2, deterministic=True)
+def encode_items(vat: VATTokenizer, items: list[dict], num_points: int, batch_size: int = 32,
+                 draws: int = 1) -> np.ndarray:
+    """Each item's VAT indices, every scale concatenated coarse first -> (M * draws, sum(scales)) int32,
+    draw-major. Draw d samples other surface points (seed d): the same shape, slightly different tokens,
+    which is how a few thousand shapes give the generator more than one sequence each."""
     rows = []
-    for start in range(0, len(dataset), batch_size):
-        points = torch.stack([dataset[i]["points"] for i in range(start, min(len(dataset), start + batch_size))])
-        enc = vat.encode(points.to(vat.device))                     # posterior mean: the shape's one code
-        rows.append(torch.cat(enc.indices, 1).cpu().int())
+    for draw in range(draws):
+        dataset = ShapeDataset(items, num_points, num_queries=2, deterministic=True, seed=draw)
+        for start in range(0, len(dataset), batch_size):
+            points = torch.stack([dataset[i]["points"] for i in range(start, min(len(dataset), start + batch_size))])
+            enc = vat.encode(points.to(vat.device))                 # posterior mean: the shape's one code
+            rows.append(torch.cat(enc.indices, 1).cpu().int())
     return torch.cat(rows).numpy()
 
 
 def cached_tokens(vat: VATTokenizer, vat_folder: Path, items: list[dict], num_points: int, out: Path,
-                  batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """(indices (M, sum(scales)) long, labels (M,) long) for `items`, from `out` when encoded before."""
-    cache = out / f"vat-tokens-{_vat_key(vat_folder, items, num_points)}.npz"
+                  batch_size: int = 32, draws: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """(indices (M * draws, sum(scales)) long, labels (M * draws,) long) for `items`, from `out` when
+    encoded before."""
+    cache = out / f"vat-tokens-{_vat_key(vat_folder, items, num_points, draws)}.npz"
     if cache.exists():
         with np.load(cache) as z:
             indices, labels = z["indices"], z["labels"]
     else:
-        indices = encode_items(vat, items, num_points, batch_size)
-        labels = np.array([SHAPE_CLASSES.index(it["label"]) for it in items], dtype=np.int64)
+        indices = encode_items(vat, items, num_points, batch_size, draws)
+        labels = np.tile(np.array([SHAPE_CLASSES.index(it["label"]) for it in items], dtype=np.int64), draws)
         out.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp.npz")
         np.savez(tmp, indices=indices, labels=labels)
@@ -174,7 +177,8 @@ def g3pt_recipe(cfg: dict) -> Recipe:
         raise DataError("no training shapes; run `genstudio data prepare shapes`")
     val_items = load_items("val") or train_items[:opts.eval_items]
     out = Path(train_cfg.output_dir)
-    train_idx, train_labels = cached_tokens(vat, vat_folder, train_items, opts.num_points, out, opts.encode_batch)
+    train_idx, train_labels = cached_tokens(vat, vat_folder, train_items, opts.num_points, out, opts.encode_batch,
+                                            max(1, opts.encode_draws))
     val_idx, val_labels = cached_tokens(vat, vat_folder, val_items, opts.num_points, out, opts.encode_batch)
     settings = vat_settings(vat)
     del vat
