@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install browser demo test bench train-tokenizer train-starvector train-put train-vdt train-vdt-cpu train-meshanything train-image train-text2svg train-face app clean
+.PHONY: install browser demo test bench bench-shape train-tokenizer train-starvector train-put train-vdt train-vdt-cpu train-meshanything train-image train-text2svg train-face app clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -153,6 +153,13 @@ train-text2svg: install
 	  --output-dir runs/text2svg-clip
 	$(VENV)/bin/genstudio export runs/text2svg-clip --to checkpoints/text2svg-clip --overwrite
 	$(VENV)/bin/genstudio bench text2svg --option raw_model=runs/svgfusion-raw-export
+
+# VAT curve vs Draco + decimation at matched bytes, ablations, G3PT generation (`genstudio bench shape`);
+# pass the runs: make bench-shape VAT=runs/vat-S G3PT=runs/g3pt-S (and VAT_NOVAR= VAT_VQ= G3PT_INTERP=)
+bench-shape: install
+	$(VENV)/bin/genstudio bench shape --option vat=$(VAT) $(if $(VAT_NOVAR),--option vat_novar=$(VAT_NOVAR)) \
+	  $(if $(VAT_VQ),--option vat_vq=$(VAT_VQ)) $(if $(G3PT),--option g3pt=$(G3PT)) \
+	  $(if $(G3PT_INTERP),--option g3pt_interp=$(G3PT_INTERP))
 
 app: install
 	$(VENV)/bin/genstudio app

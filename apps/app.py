@@ -25,6 +25,8 @@ TAB_LABELS = {
     "video": "Video",
     "mesh": "Mesh → artist mesh",
     "face": "Faces (Vec2Face)",
+    "shape": "Text → 3D shape",
+    "multiview": "Multi-view (MV-Adapter)",
     "tokenizer": "Tokenizer (VQ)",
 }
 MAX_UPLOAD_MB = 20     # per uploaded file; GENSTUDIO_MAX_UPLOAD_MB changes it (the loaders' budgets still apply)

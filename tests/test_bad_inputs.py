@@ -115,7 +115,7 @@ BAD_IMAGES = [("empty.png", "not a readable image"), ("truncated.png", "not a re
 
 
 @pytest.mark.parametrize("command", ["svg", "tokenizer", "inpaint-image", "inpaint-mask", "video-animate",
-                                     "video-mask", "face"])
+                                     "video-mask", "face", "multiview"])
 def test_every_image_reader_refuses_every_bad_image(corpus, tmp_path, command):
     out = tmp_path / "out"
     for name, why in BAD_IMAGES:
@@ -127,7 +127,8 @@ def test_every_image_reader_refuses_every_bad_image(corpus, tmp_path, command):
                 "video-animate": ["video", "-t", "animate", "-i", bad, "-o", out / "x.gif"],
                 "video-mask": ["video", "-t", "complete", "-i", corpus / "clip.gif", "--mask", bad,
                                "-o", out / "x.gif"],
-                "face": ["face", "--image", bad, "-o", out]}[command]
+                "face": ["face", "--image", bad, "-o", out],
+                "multiview": ["multiview", "--image", bad, "-o", out]}[command]
         if command == "video-animate" and name.endswith(".svg"):
             why = "not a video"
         if command == "inpaint-mask" and name == "transparent.png":

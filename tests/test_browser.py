@@ -48,12 +48,15 @@ FAST = {
     "mesh": ({"max faces": 32}, [], "faces and"),
     "face": ({"faces (n)": 2}, [], "2 faces of the uploaded face's identity"),
     "tokenizer": ({}, [], "tokens ("),
+    "shape": ({"shapes": 1}, [], "1 shape, "),
+    "multiview": ({"sampling steps": 4}, [], "views of "),
 }
 # Each tab's result element, by its label (what must show up after a run) and what it must contain.
 RESULT = {
     "svg": ("SVG rendering", "img"), "text2svg": ("samples (rendered SVGs)", "img"),
     "generate": ("one row per class", "img"), "inpaint": ("completions", "img"), "video": ("result", "img"),
     "mesh": ("MeshAnything output", "canvas"), "face": ("faces (caption", "img"), "tokenizer": ("reconstruction", "img"),
+    "shape": ("shape 1", "canvas"), "multiview": ("views (caption", "img"),
 }
 
 
@@ -204,11 +207,20 @@ def set_fast(page, panel, task: str):
 
 @pytest.mark.parametrize("task", TASKS)
 def test_tab_runs_its_first_example(page, task):
+    from genstudio.hub import checkpoints_dir
+    unshipped = {"shape": "shape-S", "multiview": "mv-adapter-S"}           # their trainings still run
+    if task in unshipped and not (checkpoints_dir() / unshipped[task]).is_dir():
+        pytest.skip(f"checkpoints/{unshipped[task]} is not shipped yet")
     panel = open_tab(page, task)
     close_toasts(page)
     examples = panel.locator(".gallery-item, tr.tr-body")  # one input: thumbnails; more inputs: a table
     assert examples.count() >= 2, f"{tab_label(task)}: no examples shown"
+    images_before = panel.locator("img").count()
     examples.first.click()
+    if examples.first.locator("img").count():  # an image example: wait until it shows in its input (slow under load)
+        deadline = time.perf_counter() + 15
+        while panel.locator("img").count() <= images_before and time.perf_counter() < deadline:
+            page.wait_for_timeout(100)
     button = panel.locator("button.primary").first
     set_fast(page, panel, task)
     page.wait_for_timeout(300)  # the example's values reach the inputs

@@ -169,7 +169,7 @@ def test_one_recipe_step_gives_a_finite_loss(tmp_path):
            "mixed_precision": "no"}
     r = g3pt_recipe(cfg)
     assert r.model.config.context_dim == 384 and r.model.config.num_classes == 8
-    from pipelines.shape.train import load_items
+    from pipelines.shape.data import load_items
     assert len(r.dataset) == 4 * len(load_items("train"))                       # encode_draws=4 point draws
     assert len(r.extra["val_set"]) == len(load_items("val") or load_items("train")[:4])   # val: one draw
     assert len(list((tmp_path / "run").glob("vat-tokens-*.npz"))) >= 1           # encoded once, cached

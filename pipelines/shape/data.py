@@ -32,7 +32,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from genstudio.data import DataError, load_manifest, mesh_sources, register_source
+from genstudio.data import DataError, load_manifest, mesh_sources, prepare, register_source
 from genstudio.data.mesh_sources import (LICENCE_PRIMITIVES, LICENCE_URDF, PYBULLET_VERSION,  # noqa: F401 (re-exported)
                                          source_meshes)
 
@@ -217,3 +217,9 @@ class ShapeDataset(torch.utils.data.Dataset):
         return {"points": torch.from_numpy(pts), "queries": torch.from_numpy(data["queries"][pick]),
                 "occupancy": torch.from_numpy(data["occupancy"][pick]),
                 "label": torch.tensor(SHAPE_CLASSES.index(self.items[k]["label"]))}
+
+
+def load_items(split: str) -> list[dict]:
+    """The manifest items of one split of the `shapes` source (built on first use)."""
+    prepare("shapes", quiet=True)
+    return load_manifest("shapes", split)

@@ -30,7 +30,7 @@ from genstudio.train import Recipe, TensorDictDataset, parse_config
 
 from .data import SHAPE_CLASSES, ShapeDataset
 from .g3pt import CLASS_PROMPTS, G3PT, ShapeCondition, encode_prompts, g3pt_config, vat_settings  # noqa: F401
-from .train import load_items
+from .data import load_items
 from .vat import VATTokenizer
 
 CONDITIONS = ("class", "text", "class+text", "none")

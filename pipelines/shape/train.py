@@ -21,10 +21,10 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from genstudio.data import DataError, load_manifest, prepare
+from genstudio.data import DataError
 from genstudio.train import Recipe, parse_config
 
-from .data import ShapeDataset
+from .data import ShapeDataset, load_items
 from .vat import VATTokenizer, vat_config
 
 
@@ -70,12 +70,6 @@ def occupancy_iou(model: VATTokenizer, dataset: ShapeDataset, max_items: int = 3
     model.train(was_training)
     return {"val_iou": sum(ious) / max(len(ious), 1), "val_bce": sum(bces) / max(len(bces), 1),
             "val_perplexity": sum(perplexities) / max(len(perplexities), 1), "bytes_per_shape": model.bytes_per_shape}
-
-
-def load_items(split: str) -> list[dict]:
-    from . import data  # noqa: F401  (registers the source)
-    prepare("shapes", quiet=True)
-    return load_manifest("shapes", split)
 
 
 def vat_recipe(cfg: dict) -> Recipe:
