@@ -19,8 +19,11 @@ AZIMUTHS are degrees from the front view (0 = front, 90 = the object's right sid
 six views 0, 45, 90, 180, 270, 315); a `CameraSet` is taken as it is (world coordinates).
 
 CHECKPOINTS: the base is a diffusers UNet folder (its config.json + safetensors, or unet/), with an
-optional scheduler/ (else the mv-base recipe's DDPM) and vae/ (a latent-space base: views are decoded
-by the VAE; `low_memory` decodes one view at a time). The adapter is an `MVAdapter` folder or training
+optional scheduler/ (else the mv-base recipe's DDPM) and vae/ (a latent-space base, the CPU recipe's
+`mv-base vae=`: latents are vae.config.scaling_factor times the VAE's, the factor the recipe measured
+and saved in that vae/; the reference image is encoded by its posterior mode and views are decoded by
+the VAE, `low_memory` one view at a time; camera maps are drawn at the image size, so the adapter's
+T2IAdapter downscale_factor must be the VAE's factor, as the mv-adapter recipe sets it). The adapter is an `MVAdapter` folder or training
 run (train_config.json gives shift_scale and the text encoder), or a released `.safetensors` file /
 the hub id "huanngzh/mv-adapter" (official.py; then the reference's constant orthographic camera
 embedding is used, and the base must be the matching SD UNet with its vae/ and text_encoder/).

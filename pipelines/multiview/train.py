@@ -1,15 +1,31 @@
-"""MV-Adapter's recipes, in the order they run:
+"""MV-Adapter's recipes, in the order they run (the CPU recipe: 1 thread, bf16 autocast where native):
 
     genstudio data prepare multiview
-    genstudio train mv-base --set preset=S --output-dir runs/mv-base            # the text-to-image base
-    genstudio train mv-adapter --set base='"runs/mv-base"' --output-dir runs/mv-adapter
+    genstudio train mv-vae --set preset=S --set steps=2000 --set batch_size=32 --output-dir runs/mv-vae
+    genstudio train mv-base --set preset=S-latent --set vae='"runs/mv-vae"' --set steps=2800 \
+        --set batch_size=32 --output-dir runs/mv-base                          # the text-to-image base
+    genstudio train mv-adapter --set base='"runs/mv-base"' --set steps=1600 --set batch_size=8 \
+        --output-dir runs/mv-adapter
 
-`mv-base` trains a small diffusers `UNet2DConditionModel` in pixel space (64 px RGB renders in
-[-1, 1]) on single views, with the packaged MiniLM's token states as `encoder_hidden_states`,
+Step counts are sized to 70-80 minutes each on a 2-core CPU, OMP_NUM_THREADS=1, bf16 autocast (AVX-512
+BF16; measured per step after a warm-up, the other core busy: mv-vae S 2.1 s at batch 32, mv-base
+S-latent 1.6 s at batch 32 incl. VAE encoding, mv-adapter 2.8 s at 8 objects x 4 views + reference).
+On a GPU raise them (e.g. 20000 / 20000 / 10000) and keep the rest.
+
+WHY LATENTS: the pixel-space preset "S" (64 px, self-attention over 64 x 64 = 4096 tokens in its
+first level) took 79 s per step at batch 32 on that CPU (130 s in fp32): untrainable there. Like SD,
+the CPU recipe trains a small `AutoencoderKL` first (`mv-vae`, latent.py: 64 px -> 16 x 16 x 4) and the
+base on its latents (`vae=`): attention over 256 tokens. The base run keeps that VAE, with its
+measured scaling factor, in its `vae/` folder, which is where the pipeline looks for it; the adapter
+then gets the T2IAdapter downscale_factor = the VAE's factor (4), as the reference uses 8 for SD.
+Pixel-space presets ("tiny", "S") remain for tests and GPUs.
+
+`mv-base` trains a small diffusers `UNet2DConditionModel` on single views (64 px RGB renders in
+[-1, 1], or their scaled VAE latents), with the packaged MiniLM's token states as `encoder_hidden_states`,
 caption dropout (the empty caption) for classifier-free guidance, DDPM epsilon on the standard
 diffusers `DDPMScheduler` (linear betas, 1000 steps).
 
-`mv-adapter` freezes that base and trains only the adapter (`add_mv_adapter`: multi-view and
+`mv-adapter` freezes that base (and its VAE) and trains only the adapter (`add_mv_adapter`: multi-view and
 reference attention branches + the T2IAdapter camera encoder) on V views of each object, with the
 reference's shifted noise schedule (SNR / shift_scale, interpolated) and ONE timestep per object
 for all its views. The reference image is the object's front reference render (image-to-multiview);
@@ -20,6 +36,7 @@ so its checkpoints and EMA hold the adapter alone; the frozen base stays in the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -31,24 +48,30 @@ from genstudio.train import Recipe, parse_config
 from .attention import add_mv_adapter, encode_reference
 from .condition import camera_condition, shift_noise_schedule
 from .data import MultiViewDataset
+from .latent import base_vae, make_vae, prepare_base_vae, to_latents, vae_factor
 
-# name -> UNet2DConditionModel kwargs (pixel space, 3 channels). S: 13.1M parameters (26 MB in fp16).
+# name -> UNet2DConditionModel kwargs. S: 13.1M parameters (26 MB in fp16). "S-latent" is S's UNet on
+# the S VAE's 16 x 16 x 4 latents (the CPU preset: 1.4 s/step at batch 32 vs 79 s for S on 64 px pixels);
+# presets in LATENT_PRESETS need `vae=`, the others run in pixel space unless one is given.
 # The last down block has no attention and no downsampler, as in SD, so the camera encoder's
 # features line up with every down block (diffusers adds a plain block's residual after its downsampler).
 BASE_CONFIGS = {
     "tiny": dict(block_out_channels=(32, 64), layers_per_block=1, attention_head_dim=8, norm_num_groups=8),
     "S": dict(block_out_channels=(64, 128, 256), layers_per_block=1, attention_head_dim=8, norm_num_groups=32),
+    "S-latent": dict(block_out_channels=(64, 128, 256), layers_per_block=1, attention_head_dim=8, norm_num_groups=32),
 }
+LATENT_PRESETS = ("S-latent",)
 
 
-def make_base_unet(preset: str, image_size: int = 64, text_dim: int = 384):
+def make_base_unet(preset: str, image_size: int = 64, text_dim: int = 384, in_channels: int = 3):
+    """image_size: the UNet's input side (pixels, or latents of a VAE); in_channels: 3 or the latent channels."""
     from diffusers import UNet2DConditionModel
     if preset not in BASE_CONFIGS:
         raise ValueError(f"mv-base: unknown preset {preset!r}; choose from {', '.join(BASE_CONFIGS)}")
     cfg = BASE_CONFIGS[preset]
     n = len(cfg["block_out_channels"])
     return UNet2DConditionModel(
-        sample_size=image_size, in_channels=3, out_channels=3, cross_attention_dim=text_dim,
+        sample_size=image_size, in_channels=in_channels, out_channels=in_channels, cross_attention_dim=text_dim,
         down_block_types=("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1), **cfg)
 
@@ -91,6 +114,45 @@ def _stack(batch: list[dict]) -> dict:
     return out
 
 
+# ---------------------------------------------------------------- mv-vae
+
+@dataclass
+class VaeOptions:
+    preset: str = "S"                 # latent.VAE_CONFIGS
+    kl_weight: float = 1e-6           # SD's weight: latents stay informative, the scaling factor fixes their scale
+
+
+def vae_recipe(cfg: dict) -> Recipe:
+    train_cfg, opts = parse_config(cfg, VaeOptions, recipe="mv-vae", output_dir="runs/mv-vae", steps=2000,
+                                   batch_size=32, lr=3e-4, warmup_steps=100, save_every=500, weight_decay=0.0)
+    dataset = MultiViewDataset("train", single_view=True)
+    size = dataset[0]["image"].shape[-1]
+    model = make_vae(opts.preset, size)
+    print(f"[mv-vae] {opts.preset}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
+          f"{size} px -> {size // vae_factor(model)} px x {model.config.latent_channels} latents")
+
+    def loss_fn(vae, batch):
+        inner = vae.module if hasattr(vae, "module") else vae
+        x = batch["image"].to(inner.device, inner.dtype)
+        posterior = inner.encode(x).latent_dist
+        recon = inner.decode(posterior.sample() if vae.training else posterior.mode()).sample
+        l1 = F.l1_loss(recon.float(), x.float())
+        kl = posterior.kl().float().mean()   # summed over one image's latents, as SD's loss weighs it
+        # SD: sum of |x - x'| over an image's pixels + kl_weight * KL; divided by the pixels here
+        return l1 + opts.kl_weight * kl / x[0].numel(), {"l1": l1.item(), "kl": kl.item()}
+
+    return Recipe(model, dataset, loss_fn, train_cfg, collate_fn=_stack, name="mv-vae", options=opts)
+
+
+def export_vae(run_dir, to, dtype: torch.dtype) -> None:
+    from diffusers import AutoencoderKL
+    from genstudio.export import export_model
+    export_model(AutoencoderKL, run_dir, to, dtype)
+
+
+vae_recipe.export = export_vae
+
+
 # ---------------------------------------------------------------- mv-base
 
 @dataclass
@@ -98,21 +160,31 @@ class BaseOptions:
     preset: str = "S"
     caption_dropout: float = 0.1
     text_encoder: str = "minilm"
+    vae: Optional[str] = None         # an mv-vae run or AutoencoderKL folder: train on its latents (kept in vae/)
 
 
 def base_recipe(cfg: dict) -> Recipe:
     train_cfg, opts = parse_config(cfg, BaseOptions, recipe="mv-base", output_dir="runs/mv-base", steps=20000,
                                    batch_size=64, lr=2e-4, warmup_steps=500, save_every=1000, weight_decay=0.0)
+    if opts.preset in LATENT_PRESETS and not opts.vae:
+        raise ValueError(f"mv-base: preset {opts.preset!r} is a latent-space UNet; give vae= (an mv-vae run)")
     dataset = MultiViewDataset("train", single_view=True)
     size = dataset[0]["image"].shape[-1]
     tokens = CaptionTokens(opts.text_encoder)
-    model = make_base_unet(opts.preset, size, tokens.dim)
+    vae = prepare_base_vae(opts.vae, train_cfg.output_dir, dataset) if opts.vae else None
+    factor = vae_factor(vae) if vae is not None else 1
+    if size % factor:
+        raise ValueError(f"mv-base: {size} px renders do not divide by the VAE's factor {factor}")
+    model = make_base_unet(opts.preset, size // factor, tokens.dim, vae.config.latent_channels if vae else 3)
     scheduler = make_scheduler("ddpm", prediction_type="epsilon")
+    space = f"{size // factor} px latents (scaling {vae.config.scaling_factor:.4f})" if vae else "pixels"
     print(f"[mv-base] {opts.preset}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
-          f"{len(dataset)} views of {len(dataset.items)} objects at {size} px")
+          f"{len(dataset)} views of {len(dataset.items)} objects at {size} px, on {space}")
 
     def loss_fn(unet, batch):
         x0 = batch["image"].to(unet.device, unet.dtype)
+        if vae is not None:
+            x0 = to_latents(vae, x0)
         states, mask = tokens(drop(batch["caption"], opts.caption_dropout if unet.training else 0.0, ""))
         noise = torch.randn_like(x0)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (len(x0),), device=x0.device)
@@ -132,9 +204,13 @@ def load_base(path):
 
 
 def export_base(run_dir, to, dtype: torch.dtype) -> None:
+    """The UNet, plus the run's vae/ (with its scaling factor) for a latent-space base."""
     from diffusers import UNet2DConditionModel
-    from genstudio.export import export_model
+    from genstudio.export import export_model, save_safetensors
     export_model(UNet2DConditionModel, run_dir, to, dtype)
+    vae = base_vae(run_dir)
+    if vae is not None:
+        save_safetensors(vae.to(dtype), Path(to) / "vae")
 
 
 base_recipe.export = export_base
@@ -164,14 +240,20 @@ def adapter_recipe(cfg: dict) -> Recipe:
                                    weight_decay=0.0)
     from .attention import MVAdapter
     unet = load_base(opts.base)
+    vae = base_vae(opts.base)                 # a latent-space base: images and reference go through it
     dataset = MultiViewDataset("train", views=opts.views, cameras=opts.cameras)
     tokens = CaptionTokens(opts.text_encoder)
     if opts.init_from:
         from genstudio.export import run_weights
         adapter = add_mv_adapter(unet, opts.views, adapter=MVAdapter.from_pretrained(run_weights(opts.init_from)))
+        factor = vae_factor(vae) if vae is not None else 1
+        if adapter.config.cond_downscale_factor != factor:
+            raise ValueError(f"mv-adapter: init_from's camera encoder downscales by {adapter.config.cond_downscale_factor}, "
+                             f"the base's {'VAE' if vae is not None else 'pixel space'} needs {factor}")
     else:
         adapter = add_mv_adapter(unet, opts.views, use_ref=opts.use_ref, mv_layout=opts.mv_layout,
-                                 cond_in_channels=12 if opts.geometry else 6, cond_downscale_factor=1)
+                                 cond_in_channels=12 if opts.geometry else 6,
+                                 cond_downscale_factor=vae_factor(vae) if vae is not None else 1)
     adapter.train()
     scheduler = shift_noise_schedule(make_scheduler("ddpm", prediction_type="epsilon"), opts.shift_scale)
     trainable = sum(p.numel() for p in adapter.parameters())
@@ -197,7 +279,7 @@ def adapter_recipe(cfg: dict) -> Recipe:
         cond = camera_condition(*[x.flatten(0, 1) for x in maps]).to(device, dtype)
         keep_cond = (torch.rand(b) >= p(opts.condition_dropout)).to(device, dtype).repeat_interleave(v)
         cond = cond * keep_cond[:, None, None, None]
-        x0 = images.flatten(0, 1)
+        x0 = images.flatten(0, 1) if vae is None else to_latents(vae, images.flatten(0, 1))
         noise = torch.randn_like(x0)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), device=device).repeat_interleave(v)
         noisy = scheduler.add_noise(x0, noise, t)
@@ -205,6 +287,8 @@ def adapter_recipe(cfg: dict) -> Recipe:
         if "ref" in inner.branches(inner.attention_names[0]).kinds:
             ref = batch["reference"].to(device, dtype)
             ref = ref * (torch.rand(b) >= p(opts.image_dropout)).to(device, dtype)[:, None, None, None]
+            if vae is not None:   # the pipeline's encoding: the posterior mode, zeros for the null image
+                ref = to_latents(vae, ref, sample=False)
             ref_states, ref_mask = tokens(captions)
             kwargs["ref_hidden_states"] = encode_reference(base, ref, ref_states.to(device, dtype),
                                                            encoder_attention_mask=ref_mask.to(device))
