@@ -150,3 +150,12 @@ def test_bench_shape_quick(tmp_path, shapes_archive, models):
     jp, mp = report.write()
     text = mp.read_text()
     assert "vat k=4/4" in text and "draco@<=" in text and "unit frame" in text and jp.exists()
+
+
+def test_bench_shape_generation_only(tmp_path, shapes_archive, models):
+    """tokenizer=false skips part 1 (no source rebuild, no Draco rows) and still scores generation."""
+    from pipelines.shape.bench import bench_shape
+    report = Report("shape", tmp_path)
+    bench_shape(report, quick=True, g3pt=str(models / "ckpt"), archive=str(tmp_path / "absent"), tokenizer="false")
+    methods = {r["method"] for r in report.rows}
+    assert "g3pt" in methods and not any(m.startswith(("draco", "vat k=")) for m in methods)

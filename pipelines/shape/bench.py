@@ -374,7 +374,8 @@ def bench_shape(report, vat: str | None = None, vat_novar: str | None = None, va
                 quick: bool = False, resolution: int = 64, samples: int = 50_000, faces="0,2000,1000,500,250,100,50",
                 qbits="6,8,10,14", draco_level: int = 7, archive: str | None = None, data_seed: int = 0,
                 per_class: int | None = None, gen_points: int = 2048, guidance: float = 1.0,
-                temperature: float = 1.0, top_k: int = 0, seed: int = 0, device: str = "cpu") -> None:
+                temperature: float = 1.0, top_k: int = 0, seed: int = 0, device: str = "cpu",
+                tokenizer: bool = True) -> None:
     """VAT vs Draco + decimation at matched bytes on the test split, ablations, and G3PT generation;
     see the module doc."""
     from genstudio.bench import evenly_spaced, training_steps
@@ -399,9 +400,11 @@ def bench_shape(report, vat: str | None = None, vat_novar: str | None = None, va
     if not test_items:
         raise DataError("the shapes source has no test items; build it with `genstudio data prepare shapes`")
     chosen = evenly_spaced(test_items, int(items)) if items else test_items
+    if str(tokenizer).lower() in ("false", "0", "no"):     # generation only (part 1 committed from another run)
+        chosen = []
 
     # ground truth: the rebuilt source mesh, kept only where it matches the stored points
-    meshes = rebuild_sources(chosen, archive, int(data_seed))
+    meshes = rebuild_sources(chosen, archive, int(data_seed)) if chosen else {}
     truth, dropped = {}, []
     for it in chosen:
         mesh = meshes.get(it["id"])
@@ -412,36 +415,37 @@ def bench_shape(report, vat: str | None = None, vat_novar: str | None = None, va
             continue
         truth[it["id"]] = {"mesh": mesh, "samples": surface_points(mesh, int(samples), seed + 1, True)}
     kept = [it for it in chosen if it["id"] in truth]
-    if not kept:
+    if chosen and not kept:
         raise DataError(f"none of the {len(chosen)} test shapes' source meshes could be rebuilt to match the stored "
                         "points; pass archive=<the pybullet wheel or random_urdfs folder> and data_seed=<the build's "
                         "seed> as the `shapes` build used them")
-    face_targets, bits = _ints(faces), _ints(qbits)
-    tokenizer_curve(report, models, kept, truth, int(resolution), int(samples), face_targets, bits, int(draco_level), seed)
-    classes = {}
-    for it in kept:
-        classes[it["label"]] = classes.get(it["label"], 0) + 1
-    report.note(f"Part 1 data: {len(kept)} test-split shapes of the `shapes` source ({classes}), evenly spaced "
-                f"by id out of {len(test_items)}" + (f"; dropped (source mesh not rebuilt or not matching the stored "
-                                                     f"points): {', '.join(dropped)}" if dropped else "") + ".")
-    report.note("Ground truth (every method alike): each shape's source mesh rebuilt by data.py's steps (watertight, "
-                f"normalised into [-{EXTENT}, {EXTENT}]^3; kept when the stored surface points lie within a median "
-                f"{MATCH_TOLERANCE} of it), {samples} points sampled on its outer boundary (samples on pieces hidden "
-                "inside a union dropped, as the build does; Draco outputs are filtered the same way).")
-    report.note(f"Metrics on {samples} area-sampled points per mesh, distances in the unit frame (coordinates / "
-                f"{UNIT}: the bounding box's largest side is 1): Chamfer = mean nearest-neighbour L2 averaged over "
-                "both directions; F-score at 0.01 / 0.02 = 1% / 2% of the largest side (0.018 / 0.036 in the stored "
-                "frame); normal consistency unoriented. 'gt mesh resampled (floor)': the GT mesh sampled again (another "
-                "seed): the metrics' sampling floor; its bytes = raw float32 vertices + int32 faces. valid = share of shapes with a non-empty mesh (metrics "
-                "average over those).")
-    report.note(f"VAT k=j/K: the first j of K scales decoded, occupancy on a {resolution}^3 grid over [-1, 1]^3, "
-                "marching cubes at 0.5; bytes = the kept indices x ceil(log2 codebook) bits + the 5-byte header "
-                "(fixed per shape). Encoder input: the shape's stored surface points + normals (posterior mean).")
-    report.note(f"Draco (DracoPy, compression level {draco_level}) of the GT mesh after quadric decimation "
-                f"(fast-simplification) to {face_targets} faces (0 = every face; capped at the mesh's own count) x position "
-                f"quantisation {bits} bits ('draco F<faces>/q<bits>' rows: each setting over all shapes). "
-                "'draco@<=N B': per shape, the lowest-Chamfer setting whose file is <= N bytes (the VAT prefix's "
-                "size); valid = share of shapes where some setting fits.")
+    if kept:
+        face_targets, bits = _ints(faces), _ints(qbits)
+        tokenizer_curve(report, models, kept, truth, int(resolution), int(samples), face_targets, bits, int(draco_level), seed)
+        classes = {}
+        for it in kept:
+            classes[it["label"]] = classes.get(it["label"], 0) + 1
+        report.note(f"Part 1 data: {len(kept)} test-split shapes of the `shapes` source ({classes}), evenly spaced "
+                    f"by id out of {len(test_items)}" + (f"; dropped (source mesh not rebuilt or not matching the stored "
+                                                         f"points): {', '.join(dropped)}" if dropped else "") + ".")
+        report.note("Ground truth (every method alike): each shape's source mesh rebuilt by data.py's steps (watertight, "
+                    f"normalised into [-{EXTENT}, {EXTENT}]^3; kept when the stored surface points lie within a median "
+                    f"{MATCH_TOLERANCE} of it), {samples} points sampled on its outer boundary (samples on pieces hidden "
+                    "inside a union dropped, as the build does; Draco outputs are filtered the same way).")
+        report.note(f"Metrics on {samples} area-sampled points per mesh, distances in the unit frame (coordinates / "
+                    f"{UNIT}: the bounding box's largest side is 1): Chamfer = mean nearest-neighbour L2 averaged over "
+                    "both directions; F-score at 0.01 / 0.02 = 1% / 2% of the largest side (0.018 / 0.036 in the stored "
+                    "frame); normal consistency unoriented. 'gt mesh resampled (floor)': the GT mesh sampled again (another "
+                    "seed): the metrics' sampling floor; its bytes = raw float32 vertices + int32 faces. valid = share of shapes with a non-empty mesh (metrics "
+                    "average over those).")
+        report.note(f"VAT k=j/K: the first j of K scales decoded, occupancy on a {resolution}^3 grid over [-1, 1]^3, "
+                    "marching cubes at 0.5; bytes = the kept indices x ceil(log2 codebook) bits + the 5-byte header "
+                    "(fixed per shape). Encoder input: the shape's stored surface points + normals (posterior mean).")
+        report.note(f"Draco (DracoPy, compression level {draco_level}) of the GT mesh after quadric decimation "
+                    f"(fast-simplification) to {face_targets} faces (0 = every face; capped at the mesh's own count) x position "
+                    f"quantisation {bits} bits ('draco F<faces>/q<bits>' rows: each setting over all shapes). "
+                    "'draco@<=N B': per shape, the lowest-Chamfer setting whose file is <= N bytes (the VAT prefix's "
+                    "size); valid = share of shapes where some setting fits.")
 
     if g3pt or g3pt_interp:
         generators = {name: load_model("g3pt", p, device) for name, p in
