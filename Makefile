@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install browser demo test bench bench-shape train-tokenizer train-starvector train-put train-vdt train-vdt-cpu train-meshanything train-image train-text2svg train-face app clean
+.PHONY: install browser demo test bench bench-shape train-tokenizer train-starvector train-put train-vdt train-vdt-cpu train-meshanything train-image train-text2svg train-face train-shape app clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -123,6 +123,23 @@ train-image: install
 
 # Vec2Face (genstudio face): the recogniser, then Vec2Face against it. vec2face-avatars-S was trained this way
 # on one H200 (82 s + 118 s, 8+ data workers); on 2 CPU cores each step takes 2-5 s.
+# VAT (65 CPU minutes: the run stops at step ~1,690 of its 1,800-step cosine) -> G3PT XS (class + text) and its
+# interpolation ablation; export into one checkpoint (vat/ + g3pt/), then the benchmark
+train-shape: install
+	$(VENV)/bin/genstudio data prepare shapes
+	OMP_NUM_THREADS=1 $(VENV)/bin/genstudio train vat --set preset=S --set steps=1800 --set warmup_steps=100 --set lr=5e-4 \
+	  --set save_every=300 --set max_minutes=65 --output-dir runs/vat-S
+	OMP_NUM_THREADS=1 $(VENV)/bin/genstudio train g3pt --set vat=runs/vat-S --set preset=XS --set condition=class+text \
+	  --set steps=450 --set warmup_steps=40 --set batch_size=64 --set lr=6e-4 --set save_every=150 --set max_minutes=28 --output-dir runs/g3pt-XS
+	OMP_NUM_THREADS=1 $(VENV)/bin/genstudio train g3pt --set vat=runs/vat-S --set preset=XS --set condition=class+text --set cross_scale=false \
+	  --set steps=450 --set warmup_steps=40 --set batch_size=64 --set lr=6e-4 --set save_every=150 --set max_minutes=28 --output-dir runs/g3pt-XS-interp
+	$(VENV)/bin/genstudio export runs/vat-S --to checkpoints/shape-S/vat --overwrite
+	$(VENV)/bin/genstudio export runs/g3pt-XS --to checkpoints/shape-S/g3pt --overwrite
+	$(VENV)/bin/genstudio bench shape -o vat=runs/vat-S
+	$(VENV)/bin/genstudio bench shape -o g3pt=runs/g3pt-XS -o g3pt_interp=runs/g3pt-XS-interp -o tokenizer=false --out runs/bench-shape-gen
+	mv runs/bench-shape-gen/shape.json benchmarks/results/shape-generation.json
+	mv runs/bench-shape-gen/shape.md benchmarks/results/shape-generation.md
+
 train-face: install
 	$(VENV)/bin/genstudio data prepare faces
 	$(VENV)/bin/genstudio train face-recognizer --set preset='"M"' --set embed_dim=256 --set batch_size=256 --set lr=2e-3 \
