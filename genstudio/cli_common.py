@@ -85,6 +85,15 @@ def check_writable(path: Path) -> Path:
     return path
 
 
+def check_new_file(path: Path, overwrite: bool) -> Path:
+    """`check_writable`, and refuse to replace an existing file without --overwrite."""
+    from .render import InputError
+    check_writable(path)
+    if path.exists() and not overwrite:
+        raise InputError(f"{path} exists; pass --overwrite to replace it")
+    return path
+
+
 def output_file(output: Path | None, stem: str, suffixes: tuple[str, ...], default_dir: str,
                 default_suffix: str | None = None) -> Path:
     """The file a single-input command writes: `output`, or `output/<stem><suffix>` when it is a

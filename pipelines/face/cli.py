@@ -50,7 +50,7 @@ def face(ctx: typer.Context,
          overwrite: OverwriteOpt = False, max_seconds: MaxSecondsOpt = None, no_limit: NoLimitOpt = False,
          device: DeviceOpt = None, seed: SeedOpt = None, precision: PrecisionOpt = None):
     """Face variations, new identities (a dataset) or bounded pose/expression edits with Vec2Face."""
-    from genstudio.cli_common import check_writable, console, limit_time, output_folder, run_options
+    from genstudio.cli_common import check_new_file, console, limit_time, output_folder, run_options
     from genstudio.limits import check_time, check_work
     from genstudio.render import InputError, load_image
 
@@ -79,9 +79,7 @@ def face(ctx: typer.Context,
     if single_file:
         if output.suffix.lower() != ".png":
             raise InputError(f"output {output} should be a .png file (a grid) or a folder")
-        check_writable(output)
-        if output.exists() and not overwrite:
-            raise InputError(f"{output} exists; pass --overwrite to replace it")
+        check_new_file(output, overwrite)
         target = output
     else:
         target = output_folder(output, Path("outputs/face"))

@@ -46,7 +46,7 @@ def generate(ctx: typer.Context,
              max_seconds: MaxSecondsOpt = None, no_limit: NoLimitOpt = False,
              device: DeviceOpt = None, seed: SeedOpt = None, precision: PrecisionOpt = None):
     """Generate images for the given classes and write a grid (or a folder of PNGs)."""
-    from genstudio.cli_common import check_writable, console, limit_time, run_options
+    from genstudio.cli_common import check_new_file, console, limit_time, run_options
     from genstudio.limits import check_work
     from genstudio.render import InputError
 
@@ -59,9 +59,7 @@ def generate(ctx: typer.Context,
     if target.suffix and target.suffix.lower() != ".png":
         raise InputError(f"output {target} should be a .png file or a folder")
     grid_path = target if target.suffix else target / "grid.png"
-    check_writable(grid_path)
-    if grid_path.exists() and not overwrite:
-        raise InputError(f"{grid_path} exists; pass --overwrite to replace it")
+    check_new_file(grid_path, overwrite)
 
     from .pipeline import OFFICIAL, DiTImagePipeline
     if model in OFFICIAL or Path(model).suffix in (".pt", ".pth", ".safetensors"):

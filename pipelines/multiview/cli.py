@@ -65,7 +65,7 @@ def multiview(ctx: typer.Context,
               overwrite: OverwriteOpt = False, max_seconds: MaxSecondsOpt = None,
               device: DeviceOpt = None, seed: SeedOpt = None, precision: PrecisionOpt = None):
     """Multi-view images of one object from text and/or a front image with MV-Adapter."""
-    from genstudio.cli_common import check_writable, console, limit_time, output_folder, run_options
+    from genstudio.cli_common import check_new_file, console, limit_time, output_folder, run_options
     from genstudio.limits import check_time
     from genstudio.render import InputError, load_image
 
@@ -96,9 +96,7 @@ def multiview(ctx: typer.Context,
     if output is not None and output.suffix:
         if output.suffix.lower() != ".png":
             raise InputError(f"output {output} should be a folder or a .png file (the grid)")
-        target = check_writable(output)
-        if target.exists() and not overwrite:
-            raise InputError(f"{target} exists; pass --overwrite to replace it")
+        target = check_new_file(output, overwrite)
     else:
         target = output_folder(output, Path("outputs/multiview") / stem)
         if (target / "grid.png").exists() and not overwrite:

@@ -161,7 +161,7 @@ def generate(ctx: typer.Context,
     """Generate 3D shapes from a prompt and/or a class (neither: unconditional samples) with G3PT."""
     import re
 
-    from genstudio.cli_common import check_writable, console, limit_time, output_folder, run_options
+    from genstudio.cli_common import check_new_file, console, limit_time, output_folder, run_options
     from genstudio.limits import check_time
     from genstudio.render import InputError
     from .pipeline import MESH_FORMATS
@@ -181,9 +181,7 @@ def generate(ctx: typer.Context,
             raise InputError(f"output {output} should end in {', '.join(MESH_FORMATS)} or be a folder")
         if suffix is not None and suffix != output.suffix.lower():
             raise InputError(f"--format {file_format} does not match the output file {output.name}")
-        check_writable(output)
-        if output.exists() and not overwrite:
-            raise InputError(f"{output} exists; pass --overwrite to replace it")
+        check_new_file(output, overwrite)
         target = output
     else:
         slug = re.sub(r"[^a-z0-9]+", "-", (text or class_name or "unconditional").lower()).strip("-")[:40] or "shape"

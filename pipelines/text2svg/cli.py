@@ -66,7 +66,7 @@ def text2svg(ctx: typer.Context,
              overwrite: OverwriteOpt = False, max_seconds: MaxSecondsOpt = None, no_limit: NoLimitOpt = False,
              device: DeviceOpt = None, seed: SeedOpt = None, precision: PrecisionOpt = None):
     """Generate SVG icons from text with SVGFusion."""
-    from genstudio.cli_common import (check_writable, console, finish_batch, limit_time, output_folder, run_batch,
+    from genstudio.cli_common import (check_new_file, console, finish_batch, limit_time, output_folder, run_batch,
                                       run_options)
     from genstudio.limits import UsageError, check_time, check_work
     from genstudio.render import InputError
@@ -88,9 +88,7 @@ def text2svg(ctx: typer.Context,
     if single_file:
         if prompts is not None or output.suffix.lower() != ".svg":
             raise InputError(f"output {output} should be a folder (or one .svg file for a single prompt)")
-        check_writable(output)
-        if output.exists() and not overwrite:
-            raise InputError(f"{output} exists; pass --overwrite to replace it")
+        check_new_file(output, overwrite)
     folder = None if single_file else output_folder(output, Path("outputs/text2svg"))
 
     from .pipeline import SVGFusionPipeline, slug
