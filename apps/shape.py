@@ -45,7 +45,7 @@ def run_reconstruct(mesh, scales_kept: int = MAX_SCALES, seed: int | None = 0, m
 
 
 def run_generate(prompt: str | None = None, class_name: str | None = None, num: int = 2, seed: int | None = 0,
-                 guidance: float = 3.0, model: str | None = None, progress=progress_default()):
+                 guidance: float = 1.0, model: str | None = None, progress=progress_default()):
     """A prompt and/or class -> (MAX_SHAPES viewer values: .glb paths or None, summary, downloads)."""
     from pipelines.shape import DEFAULT_MODEL
     prompt = (prompt or "").strip() or None
@@ -81,7 +81,7 @@ def build_tab():
         prompt = gr.Textbox(value="a torus", label="prompt")
         class_name = gr.Dropdown([NO_CLASS, *shape_classes()], value=NO_CLASS, label="or a class")
         num = gr.Slider(1, MAX_SHAPES, value=2, step=1, label="shapes")
-        guidance = gr.Slider(1.0, 10.0, value=3.0, step=0.5, label="guidance")
+        guidance = gr.Slider(1.0, 10.0, value=1.0, step=0.5, label="guidance")
     with gr.Row():
         seed = gr.Number(value=0, precision=0, label="seed")
         model = gr.Textbox(value="shape-S", label="model (checkpoint name or folder)")

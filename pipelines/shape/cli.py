@@ -149,7 +149,7 @@ def generate(ctx: typer.Context,
                                                    help="A folder (000.obj + 000.vat ...) or a mesh file. "
                                                         "Default: outputs/shape/<prompt>/."),
              file_format: Optional[str] = typer.Option(None, "--format", "-f", help="obj | glb | ply (folder output)."),
-             guidance: float = typer.Option(3.0, "--guidance", "-g", min=0.0, max=20.0,
+             guidance: float = typer.Option(1.0, "--guidance", "-g", min=0.0, max=20.0,
                                             help="Classifier-free guidance scale (1 = none)."),
              temperature: float = typer.Option(1.0, "--temperature", min=0.0, max=5.0, help="0 = greedy."),
              top_k: int = typer.Option(0, "--top-k", min=0, help="Sample among the k likeliest codes (0 = all)."),

@@ -239,7 +239,7 @@ class G3PTPipeline(PipelineMixin):
     # ---- generation
     @torch.no_grad()
     def __call__(self, prompt: str | None = None, class_name: str | None = None, num_samples: int = 1,
-                 guidance_scale: float = 3.0, temperature: float = 1.0, top_k: int = 0,
+                 guidance_scale: float = 1.0, temperature: float = 1.0, top_k: int = 0,
                  seed: int | None = SEED_DEFAULT, resolution: int = 64, scales: int | None = None,
                  generator=None, progress: bool | None = None) -> ShapeOutput:
         """`num_samples` shapes of a prompt and/or class (neither: unconditional). `scales`: decode only the
