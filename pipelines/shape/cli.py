@@ -10,7 +10,6 @@ encode/decode also take a bare VAT folder or a `genstudio train vat` run.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -77,11 +76,10 @@ def check_target(path: Path, overwrite: bool) -> Path:
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    """Never leave a partial output file: write beside the target, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    """Never leave a partial output file (the core's write-beside-then-rename)."""
+    from genstudio.render import atomic_path
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 @shape.command()
