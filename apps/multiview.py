@@ -4,11 +4,20 @@ The model loads on the first run, so the tab builds without it (a missing checkp
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from apps import load_pipeline, progress_default, seconds, temp_folder, ui_errors, upload_path
 
 MAX_TAB_VIEWS = 8     # per click: the tab stays responsive on a CPU
 MAX_TAB_STEPS = 100
 EXAMPLES = [["a red box", 6, 0], ["a blue sphere", 4, 20], ["a green torus", 6, 10]]
+IMAGES = Path(__file__).resolve().parent.parent / "examples" / "multiview"
+# front views of held-out test objects (examples/multiview/LICENSES.md) with their captions
+IMAGE_EXAMPLES = [("a cyan torus", "torus_front.png"), ("a blue object", "object_front.png")]
+
+
+def image_examples() -> list[list]:
+    return [[prompt, str(IMAGES / name), 6, 0] for prompt, name in IMAGE_EXAMPLES if (IMAGES / name).is_file()]
 
 
 def run_multiview(prompt: str = "", image=None, num_views: int = 6, elevation: float = 0.0, steps: int = 30,
@@ -50,7 +59,9 @@ def build_tab():
         steps = gr.Slider(1, MAX_TAB_STEPS, value=30, step=1, label="sampling steps")
         seed = gr.Number(value=0, precision=0, label="seed")
         model = gr.Textbox(value=DEFAULT_MODEL, label="adapter (checkpoint name or folder)")
-    gr.Examples(examples=EXAMPLES, inputs=[prompt, num_views, elevation], label="examples",
+    # one set of examples: prompts alone, and front views of held-out test objects with their captions
+    gr.Examples(examples=[[p, None, v, e] for p, v, e in EXAMPLES] + image_examples(),
+                inputs=[prompt, image, num_views, elevation], label="examples (prompt, or front view + caption)",
                 cache_examples=False, run_on_click=False)
     button = gr.Button("Generate views", variant="primary")
     gallery = gr.Gallery(label="views (caption: azimuth from the front)", columns=6, height="auto")

@@ -1,16 +1,16 @@
 """MV-Adapter's recipes, in the order they run (the CPU recipe: 1 thread, bf16 autocast where native):
 
     genstudio data prepare multiview
-    genstudio train mv-vae --set preset=S --set steps=2000 --set batch_size=32 --output-dir runs/mv-vae
-    genstudio train mv-base --set preset=S-latent --set vae='"runs/mv-vae"' --set steps=2800 \
+    genstudio train mv-vae --set preset=S --set steps=1100 --set batch_size=32 --output-dir runs/mv-vae
+    genstudio train mv-base --set preset=S-latent --set vae='"runs/mv-vae"' --set steps=1900 \
         --set batch_size=32 --output-dir runs/mv-base                          # the text-to-image base
-    genstudio train mv-adapter --set base='"runs/mv-base"' --set steps=1600 --set batch_size=8 \
+    genstudio train mv-adapter --set base='"runs/mv-base"' --set steps=1050 --set batch_size=8 \
         --output-dir runs/mv-adapter
 
-Step counts are sized to 70-80 minutes each on a 2-core CPU, OMP_NUM_THREADS=1, bf16 autocast (AVX-512
-BF16; measured per step after a warm-up, the other core busy: mv-vae S 2.1 s at batch 32, mv-base
-S-latent 1.6 s at batch 32 incl. VAE encoding, mv-adapter 2.8 s at 8 objects x 4 views + reference).
-On a GPU raise them (e.g. 20000 / 20000 / 10000) and keep the rest.
+(`make train-multiview`, with the time budgets the shipped models trained under.) Measured per step
+after a warm-up on a 2-core CPU, OMP_NUM_THREADS=1, bf16 autocast (AVX-512 BF16), the other core busy:
+mv-vae S 2.1 s at batch 32, mv-base S-latent 1.6 s at batch 32 incl. VAE encoding, mv-adapter 2.8 s at
+8 objects x 4 views + reference. On a GPU raise them (e.g. 20000 / 20000 / 10000) and keep the rest.
 
 WHY LATENTS: the pixel-space preset "S" (64 px, self-attention over 64 x 64 = 4096 tokens in its
 first level) took 79 s per step at batch 32 on that CPU (130 s in fp32): untrainable there. Like SD,
