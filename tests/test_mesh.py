@@ -14,7 +14,7 @@ import torch
 trimesh = pytest.importorskip("trimesh")
 from genstudio.render import InputError  # noqa: E402
 from pipelines.mesh.tokenize import (BOS, EOS, PAD, AMTGrammar, FaceGrammar, amt_decode, amt_encode,  # noqa: E402
-                                     amt_vocab_size, canonicalize, postprocess, quantize_mesh, separator_id,
+                                     amt_strips, amt_vocab_size, canonicalize, postprocess, quantize_mesh, separator_id,
                                      token_roles)
 
 SEP = separator_id()
@@ -119,6 +119,33 @@ def test_grammar_stops_a_decoder_that_cycles_through_the_same_faces():
     assert _allowed(AMTGrammar(loop_faces=13), loop)[3:131].any()  # one repeat short: it may go on
     assert _allowed(AMTGrammar(loop_faces=None), loop)[3:131].any()
     assert _allowed(AMTGrammar(loop_faces=2), cycle)[EOS]
+
+
+def test_grammar_forbids_zero_area_and_repeated_faces():
+    """Issue #19: the vertex completing a face may not be collinear with the other two, nor repeat a
+    face already written; geometry=False (the syntax-only grammar) allows both."""
+    line = [10, 10, 10, 10, 10, 11]                                     # bins (7,7,7), (7,7,8): a z line
+    y = _allowed(AMTGrammar(), line + [10])[3:131]                      # x = 7: y = 7 would leave only the line
+    assert not y[7] and y.sum() == 127
+    assert _allowed(AMTGrammar(geometry=False), line + [10])[3:131].all()
+    z = _allowed(AMTGrammar(), line + [11])[3:131]                       # x = 8: every z is off the line
+    assert z[8:].all()
+    diagonal = [10, 10, 10, 11, 11, 11]                                 # (7,7,7), (8,8,8): (9,9,9) is on it
+    z = _allowed(AMTGrammar(), diagonal + [12, 12])[3:131]             # (z >= 7: it must follow the 1st)
+    assert not z[9] and z[7:].sum() == 120 and not z[:7].any()
+    assert _allowed(AMTGrammar(geometry=False), diagonal + [12, 12])[3 + 9]
+    face = [10, 10, 10, 11, 10, 10, 10, 11, 10]                         # (7,7,7), (8,7,7), (7,8,7)
+    z = _allowed(AMTGrammar(), face + [9, 12])[3:131]                   # a strip's later vertex: (6,9,7) is on
+    assert not z[7] and z.sum() == 127                                  # the line through its last two
+    z = _allowed(AMTGrammar(), face + [10, 10])[3:131]                  # (7,7,7) again: the same face
+    assert not z[7] and z.sum() == 127
+    assert _allowed(AMTGrammar(geometry=False), face + [10, 10])[3 + 7]
+    z = _allowed(AMTGrammar(), face + [SEP] + face[:8])[3:131]          # a new strip repeating it, too
+    assert not z[7]
+    g = AMTGrammar()                                                    # incremental calls keep the faces seen
+    for n in range(len(face) + 3):
+        mask = _allowed(g, (face + [10, 10])[:n])
+    assert not mask[3 + 7]
 
 
 def test_grammar_accepts_real_sequences_and_forbids_invalid_tokens():
@@ -231,6 +258,33 @@ def test_save_load_and_cached_generation_agree_with_teacher_forcing(tiny_mesh_mo
     for n in range(len(tokens) + 1):
         masked.append(int(grammar(ids[:, 1:1 + n], logits[n:n + 1].clone()).argmax()))
     assert masked == ids[0, 1:].tolist()
+
+
+def test_greedy_decoding_of_untrained_models_always_gives_faces():
+    """Issue #19: greedy decoding under the grammar ends with >= 1 real face, even for a model that
+    has learnt nothing. One with all-zero logits takes the lowest allowed token each step: without
+    the geometric constraints that is (0,0,0), (0,0,1), (0,0,2) (a zero-area face), then EOS."""
+    from pipelines.mesh.meshanything import MeshAnythingModel
+    from pipelines.mesh.pipeline import MeshAnythingPipeline
+    points = cube_condition(256, 0)[None]
+    for seed in range(3):
+        torch.manual_seed(seed)
+        model = MeshAnythingModel(tiny_config()).eval()
+        if seed == 0:
+            with torch.no_grad():
+                model.token_embedding.weight.zero_()  # tied to the output head: every logit is 0
+            loose = model.generate_tokens(points, max_faces=8, constrained=False)[0]
+            assert model.tokens_to_mesh(loose).num_faces == 1
+            assert len(postprocess(model.mesh_vertices(model.tokens_to_mesh(loose)),
+                                   model.tokens_to_mesh(loose).faces).faces) == 0
+        tokens = model.generate_tokens(points, max_faces=8)[0]
+        q = model.tokens_to_mesh(tokens)
+        assert 1 <= q.num_faces <= 8, seed
+        assert q.num_faces == sum(len(s) - 2 for s in amt_strips(tokens.numpy()))  # no face dropped
+        assert len(postprocess(model.mesh_vertices(q), q.faces).faces) == q.num_faces
+    pipe = MeshAnythingPipeline(model)
+    out = pipe(trimesh.creation.box(), max_faces=8, seed=0, fallback=False)
+    assert not out.failed and out.num_faces >= 1 and out.message.startswith("greedy")
 
 
 def test_sampling_is_seeded_and_respects_the_face_limit(tiny_mesh_model):

@@ -417,13 +417,16 @@ class MeshAnythingModel(PreTrainedModel):
     @torch.no_grad()
     def generate_tokens(self, points: torch.Tensor, max_faces: int | None = None, do_sample: bool = False,
                         temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
-                        progress: bool = False) -> list[torch.Tensor]:
-        """Mesh tokens (after BOS, up to and without EOS) for each point cloud, grammar-constrained."""
+                        progress: bool = False, constrained: bool = True) -> list[torch.Tensor]:
+        """Mesh tokens (after BOS, up to and without EOS) for each point cloud, grammar-constrained.
+        `constrained` (AMT): also forbid faces that post-processing would drop (zero-area, repeated;
+        see `AMTGrammar`), so that every decode, greedy included, ends with at least one face; False
+        keeps only the syntax and ordering rules (the earlier behaviour, for comparison)."""
         cfg = self.config
         max_faces = max(1, min(max_faces or cfg.max_faces, self.face_budget()))
         if cfg.tokenization == "amt":  # a strip of single faces costs 10 tokens each; the grammar stops at max_faces
             max_new = min(self.token_budget(), 10 * max_faces + 1)
-            grammar = AMTGrammar(cfg.num_bins, max_faces=max_faces, max_new_tokens=max_new)
+            grammar = AMTGrammar(cfg.num_bins, max_faces=max_faces, max_new_tokens=max_new, geometry=constrained)
         else:
             max_new = min(self.token_budget(), cfg.tokens_per_face * max_faces + 1)
             grammar = FaceGrammar(cfg.vq_num_quantizers, cfg.vq_codebook_size, max_faces=max_faces)

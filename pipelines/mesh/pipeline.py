@@ -111,11 +111,13 @@ class MeshAnythingPipeline(PipelineMixin):
     def __call__(self, points_or_mesh, max_faces: int | None = None, seed: int | None = SEED_DEFAULT,
                  temperature: float = 0.0, top_k: int = 50, top_p: float = 0.95, marching_cubes: bool = False,
                  mc_resolution: int = 64, progress: bool | None = None, fallback: bool = True,
-                 generator=None) -> MeshOutput:
+                 generator=None, constrained: bool = True) -> MeshOutput:
         """One input -> MeshOutput. temperature 0 = greedy; > 0 samples (with top_k / top_p).
         max_faces: None = the checkpoint's (what it was trained for). fallback: when greedy decoding
         yields no faces (a small model can loop on one vertex), decode again with the reference's
-        sampling mode (temperature 1, top-k 50, top-p 0.95) and say so in the message."""
+        sampling mode (temperature 1, top-k 50, top-p 0.95) and say so in the message.
+        constrained: decode under the full grammar (default), which also forbids zero-area and repeated
+        faces, so greedy and sampled decodes always end with faces; False = syntax and ordering only."""
         import torch
         if max_faces is None:
             max_faces = int(self.model.config.max_faces)
@@ -140,7 +142,7 @@ class MeshAnythingPipeline(PipelineMixin):
             tokens = self.model.generate_tokens(
                 torch.from_numpy(points).float()[None].to(self.device), max_faces=max_faces, do_sample=sampling,
                 temperature=temperature if sampling else 1.0, top_k=top_k if sampling else 0,
-                top_p=top_p if sampling else 1.0, seed=seed, progress=progress)[0]
+                top_p=top_p if sampling else 1.0, seed=seed, progress=progress, constrained=constrained)[0]
         # 4. decode, back to the input's frame, clean up
         quantized = self.model.tokens_to_mesh(tokens)
         vertices = self.model.mesh_vertices(quantized) * 2 * half + center
@@ -151,7 +153,8 @@ class MeshAnythingPipeline(PipelineMixin):
         if len(mesh.faces) == 0 and fallback and not sampling:
             out = self(source,
                        max_faces=max_faces, seed=seed, temperature=1.0, top_k=50, top_p=0.95,
-                       marching_cubes=marching_cubes, mc_resolution=mc_resolution, progress=progress, fallback=False)
+                       marching_cubes=marching_cubes, mc_resolution=mc_resolution, progress=progress, fallback=False,
+                       constrained=constrained)
             out.message = f"greedy decoding gave no faces, so {out.message}"
             out.seconds += seconds
             out.source = source_path

@@ -254,15 +254,26 @@ class AMTGrammar(LogitsProcessor):
       face), the 2nd and 3rd vertices are > the first (smallest vertex leads), and a vertex never
       repeats one of the two it forms a face with. A constraint that would leave nothing is lifted.
     - `max_faces`: after that many faces only EOS is allowed; `max_new_tokens` likewise near the end.
+    - `geometry` (default on): no face that post-processing would drop. The vertex completing a face
+      (i) is not collinear with the face's other two (a zero-area face: a small model's greedy pass
+      walks a straight line of bins, one z step a vertex, and writes nothing but such faces), and
+      (ii) does not repeat a face already written (same three vertices, either winding: greedy
+      decoders otherwise cycle through the same few faces). Collinearity is checked at the z slot,
+      and at the y slot where the face's first two vertices lie on a line parallel to z (then no z
+      could help). With these, every completed face is a real one, so EOS (allowed only after a
+      complete face) always leaves at least one face.
     - a decoder caught in a loop (`loop_faces` faces in a row that repeat an earlier face, which
       post-processing would drop anyway) may only stop: a small model's greedy pass otherwise spends
-      the whole token budget cycling, then the pipeline samples again.
+      the whole token budget cycling, then the pipeline samples again. With `geometry` on, this
+      only happens where the constraints had to be lifted.
+    - Constraints are lifted in order when they would leave no token: the ordering ones first,
+      then the geometric ones; the syntax is never lifted.
     """
 
     def __init__(self, num_bins: int = NUM_BINS, max_faces: int | None = None, max_new_tokens: int | None = None,
-                 loop_faces: int | None = 24):
+                 loop_faces: int | None = 24, geometry: bool = True):
         self.num_bins, self.max_faces, self.max_new_tokens = num_bins, max_faces, max_new_tokens
-        self.loop_faces = loop_faces
+        self.loop_faces, self.geometry = loop_faces, geometry
         self.sep = separator_id(num_bins)
         self.vocab = amt_vocab_size(num_bins)
         self.rows: list[dict] = []
@@ -271,7 +282,7 @@ class AMTGrammar(LogitsProcessor):
     def _new_row(self) -> dict:
         # count: vertices in the current strip; strip: its last three vertices
         return dict(partial=[], strip=[], count=0, first=None, prev_start=None, faces=0, done=False,
-                    faces_seen=set(), repeats=0)
+                    faces_seen=set(), repeats=0, thirds=defaultdict(set))
 
     def _advance(self, row: dict, t: int) -> None:
         if row["done"]:
@@ -295,6 +306,9 @@ class AMTGrammar(LogitsProcessor):
                     key = tuple(sorted(row["strip"]))
                     row["repeats"] = row["repeats"] + 1 if key in row["faces_seen"] else 0
                     row["faces_seen"].add(key)
+                    a, b, c = key
+                    for (p, q), w in (((a, b), c), ((a, c), b), ((b, c), a)):
+                        row["thirds"][(p, q)].add(w)
 
     def _allowed(self, row: dict, generated: int) -> np.ndarray:
         allowed = np.zeros(self.vocab, dtype=bool)
@@ -313,11 +327,35 @@ class AMTGrammar(LogitsProcessor):
             # a new strip needs a whole face (9 coordinates) before it can end
             allowed[self.sep] = self.max_new_tokens is None or generated + 11 <= self.max_new_tokens
         allowed[coords] = True
-        if slot == 2:
-            z_ok = self._z_allowed(row, count)
-            if z_ok.any():
-                allowed[coords] = z_ok
+        if slot == 1 and count >= 2 and self.geometry:
+            (ax, ay, _), (bx, by, _) = row["strip"][-2], row["strip"][-1]
+            if ax == bx and ay == by and row["partial"][0] == ax:  # every z would be on the line
+                allowed[COORD_OFFSET + ay] = False
+        elif slot == 2:
+            order_ok = self._z_allowed(row, count)
+            geom_ok = self._z_geometry(row, count) if self.geometry else np.ones_like(order_ok)
+            for ok in (order_ok & geom_ok, geom_ok, order_ok):
+                if ok.any():
+                    allowed[coords] = ok
+                    break
         return allowed
+
+    def _z_geometry(self, row: dict, count: int) -> np.ndarray:
+        """z bins whose vertex completes a face with positive area that was not written before."""
+        ok = np.ones(self.num_bins, dtype=bool)
+        if count < 2:
+            return ok
+        x, y = row["partial"]
+        z = np.arange(self.num_bins)
+        a, b = row["strip"][-2], row["strip"][-1]
+        d = np.subtract(b, a)
+        px, py, pz = x - a[0], y - a[1], z - a[2]
+        collinear = (py * d[2] - pz * d[1] == 0) & (pz * d[0] - px * d[2] == 0) & (px * d[1] - py * d[0] == 0)
+        ok &= ~collinear
+        for w in row["thirds"].get(tuple(sorted((a, b))), ()):
+            if w[0] == x and w[1] == y:
+                ok[w[2]] = False
+        return ok
 
     def _z_allowed(self, row: dict, count: int) -> np.ndarray:
         x, y = row["partial"]
