@@ -176,6 +176,40 @@ def test_refine_from_an_empty_canvas_adds_shapes_on_the_error():
     assert 1 <= len(scene_from_svg(result.svg).shapes) <= 4
 
 
+TWO_COLOURS = SVG.format('<rect x="4" y="6" width="12" height="20" fill="#203040"/>'
+                         '<rect x="16" y="6" width="12" height="20" fill="#e0b030"/>')  # touching: one blob
+
+
+def test_added_shapes_are_one_colour_each_not_the_mean_of_touching_colours():
+    from genstudio.formats.svg_refine import _error_components, refine_svg
+    target = rasterize_svg(TWO_COLOURS, 32).astype(np.float32) / 255
+    error = np.abs(1 - target).mean(-1)  # an empty (white) canvas
+    masks = _error_components(error, target, 4)
+    assert len(masks) == 2  # the dark and the yellow half, not one blob of their mean colour
+    for mask in masks:
+        colours = target[mask]
+        assert np.abs(colours - np.median(colours, 0)).mean(-1).max() < 0.3  # each one colour (plus fringe)
+    assert masks[0][6:26, 4:15].mean() > 0.9 and masks[1][6:26, 17:28].mean() > 0.9  # the larger error first: dark
+    result = refine_svg(None, rasterize_svg(TWO_COLOURS, 32), steps=20, size=32, max_paths=4)
+    assert result.score["ssim"] > 0.95, result  # one shape of their mean colour scored 0.74 here
+
+
+def test_thin_lines_fall_back_to_mixed_components():
+    from genstudio.formats.svg_refine import _error_components
+    lines = rasterize_svg(SVG.format('<path d="M2 4L30 28M2 28L30 4" stroke="#000" stroke-width="1.2"/>'), 32)
+    target = lines.astype(np.float32) / 255
+    error = np.abs(1 - target).mean(-1)
+    masks = _error_components(error, target, 8)
+    assert len(masks) == 1 and masks[0].sum() >= 40  # the cross, whole, though mostly anti-aliased grey
+
+
+def test_box_mean_is_avg_pool():
+    from genstudio.formats.svg_refine import _box_mean
+    x = torch.rand(5, 20, 17, dtype=torch.float64)
+    expected = torch.nn.functional.avg_pool2d(x[None], 7, stride=1)[0]
+    assert torch.allclose(_box_mean(x, 7), expected, atol=1e-12)
+
+
 def test_refine_from_an_empty_canvas_never_adds_past_max_paths():
     from genstudio.formats.svg_refine import refine_svg
     result = refine_svg(None, rasterize_svg(ICON, 32), steps=4, size=32, max_paths=2)

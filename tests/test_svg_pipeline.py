@@ -155,6 +155,22 @@ def test_empty_canvas_candidate_rescues_a_model_that_writes_garbage():
     assert off.failed and len(off.candidates) == 2  # without it: the old clear failure
 
 
+def test_a_longer_refined_candidate_must_earn_its_bytes():
+    from pipelines.svg.pipeline import SSIM_PER_DOUBLING, SVGCandidate
+    pipe = fake_pipe([SQUARE])
+    long = SQUARE.replace("</svg>", '<path d="M1 1L2 1L2 2Z"/>' * 8 + "</svg>")  # about 3x the bytes
+    assert len(long) > 2.5 * len(SQUARE)
+
+    def choose(long_ssim, short_ssim):
+        cands = [SVGCandidate(raw="", svg=long, score={"ssim": long_ssim, "mse": 0.0}, refined=True),
+                 SVGCandidate(raw="", svg=SQUARE, score={"ssim": short_ssim, "mse": 0.0}, refined=True,
+                              origin="empty-canvas")]
+        return pipe._choose(cands, (64, 64), None, refined_only=True).best
+    assert choose(0.99, 0.99 - SSIM_PER_DOUBLING) == 1  # 0.01 better for ~3x the bytes: the short one
+    assert choose(0.99, 0.99 - 3 * SSIM_PER_DOUBLING) == 0  # clearly better: worth its bytes
+    assert choose(0.98, 0.99) == 1
+
+
 def test_batch_continues_past_bad_inputs(tmp_path):
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\nnot really")

@@ -12,13 +12,15 @@ usable candidates have their numbers fitted to the input by the differentiable r
 model keeps the structure: primitives, order, colours; genstudio.formats.svg_refine), and one more
 candidate is refined from an empty canvas (`empty_canvas=True`: a model-free vectoriser, so a
 model that writes nothing usable still yields a drawing). Refined candidates are rescored at
-REFINE_SIZE px from their rounded text; of those within SSIM_TOLERANCE of the best, the shortest
-wins (`out.metadata["winner"]`: "model" or "empty-canvas"). The best is returned with
+REFINE_SIZE px from their rounded text; a longer text must earn its bytes (SSIM_PER_DOUBLING
+SSIM per doubling of its length), and of those within SSIM_TOLERANCE of the best, the shortest wins
+(`out.metadata["winner"]`: "model" or "empty-canvas"). The best is returned with
 width/height set to the input's size. When no candidate yields a drawing, `failed` is True and
 `message` says why: an empty `<svg/>` is never returned.
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -38,6 +40,7 @@ from genstudio.render import InputError, flatten_alpha, load_image, pad_square, 
 from . import DEFAULT_MODEL, REFINE_SECONDS, REFINE_STEPS, REFINE_TOP_K
 MAX_RENDER_SIDE = 1024
 REFINE_SIZE = 128  # refinement fits and scores at this resolution (the model sees image_size)
+SSIM_PER_DOUBLING = 0.01  # of refined candidates, one twice as long must score this much higher to win
 
 
 @dataclass
@@ -257,9 +260,11 @@ class StarVectorPipeline(PipelineMixin):
         best = max(usable, key=lambda i: (candidates[i].score["ssim"], -candidates[i].score["mse"]))
         if candidates[best].refined:  # refined candidates often tie: of the close ones, the shortest
             from genstudio.formats.svg_refine import SSIM_TOLERANCE
-            floor = candidates[best].score["ssim"] - SSIM_TOLERANCE
-            close = [i for i in usable if candidates[i].score["ssim"] >= floor]
-            best = min(close, key=lambda i: len(candidates[i].svg))
+            # a longer text must earn its bytes: SSIM_PER_DOUBLING more SSIM per doubling of length
+            value = {i: candidates[i].score["ssim"] - SSIM_PER_DOUBLING * math.log2(len(candidates[i].svg))
+                     for i in usable}
+            floor = max(value.values()) - SSIM_TOLERANCE
+            best = min((i for i in usable if value[i] >= floor), key=lambda i: len(candidates[i].svg))
         cand = candidates[best]
         w, h = size
         svg = set_root_attributes(cand.svg, width=str(w), height=str(h),
