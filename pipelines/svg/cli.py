@@ -1,4 +1,5 @@
-"""`genstudio svg`: image -> SVG code with StarVector (a file, or a folder of images)."""
+"""`genstudio svg`: image -> SVG code with StarVector (a file, or a folder of images).
+`genstudio svg-distill`: distillation targets for the recipe (pipelines/svg/distill.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -121,3 +122,59 @@ def _check_token_work(pipe, candidates: int, max_tokens: int | None, no_limit: b
     check_work(f"{candidates} candidate(s) x {tokens} SVG tokens (per image)", candidates * tokens,
                TOKEN_BUDGET, "tokens", no_limit)
     return pipe
+
+
+def svg_distill(ctx: typer.Context,
+                output: Path = typer.Option(..., "--output", "-o",
+                                            help="The targets file (JSON lines) to write or resume, e.g. "
+                                                 "runs/distill/targets.jsonl."),
+                model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Checkpoint name, folder or hub id."),
+                max_items: Optional[int] = typer.Option(600, "--max-items", min=0,
+                                                        help="Most training items processed in this run."),
+                max_minutes: Optional[float] = typer.Option(None, "--max-minutes", min=0.0,
+                                                            help="Stop cleanly (the file stays whole) after "
+                                                                 "this long."),
+                min_ssim: float = typer.Option(0.9, "--min-ssim", min=-1.0, max=2.0,
+                                               help="Keep a refined SVG only if its rendering scores this SSIM "
+                                                    "against the input."),
+                max_bytes_ratio: float = typer.Option(1.5, "--max-bytes-ratio", min=0.01, max=100.0,
+                                                      help="... and it is at most this many times the "
+                                                           "item's own text."),
+                max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=8, max=16_384,
+                                                         help="... and fits this many tokens (default: the model's "
+                                                              "max_length_train; use the training run's max_tokens)."),
+                sets: Optional[str] = typer.Option(None, "--sets",
+                                                   help="Icon sets, comma-separated (default: the recipe's, all but "
+                                                        "colour emoji)."),
+                glyphs: bool = typer.Option(True, "--glyphs/--no-glyphs", help="Also the font glyphs' train split."),
+                candidates: int = typer.Option(1, "--candidates", "-n", min=1, max=64,
+                                               help="Model candidates per image (the pipeline's best-of-N)."),
+                refine_steps: int = typer.Option(REFINE_STEPS, "--refine-steps", min=1, max=5000,
+                                                 help="Optimiser steps per refined candidate."),
+                refine_seconds: float = typer.Option(REFINE_SECONDS, "--refine-seconds", min=0.0, max=3600.0,
+                                                     help="Time bound for all refinements of one image."),
+                model_wins_only: bool = typer.Option(False, "--model-wins-only",
+                                                     help="Keep only targets where the refined model candidate (not "
+                                                          "the empty canvas) won."),
+                device: DeviceOpt = None, seed: SeedOpt = None, precision: PrecisionOpt = None):
+    """Distillation targets: refined SVGs of training images (kept when close, short and valid) for
+    `genstudio train starvector --set targets=FILE`; resumable, one JSON line per item."""
+    from genstudio.cli_common import check_writable, console, run_options
+    from genstudio.hub import resolve
+    from .distill import build_distill_targets
+    from .train import load_items
+
+    run = run_options(ctx, device, seed, precision)
+    if output.exists() and not output.is_file():
+        raise typer.BadParameter(f"{output} is not a file", param_hint="--output")
+    check_writable(output)
+    resolve(model)  # a missing checkpoint fails here, before the data loads
+    items = load_items("train", sets, glyphs)
+    if not items:
+        raise typer.BadParameter("no training items for these --sets / --glyphs", param_hint="--sets")
+    summary = build_distill_targets(model, items, output, max_items=max_items, max_minutes=max_minutes,
+                                    min_ssim=min_ssim, max_bytes_ratio=max_bytes_ratio, seed=run.seed,
+                                    max_tokens=max_tokens, model_wins_only=model_wins_only, device=run.device,
+                                    precision=run.precision, num_candidates=candidates, refine_steps=refine_steps,
+                                    refine_seconds=refine_seconds)
+    console.print(f"[green]wrote[/green] {output}  kept {summary['file_kept']} of {summary['file_processed']} items")

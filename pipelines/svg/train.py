@@ -16,7 +16,11 @@ curriculum_warm / curriculum_ramp (0 / 0: with `shapes`, train on the drawings a
 curriculum_warm steps, then bring the icons and glyphs in over curriculum_ramp steps until they make
 up 1 - shapes_share of every batch; shapes_share defaults to 0.25. Without it a small model learns to
 ignore its image, see benchmarks/results/starvector_grounding.md. curriculum_ramp=1 alone keeps that
-final mix from the second batch on: how `make train-starvector` continues a curriculum run with init_from).
+final mix from the second batch on: how `make train-starvector` continues a curriculum run with init_from),
+targets (a targets file of `genstudio svg-distill`, pipelines/svg/distill.py: every train item whose id has a
+kept SVG there learns that SVG, normalised like every text, from its own input image; other items and the
+val split are unchanged; the run prints how many texts were replaced), targets_only (false: train on the
+replaced items alone).
 
 The BPE tokenizer is trained on the train split's texts once and kept in output_dir/tokenizer, so
 a resumed run reuses it; training texts are cached in output_dir/texts.jsonl. The tokenizer is
@@ -87,6 +91,23 @@ def cached_texts(items: list[dict], cache: Path, max_chars: int) -> list[str | N
                 known[it["id"]] = text
                 f.write(json.dumps({"id": it["id"], "text": text}) + "\n")
     return [known[it["id"]] for it in items]
+
+
+def distilled_texts(items: list[dict], texts: list[str | None], targets: str, max_chars: int,
+                    only: bool = False) -> tuple[list[dict], list[str | None], list[str | None]]:
+    """(items, texts, image texts) with a `genstudio svg-distill` file's kept SVGs as the texts of
+    the train items they name; the image texts are the items' own (their input images stay).
+    `only`: the replaced items alone."""
+    from .distill import apply_targets
+    new_texts, replaced = apply_targets(items, texts, targets, max_chars)
+    print(f"[starvector] targets {targets}: replaced {sum(replaced)} of {len(items)} training texts"
+          + (" (training on those alone)" if only else ""))
+    if only:
+        if not any(replaced):
+            raise DataError(f"targets_only: {targets} replaces none of this run's training texts")
+        keep = [k for k, r in enumerate(replaced) if r]
+        return [items[k] for k in keep], [new_texts[k] for k in keep], [texts[k] for k in keep]
+    return items, new_texts, list(texts)
 
 
 def load_or_train_tokenizer(folder: Path, texts: list[str], vocab_size: int):
@@ -161,6 +182,8 @@ class StarVectorOptions:
     curriculum_warm: int = 0                 # steps on the drawings alone (needs shapes)
     curriculum_ramp: int = 0                 # steps over which icons and glyphs come in
     shapes_share: float = 0.25               # the drawings' final share of every batch (curriculum)
+    targets: Optional[str] = None            # a `genstudio svg-distill` targets file: distilled train texts
+    targets_only: bool = False               # with targets: train on the replaced items alone
 
 
 def recipe(cfg: dict) -> Recipe:
@@ -187,6 +210,12 @@ def recipe(cfg: dict) -> Recipe:
         raise ValueError("curriculum_warm/curriculum_ramp need synthetic drawings: set shapes=N")
     if not 0.0 <= shapes_share <= 1.0:
         raise ValueError(f"shapes_share must be in [0, 1], got {shapes_share}")
+    if opts.targets is not None and not Path(opts.targets).is_file():
+        raise FileNotFoundError(f"targets file {opts.targets} does not exist (write it with `genstudio svg-distill`)")
+    if opts.targets_only and opts.targets is None:
+        raise ValueError("targets_only needs targets (a `genstudio svg-distill` file)")
+    if opts.targets_only and curriculum:
+        raise ValueError("targets_only trains on distilled items alone: it takes no curriculum_warm/curriculum_ramp")
 
     out = Path(train_cfg.output_dir)
     max_chars = 16 * max_tokens  # see SVGImageDataset: longer sources cannot fit in max_tokens
@@ -198,6 +227,10 @@ def recipe(cfg: dict) -> Recipe:
                      or train_items[:eval_items])
     train_texts = cached_texts(train_items, out / "texts.jsonl", max_chars)
     val_texts = cached_texts(val_items, out / "texts.jsonl", max_chars)
+    image_texts = None
+    if opts.targets is not None:
+        train_items, train_texts, image_texts = distilled_texts(train_items, train_texts, opts.targets, max_chars,
+                                                                opts.targets_only)
     if init_from is not None:
         model, tokenizer = load_starvector(init_from)
         model.train()
@@ -211,8 +244,13 @@ def recipe(cfg: dict) -> Recipe:
         model = StarVectorModel(config)
         model.svg_tokenizer = tokenizer  # saved into every checkpoint by save_pretrained
 
-    train_set = SVGImageDataset(train_items, tokenizer, image_size, max_tokens, TEXT_SIZE, TEXT_PRECISION,
-                                texts=train_texts)
+    if image_texts is not None:
+        from .distill import DistilledSVGDataset
+        train_set = DistilledSVGDataset(train_items, tokenizer, image_size, max_tokens, TEXT_SIZE, TEXT_PRECISION,
+                                        texts=train_texts, image_texts=image_texts)
+    else:
+        train_set = SVGImageDataset(train_items, tokenizer, image_size, max_tokens, TEXT_SIZE, TEXT_PRECISION,
+                                    texts=train_texts)
     val_set = SVGImageDataset(val_items, tokenizer, image_size, max_tokens, TEXT_SIZE, TEXT_PRECISION,
                               texts=val_texts)
     batch_sampler = None
