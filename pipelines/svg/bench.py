@@ -31,7 +31,7 @@ from genstudio.bench import evenly_spaced, training_steps
 from genstudio.formats.svg import SVGError, rasterize_svg, svg_stats
 from genstudio.formats.svg_safety import validate_svg
 
-SETS = ("tabler", "mdi", "simple-icons", "lucide", "bootstrap", "phosphor")
+SETS = ("tabler", "mdi", "simple-icons", "lucide", "bootstrap", "phosphor", "twemoji", "openmoji")
 SIZE = 128
 MODEL_ENV = "GENSTUDIO_BENCH_SVG_MODEL"
 
