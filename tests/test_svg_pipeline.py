@@ -317,6 +317,15 @@ def test_bench_quick_end_to_end(tiny_starvector, tmp_path, monkeypatch):
     assert any("glyphs" in n for n in report.notes) and any("ours = StarVector" in n for n in report.notes)
     _, md = report.write()
     assert "| lucide | potrace |" in md.read_text()
+    # methods=: only those rows (comparing checkpoints on the model alone); an unknown name is refused
+    only = Report("svg", tmp_path / "only")
+    bench_svg(only, quick=True, model=str(tiny_starvector.folder), candidates=2, max_new_tokens=48,
+              sets=("lucide",), methods="potrace,ours-greedy")
+    assert {r["method"] for r in only.rows} == {"potrace", "ours-greedy"}
+    from pipelines.svg.bench import SVGError
+    with pytest.raises(SVGError, match="unknown methods"):
+        bench_svg(Report("svg", tmp_path / "x"), quick=True, model=str(tiny_starvector.folder), sets=("lucide",),
+                  methods="potrace,nope")
 
 
 def test_app_convert_returns_rendering_code_score_and_file(tiny_starvector):

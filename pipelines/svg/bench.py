@@ -175,9 +175,10 @@ def _checkpoint_note(pipe, folder: Path, model: str) -> str:
 
 def bench_svg(report, quick: bool = False, per_set: int = 100, model: str | None = None,
               candidates: int = 8, sets=SETS, max_new_tokens: int | None = None, seed: int = 0,
-              refine_steps: int | None = None) -> None:
+              refine_steps: int | None = None, methods: str | None = None) -> None:
     """Ours (greedy, best-of-`candidates`, greedy + refinement) vs vtracer (binary, colour),
-    potrace and refinement from an empty canvas; see the module doc."""
+    potrace and refinement from an empty canvas; see the module doc. `methods` ("a,b"): only these
+    rows (e.g. the model alone, to compare two checkpoints on the same items)."""
     from PIL import Image
     from tqdm.auto import tqdm
     from genstudio.formats.svg_refine import refine_svg
@@ -191,6 +192,7 @@ def bench_svg(report, quick: bool = False, per_set: int = 100, model: str | None
     if not groups:
         raise SVGError("no test images: build the icons source first (`genstudio data prepare icons`)")
 
+    methods_wanted = [m.strip() for m in methods.split(",") if m.strip()] if isinstance(methods, str) else methods
     methods = {"vtracer-binary": lambda im: trace_vtracer(im, "binary"),
                "vtracer-color": lambda im: trace_vtracer(im, "color"),
                "potrace": trace_potrace,
@@ -224,6 +226,11 @@ def bench_svg(report, quick: bool = False, per_set: int = 100, model: str | None
     except (FileNotFoundError, ValueError, ImportError) as e:
         report.note(f"ours skipped: {e}")
 
+    if methods_wanted:
+        unknown = set(methods_wanted) - set(methods)
+        if unknown:
+            raise SVGError(f"unknown methods {', '.join(sorted(unknown))}; available: {', '.join(methods)}")
+        methods = {m: fn for m, fn in methods.items() if m in methods_wanted}
     everything: dict[str, list[dict]] = {m: [] for m in methods}
     peaks: dict[str, float] = {m: 0.0 for m in methods}
     warm: set[str] = set()
