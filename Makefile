@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install browser demo test bench bench-shape train-tokenizer train-starvector train-put train-vdt train-vdt-cpu train-meshanything train-image train-text2svg train-face train-shape train-multiview app clean
+.PHONY: install browser demo test bench bench-shape train-tokenizer train-starvector train-put train-vdt train-vdt-cpu train-meshanything train-image train-text2svg train-face train-shape train-multiview train-starvector-distill app clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -72,6 +72,19 @@ train-starvector: install
 	  --set max_shapes=2 --set curriculum_ramp=1 --set shapes_share=0.25 --set max_tokens=256 --set steps=1700 \
 	  --set batch_size=16 --set lr=3e-4 --set warmup_steps=50 --set save_every=850 --set eval_items=64 \
 	  --set eval_max_new_tokens=256 --set max_minutes=42 --output-dir runs/starvector-C3
+
+# Self-distillation round (#18): refined SVGs of training images become the targets of a short fine-tune;
+# keep the result only if `bench svg -o methods=ours-greedy,ours-best-of-8` (the model alone) improves.
+train-starvector-distill: install
+	OMP_NUM_THREADS=1 $(VENV)/bin/genstudio svg-distill -m starvector-icons-S -o runs/distill/targets.jsonl \
+	  --max-items 900 --max-minutes 32
+	OMP_NUM_THREADS=1 $(VENV)/bin/genstudio train starvector --set init_from='"starvector-icons-S"' \
+	  --set targets='"runs/distill/targets.jsonl"' --set targets_only=true --set max_tokens=256 --set steps=400 \
+	  --set batch_size=16 --set lr=2e-4 --set warmup_steps=30 --set save_every=200 --set eval_items=64 \
+	  --set eval_max_new_tokens=256 --set max_minutes=22 --output-dir runs/distill/train
+	$(VENV)/bin/genstudio export runs/distill/train --to runs/distill/export --overwrite
+	$(VENV)/bin/genstudio bench svg -o per_set=10 -o methods='"ours-greedy,ours-best-of-8"' \
+	  -o model='"runs/distill/export"' --out runs/distill/bench
 
 train-tokenizer: install
 	$(VENV)/bin/genstudio data prepare photos --option debian=true
@@ -182,8 +195,11 @@ train-multiview: install
 	OMP_NUM_THREADS=1 $(VENV)/bin/genstudio train mv-adapter --set base='"runs/mv-base"' --set steps=1050 --set batch_size=8 \
 	  --set save_every=150 --set max_minutes=52 --output-dir runs/mv-adapter
 	$(VENV)/bin/genstudio export runs/mv-base --to checkpoints/mv-base-S --overwrite
+	# the VAE ships as its own checkpoint (each <= 30 MB); the base's vae.json names it
+	rm -rf checkpoints/mv-vae-S && mv checkpoints/mv-base-S/vae checkpoints/mv-vae-S
+	echo '{"checkpoint": "mv-vae-S"}' > checkpoints/mv-base-S/vae.json
 	$(VENV)/bin/genstudio export runs/mv-adapter --to checkpoints/mv-adapter-S --overwrite
-	$(VENV)/bin/genstudio bench multiview
+	$(VENV)/bin/genstudio bench multiview -o objects=16
 
 # VAT curve vs Draco + decimation at matched bytes, ablations, G3PT generation (`genstudio bench shape`);
 # pass the runs: make bench-shape VAT=runs/vat-S G3PT=runs/g3pt-S (and VAT_NOVAR= VAT_VQ= G3PT_INTERP=)

@@ -207,10 +207,6 @@ def set_fast(page, panel, task: str):
 
 @pytest.mark.parametrize("task", TASKS)
 def test_tab_runs_its_first_example(page, task):
-    from genstudio.hub import checkpoints_dir
-    unshipped = {"shape": "shape-S", "multiview": "mv-adapter-S"}           # their trainings still run
-    if task in unshipped and not (checkpoints_dir() / unshipped[task]).is_dir():
-        pytest.skip(f"checkpoints/{unshipped[task]} is not shipped yet")
     panel = open_tab(page, task)
     close_toasts(page)
     examples = panel.locator(".gallery-item, tr.tr-body")  # one input: thumbnails; more inputs: a table

@@ -133,9 +133,6 @@ def _multiview_call(pipe, seed):
     return pipe("a red box", num_views=4, num_inference_steps=2, seed=seed, progress=False)
 
 
-# Tasks whose shipped checkpoint is still being trained: their contract is skipped (with the reason)
-# until checkpoints/<default_model> exists, so the suite stays green meanwhile.
-NOT_SHIPPED_YET = {"shape", "multiview"}
 
 CALLS = {"shape": (_shape_call, "tokens", ".obj"), "face": (_face_call, "images", ".png"), "svg": (_svg_call, "svg", ".svg"), "text2svg": (_text2svg_call, "svgs", ".svg"), "generate": (_generate_call, "images", ".png"), "inpaint": (_inpaint_call, "images", ".png"),
          "video": (_video_call, "frames", ".gif"), "mesh": (_mesh_call, "faces", ".obj"),
@@ -169,9 +166,6 @@ def test_pipeline_contract(task, pipelines, tmp_path):
     cls = pipelines[task]
     assert issubclass(cls, PipelineMixin) and cls.task == task and cls.default_model and cls.checkpoint_classes
     call, field, suffix = CALLS[task]
-    from genstudio.hub import checkpoints_dir
-    if task in NOT_SHIPPED_YET and not (checkpoints_dir() / cls.default_model).is_dir():
-        pytest.skip(f"checkpoints/{cls.default_model} is not shipped yet (its training runs)")
     # 1. by name (the shipped checkpoint), fp32 so the result does not depend on the CPU
     pipe = cls.from_pretrained(cls.default_model, device="cpu", precision="fp32")
     assert pipe.name == cls.default_model and pipe.precision.name == "fp32"

@@ -42,4 +42,6 @@ def test_shipped_checkpoints_have_model_cards():
         for word in ("data", "licen", "steps"):
             assert word in text, f"{name}'s model card does not mention {word}"
         assert list(d.rglob("*.safetensors")) and not list(d.rglob("*.bin"))  # multi-part: in subfolders
+        size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+        assert size <= 30_000_000, f"{name} is {size / 1e6:.1f} MB: each shipped checkpoint stays <= 30 MB"
     assert "put-photos-S" in available()  # a multi-part checkpoint (vqvae/ + transformer/) is listed

@@ -132,7 +132,12 @@ def _load_base(folder: Path, dtype):
     sched_dir = next((d for d in (folder / "scheduler", folder) if (d / "scheduler_config.json").exists()), None)
     scheduler = DDPMScheduler.from_config(DDPMScheduler.load_config(sched_dir)) if sched_dir else \
         make_scheduler("ddpm", prediction_type="epsilon")  # what the mv-base recipe trains with
-    vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=dtype).eval() if (folder / "vae").is_dir() else None
+    vae_dir = folder / "vae"
+    if not vae_dir.is_dir() and (folder / "vae.json").is_file():
+        # a shipped base keeps its VAE as a checkpoint of its own (each <= 30 MB): vae.json names it
+        from genstudio.hub import resolve
+        vae_dir = resolve(json.loads((folder / "vae.json").read_text())["checkpoint"])
+    vae = AutoencoderKL.from_pretrained(vae_dir, torch_dtype=dtype).eval() if vae_dir.is_dir() else None
     text = str(folder / "text_encoder") if (folder / "text_encoder").is_dir() else None
     return unet, scheduler, vae, text
 
