@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import threading
 import time
 from pathlib import Path
 
@@ -159,3 +160,39 @@ def run_benchmark(task: str, out_dir="benchmarks/results", quick: bool = False, 
         report.note("options: " + ", ".join(f"{k}={v}" for k, v in options.items()))
     eps[task].load()(report, quick=quick, **options)
     return report.write()
+
+
+class PeakMemory:
+    """Peak resident memory (MB) above the level at entry, sampled by a thread every `every` s;
+    on CUDA, torch's peak allocated memory is used instead."""
+
+    def __init__(self, every: float = 0.002, cuda: bool = False):
+        self.every, self.cuda, self.mb = every, cuda, 0.0
+
+    def __enter__(self):
+        import psutil
+        proc = psutil.Process()
+        self.base = self.peak = proc.memory_info().rss
+        self._stop = threading.Event()
+
+        def poll():
+            while not self._stop.wait(self.every):
+                self.peak = max(self.peak, proc.memory_info().rss)
+        self._thread = threading.Thread(target=poll, daemon=True)
+        self._thread.start()
+        if self.cuda:
+            import torch
+            torch.cuda.reset_peak_memory_stats()
+            self._cuda_base = torch.cuda.memory_allocated()
+        return self
+
+    def __exit__(self, *exc):
+        import psutil
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, psutil.Process().memory_info().rss)
+        self.mb = (self.peak - self.base) / 2**20
+        if self.cuda:
+            import torch
+            self.mb = (torch.cuda.max_memory_allocated() - self._cuda_base) / 2**20
+        return False

@@ -36,7 +36,6 @@ hull silhouette are both empty scores 0 (a blank output is not rewarded).
 from __future__ import annotations
 
 import math
-import threading
 import time
 
 import numpy as np
@@ -120,40 +119,7 @@ def silhouette_consistency(images: np.ndarray, cameras: CameraSet, grid: int = 4
     return scores if per_view else float(np.mean(scores))
 
 
-# ---------------------------------------------------------------- measuring
-
-class PeakMemory:
-    """Peak resident memory (MB) above the level at entry, sampled by a thread; on CUDA torch's peak allocated."""
-
-    def __init__(self, cuda: bool = False, every: float = 0.005):
-        self.cuda, self.every, self.mb = cuda, every, 0.0
-
-    def __enter__(self):
-        import psutil
-        proc = psutil.Process()
-        self.base = self.peak = proc.memory_info().rss
-        self._stop = threading.Event()
-
-        def poll():
-            while not self._stop.wait(self.every):
-                self.peak = max(self.peak, proc.memory_info().rss)
-        self._thread = threading.Thread(target=poll, daemon=True)
-        self._thread.start()
-        if self.cuda:
-            torch.cuda.reset_peak_memory_stats()
-            self._cuda_base = torch.cuda.memory_allocated()
-        return self
-
-    def __exit__(self, *exc):
-        import psutil
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, psutil.Process().memory_info().rss)
-        self.mb = (self.peak - self.base) / 2**20
-        if self.cuda:
-            self.mb = (torch.cuda.max_memory_allocated() - self._cuda_base) / 2**20
-        return False
-
+# ---------------------------------------------------------------- measuring (PeakMemory: genstudio.bench)
 
 def image_metrics(generated: np.ndarray, truth: np.ndarray) -> dict:
     """(V, H, W, 3) uint8 each -> PSNR of the pooled MSE over the views, mean per-view SSIM."""
@@ -256,7 +222,7 @@ def bench_multiview(report, quick: bool = False, model: str = "mv-adapter-S", ba
                     objects: int = 24, steps: int = 30, guidance: float = 3.0, seed: int = 0, size: int | None = None,
                     grid: int = 48, device: str = "auto", precision: str = "auto") -> None:
     """MV-Adapter vs the base per view vs the no-multi-view ablation on held-out objects; see the module doc."""
-    from genstudio.bench import evenly_spaced, training_steps
+    from genstudio.bench import PeakMemory, evenly_spaced, training_steps
     from genstudio.data import DataError, load_manifest
     from genstudio.hub import resolve
     from .pipeline import MVAdapterPipeline

@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import io
 import os
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-from genstudio.bench import evenly_spaced, training_steps
+from genstudio.bench import PeakMemory, evenly_spaced, training_steps
 from genstudio.formats.svg import SVGError, rasterize_svg, svg_stats
 from genstudio.formats.svg_safety import validate_svg
 
@@ -73,43 +72,7 @@ def trace_potrace(image: np.ndarray, threshold: float = 0.5, precision: int = 1)
             f"{body}</svg>")
 
 
-# ---- Measuring ----
-
-class PeakMemory:
-    """Peak resident memory (MB) above the level at entry, sampled by a thread every `every` s;
-    on CUDA, torch's peak allocated memory is used instead."""
-
-    def __init__(self, every: float = 0.002, cuda: bool = False):
-        self.every, self.cuda, self.mb = every, cuda, 0.0
-
-    def __enter__(self):
-        import psutil
-        proc = psutil.Process()
-        self.base = self.peak = proc.memory_info().rss
-        self._stop = threading.Event()
-
-        def poll():
-            while not self._stop.wait(self.every):
-                self.peak = max(self.peak, proc.memory_info().rss)
-        self._thread = threading.Thread(target=poll, daemon=True)
-        self._thread.start()
-        if self.cuda:
-            import torch
-            torch.cuda.reset_peak_memory_stats()
-            self._cuda_base = torch.cuda.memory_allocated()
-        return self
-
-    def __exit__(self, *exc):
-        import psutil
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, psutil.Process().memory_info().rss)
-        self.mb = (self.peak - self.base) / 2**20
-        if self.cuda:
-            import torch
-            self.mb = (torch.cuda.max_memory_allocated() - self._cuda_base) / 2**20
-        return False
-
+# ---- Measuring (PeakMemory: genstudio.bench) ----
 
 def measure(svg: str | None, reference: np.ndarray, source_bytes: int, seconds: float) -> dict:
     """One output against its input image."""
