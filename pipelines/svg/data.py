@@ -240,12 +240,16 @@ class SVGImageDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def image_text(self, k: int) -> str:
+        """The SVG whose rendering is item k's input image: its training text."""
+        return self.texts[k]
+
     def render(self, k: int) -> np.ndarray:
-        """(image_size, image_size, 3) uint8 rendering of item k's training text (LRU-cached)."""
+        """(image_size, image_size, 3) uint8 rendering of item k's `image_text` (LRU-cached)."""
         if k in self._cache:
             self._cache.move_to_end(k)
             return self._cache[k]
-        img = rasterize_svg(self.texts[k], self.image_size)
+        img = rasterize_svg(self.image_text(k), self.image_size)
         self._cache[k] = img
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)

@@ -110,15 +110,8 @@ class DistilledSVGDataset(SVGImageDataset):
         by_id = {it["id"]: t for it, t in zip(items, image_texts or [])}
         self.image_texts = [by_id.get(it["id"]) or text for it, text in zip(self.items, self.texts)]
 
-    def render(self, k: int) -> np.ndarray:
-        if k in self._cache:
-            self._cache.move_to_end(k)
-            return self._cache[k]
-        img = rasterize_svg(self.image_texts[k], self.image_size)
-        self._cache[k] = img
-        if len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-        return img
+    def image_text(self, k: int) -> str:
+        return self.image_texts[k]
 
 
 # ---- Building targets ----
