@@ -9,7 +9,7 @@ from PIL import Image
 
 from conftest import FIXTURES
 from pipelines.inpaint.masks import RATIO_BUCKETS, hole_ratio, random_hole_mask
-from pipelines.inpaint.put import (PUT_CONFIGS, PatchVQVAE, UnquantizedTransformer, patch_known_mask,
+from pipelines.inpaint.put import (PUT_CONFIGS, PatchVQVAE, UnquantizedTransformer, harmonic_fill, patch_known_mask,
                                    transformer_loss)
 
 
@@ -93,6 +93,54 @@ def test_decoder_pastes_known_pixels_and_shape_errors():
         vqvae.encode(torch.zeros(1, 3, 30, 32))
     with pytest.raises(ValueError, match="decoder_channels"):
         PatchVQVAE(patch_size=4, decoder_channels=(8, 8, 8, 8))
+
+
+def test_harmonic_fill_keeps_known_pixels_and_solves_laplace():
+    # A linear ramp is harmonic: the fill must recover it inside the holes, to grid precision.
+    ramp = torch.linspace(-1, 1, 64)
+    image = (ramp[None, :] * 0.5 + ramp[:, None] * 0.3).expand(1, 3, 64, 64).contiguous()
+    known = torch.ones(1, 1, 64, 64)
+    known[..., 20:40, 10:50] = 0
+    out = harmonic_fill(image * known, known, iterations=64)
+    assert torch.equal(out[known.expand_as(out) > 0], image[known.expand_as(image) > 0])
+    hole = known.expand_as(out) == 0
+    zeros_error = (image[hole]).abs().mean()
+    assert (out - image)[hole].abs().mean() < 0.05 * zeros_error
+    assert harmonic_fill(image, torch.zeros(1, 1, 64, 64)).abs().max() == 0  # nothing known -> zeros
+    assert torch.allclose(harmonic_fill(image, torch.ones(1, 1, 64, 64)), image)
+
+
+def test_harmonic_reference_decoder_falls_back_to_the_fill_and_keeps_known_pixels(tmp_path):
+    """reference_fill="harmonic": with a zero residual the decoder returns the harmonic fill; a
+    decoder_only run starting from a "zeros" model freezes its encoder and codebooks (so its tokens
+    still fit the old transformer) and starts its residual at zero."""
+    from pipelines.inpaint.train import recipe
+    vqvae, _ = _tiny_models()
+    vqvae.save_pretrained(tmp_path / "zeros")
+    torch.manual_seed(1)
+    harmonic = PatchVQVAE(**{**PUT_CONFIGS["tiny"]["vqvae"], "reference_fill": "harmonic"}).eval()
+    torch.nn.init.zeros_(harmonic.decoder.proj_out.weight)
+    torch.nn.init.zeros_(harmonic.decoder.proj_out.bias)
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    known = (torch.rand(1, 1, 32, 32) > 0.3).float()
+    with torch.no_grad():
+        tokens = harmonic.quantize(harmonic.encode(x)).indices
+        out = harmonic.decode_tokens(tokens, x * known, known)
+    assert torch.allclose(out, harmonic_fill(x * known, known), atol=1e-6)
+    with pytest.raises(ValueError, match="reference_fill"):
+        PatchVQVAE(**{**PUT_CONFIGS["tiny"]["vqvae"], "reference_fill": "telea"})
+
+    r = recipe({"stage": "vqvae", "preset": "tiny", "init_from": str(tmp_path / "zeros"), "decoder_only": True,
+                "vqvae_kwargs": {"reference_fill": "harmonic"}, "eval_items": 2, "output_dir": str(tmp_path / "run")})
+    m = r.model
+    assert m.config.reference_fill == "harmonic"
+    assert not any(p.requires_grad for p in m.encoder.parameters()) and not any(p.requires_grad for p in m.vq.parameters())
+    assert all(p.requires_grad for p in m.decoder.parameters())
+    assert m.decoder.proj_out.weight.abs().sum() == 0
+    with torch.no_grad():
+        assert torch.equal(m.quantize(m.encode(x)).indices, vqvae.quantize(vqvae.encode(x)).indices)
+    with pytest.raises(ValueError, match="decoder_only needs init_from"):
+        recipe({"stage": "vqvae", "preset": "tiny", "decoder_only": True, "eval_items": 2})
 
 
 def test_training_losses_decrease_on_a_fixed_batch():
@@ -204,6 +252,13 @@ def test_export_joins_the_transformer_run_and_the_vqvae_run_it_remembers(tmp_pat
     with pytest.raises(ValueError, match="--set vqvae"):
         export_run(tr_run, tmp_path / "other")
     assert export_run(tr_run, tmp_path / "other", vqvae=str(vq_run / "final")).is_dir()  # the override
+    # A decoder_only P-VQVAE run ships with the transformer of the model it started from.
+    (vq_run / "train_config.json").write_text(
+        json.dumps({"recipe": "put", "options": {"stage": "vqvae", "decoder_only": True}}))
+    with pytest.raises(ValueError, match="--set transformer"):
+        export_run(vq_run, tmp_path / "other2")
+    out = export_run(vq_run, tmp_path / "joined", transformer=str(tr_run / "final"))
+    assert PUTInpaintPipeline.from_pretrained(out, device="cpu").transformer.config.num_tokens == 32
 
 
 def test_pipeline_mask_errors(tiny_put_dir):
@@ -291,8 +346,8 @@ def test_bench_quick_with_tiny_model(tiny_put_dir, tmp_path, monkeypatch):
     report = Report("inpaint", tmp_path)
     bench.bench_inpaint(report, quick=True, model=str(tiny_put_dir))
     methods = {r["method"] for r in report.rows}
-    assert {"cv2-telea", "cv2-ns", "skimage-biharmonic"} <= methods and any("PUT" in m for m in methods)
-    assert len(report.rows) == 3 * 4
+    assert {"cv2-telea", "cv2-ns", "skimage-biharmonic", "harmonic-fill"} <= methods and any("PUT" in m for m in methods)
+    assert len(report.rows) == 3 * 5
     ours = [r for r in report.rows if "PUT" in r["method"]]
     assert all(r["diversity_l1"] > 0 for r in ours)
     assert all(r["diversity_l1"] == 0 for r in report.rows if "PUT" not in r["method"])

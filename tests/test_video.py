@@ -362,6 +362,17 @@ def test_recipe_loss_and_eval_on_the_tiny_preset():
         recipe({"preset": "tiny", "mixture": {"rewind": 1.0}})
 
 
+def test_recipe_init_from_continues_from_saved_weights(tmp_path):
+    from pipelines.video.train import recipe
+    opts = {"preset": "tiny", "size": 16, "frames": 8, "eval_clips": 1, "output_dir": "unused"}
+    first = recipe(opts).model
+    first.save_pretrained(tmp_path / "run" / "final")
+    again = recipe({**opts, "init_from": str(tmp_path / "run")}).model
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
+    with pytest.raises(ValueError, match="vdt init_from"):  # another preset's weights
+        recipe({**opts, "preset": "S", "init_from": str(tmp_path / "run")})
+
+
 def test_bench_quick_with_the_tiny_model(tiny_model_dir, fake_clips_root, monkeypatch, tmp_path):
     from genstudio.bench import Report
     from pipelines.video.bench import bench_video, copy_last_frame, linear_blend, linear_extrapolation

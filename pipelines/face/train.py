@@ -160,12 +160,8 @@ def vec2face_recipe(cfg: dict) -> Recipe:
 
 def init_generator(model: Vec2Face, path: str | Path) -> None:
     """Load the weights of a vec2face run / checkpoint / export into `model` (strict: same architecture)."""
-    from genstudio.export import run_weights
-    source = Vec2Face.from_pretrained(run_weights(path))
-    try:
-        model.load_state_dict(source.state_dict(), strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"vec2face init_from {path}: its weights do not fit this preset ({e})") from None
+    from genstudio.export import init_weights
+    init_weights(model, path, "vec2face init_from")
 
 
 class Adversary:

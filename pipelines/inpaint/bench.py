@@ -1,4 +1,6 @@
-"""`genstudio bench inpaint`: PUT vs cv2.inpaint (TELEA, NS) and skimage biharmonic.
+"""`genstudio bench inpaint`: PUT vs cv2.inpaint (TELEA, NS) and skimage biharmonic (and
+`harmonic-fill`, the classical fill a harmonic-reference P-VQVAE decodes on top of: PUT's row
+minus that row is what the model adds).
 
 Held-out photo crops (the photos source's test split; fixed crops and fixed masks per seed), one
 mask-ratio bucket at a time (10-20, 20-40, 40-60 %). Metrics: PSNR and L1 on the hole, SSIM on
@@ -28,6 +30,17 @@ def cv2_inpaint(image: np.ndarray, hole: np.ndarray, method: str) -> np.ndarray:
     bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
     out = cv2.inpaint(bgr, hole.astype(np.uint8) * 255, 3, flag)
     return cv2.cvtColor(out, cv2.COLOR_BGR2RGB)
+
+
+def harmonic(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """The multigrid harmonic fill a `reference_fill="harmonic"` P-VQVAE decodes on top of."""
+    import torch
+    from .put import harmonic_fill
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1
+    known = torch.from_numpy(~hole)[None, None].float()
+    out = harmonic_fill(x * known, known)[0].permute(1, 2, 0).numpy()
+    out = ((out + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+    return np.where(hole[..., None], out, image)
 
 
 def biharmonic(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
@@ -70,7 +83,8 @@ def bench_inpaint(report, quick: bool = False, per_bucket: int = 40, samples: in
         per_bucket, samples = 2, 2
     methods = {"cv2-telea": lambda im, h: [cv2_inpaint(im, h, "telea")],
                "cv2-ns": lambda im, h: [cv2_inpaint(im, h, "ns")],
-               "skimage-biharmonic": lambda im, h: [biharmonic(im, h)]}
+               "skimage-biharmonic": lambda im, h: [biharmonic(im, h)],
+               "harmonic-fill": lambda im, h: [harmonic(im, h)]}
     model = model or os.environ.get(MODEL_ENV) or "put-photos-S"
     try:
         from .pipeline import PUTInpaintPipeline

@@ -9,7 +9,11 @@ Two models, trained one after the other:
   predicts), patches with missing pixels use a separate unknown codebook, so they do not
   pollute the known one. The decoder is guided by the masked image: at every scale, features
   of known regions are replaced by features computed from the masked image itself, and the
-  pipeline finally pastes the known pixels back, unchanged.
+  pipeline finally pastes the known pixels back, unchanged. With `reference_fill="harmonic"`
+  (our addition, not in the paper) the reference branch sees the holes pre-filled by a smooth
+  harmonic fill of the known pixels (`harmonic_fill`), its features are added to the token
+  features inside the holes too, and the decoder predicts a residual over that fill: with no
+  token information it falls back to a classical diffusion fill instead of grey.
 * `UnquantizedTransformer` (UQ-Transformer). A bidirectional transformer whose inputs are
   the encoder's *un-quantised* features (no information lost to quantisation; during
   training some are randomly replaced by their quantised vectors, which is what already
@@ -57,6 +61,36 @@ def patch_known_mask(known: torch.Tensor, patch_size: int) -> torch.Tensor:
 
 # ---- P-VQVAE ----
 
+REFERENCE_FILLS = ("zeros", "harmonic")
+
+
+@torch.no_grad()
+def harmonic_fill(image: torch.Tensor, known: torch.Tensor, iterations: int = 16) -> torch.Tensor:
+    """Fill the holes of `image` (B, C, H, W) smoothly from its known pixels (`known` (B, 1, H, W),
+    1 = known): a push-pull pyramid (mask-weighted means, coarse to fine) relaxed at every level by
+    Jacobi iterations of Laplace's equation, i.e. a multigrid harmonic fill (the solution cv2's
+    Navier-Stokes fill approximates). Known pixels are returned unchanged; no known pixel -> zeros."""
+    image, known = image.float(), known.float()
+    levels = [(image * known, known)]
+    while min(levels[-1][0].shape[-2:]) > 2:
+        v, w = levels[-1]
+        levels.append((F.avg_pool2d(v, 2), F.avg_pool2d(w, 2)))
+    out = None
+    for v, w in reversed(levels):
+        value = v / w.clamp_min(1e-6)
+        if out is None:
+            total = w.sum((-2, -1), keepdim=True)
+            out = torch.where(w > 0, value, (v.sum((-2, -1), keepdim=True) / total.clamp_min(1e-6)).expand_as(v))
+        else:
+            out = F.interpolate(out, size=v.shape[-2:], mode="bilinear", align_corners=False)
+        # Pixels fully known at this level are pinned; partly known ones blend towards their mean.
+        pinned = w.clamp(0, 1)
+        out = pinned * value + (1 - pinned) * out
+        for _ in range(iterations):
+            smooth = F.avg_pool2d(F.pad(out, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+            out = pinned * value + (1 - pinned) * smooth
+    return torch.where(known > 0.5, image, out)
+
 class LinearResBlock(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
@@ -103,8 +137,11 @@ class GuidedDecoder(nn.Module):
     output layer) the features of known pixels are swapped for features of the masked image,
     computed by a small conv encoder whose scales mirror the decoder's."""
 
-    def __init__(self, latent_dim: int, channels: tuple[int, ...], num_res_blocks: int):
+    def __init__(self, latent_dim: int, channels: tuple[int, ...], num_res_blocks: int, reference_fill: str = "zeros"):
         super().__init__()
+        if reference_fill not in REFERENCE_FILLS:
+            raise ValueError(f"reference_fill must be one of {', '.join(REFERENCE_FILLS)}, got {reference_fill!r}")
+        self.reference_fill = reference_fill
         self.proj_in = nn.Conv2d(latent_dim, channels[0], 3, padding=1)
         self.res_blocks = nn.Sequential(*[ConvResBlock(channels[0]) for _ in range(num_res_blocks)])
         self.ups = nn.ModuleList(nn.ConvTranspose2d(a, b, 4, stride=2, padding=1)
@@ -125,13 +162,17 @@ class GuidedDecoder(nn.Module):
         return feats[::-1]
 
     def forward(self, z, masked_image, known):
-        refs = self.reference_features(masked_image, known)
+        harmonic = self.reference_fill == "harmonic"
+        reference = harmonic_fill(masked_image, known).to(masked_image.dtype) if harmonic else masked_image
+        refs = self.reference_features(reference, known)
         x = self.res_blocks(self.proj_in(z))
         for i, ref in enumerate(refs):
             m = F.interpolate(known, size=x.shape[-2:], mode="nearest")
-            x = x * (1 - m) + ref * m
+            # zeros (the paper): holes keep the token features; harmonic: they also get the fill's.
+            x = x * (1 - m) + ref * (1.0 if harmonic else m)
             x = self.ups[i](F.relu(x)) if i < len(self.ups) else x
-        return self.proj_out(F.relu(x))
+        out = self.proj_out(F.relu(x))
+        return reference + out if harmonic else out
 
 
 class PatchVQVAE(ModelMixin, ConfigMixin):
@@ -140,14 +181,15 @@ class PatchVQVAE(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, sample_size: int = 128, patch_size: int = 8, hidden_dim: int = 256, latent_dim: int = 64,
                  num_res_blocks: int = 4, decoder_channels: tuple = (128, 64, 32, 32),
-                 codebook_size_known: int = 512, codebook_size_unknown: int = 128, quantizer: str = "simvq"):
+                 codebook_size_known: int = 512, codebook_size_unknown: int = 128, quantizer: str = "simvq",
+                 reference_fill: str = "zeros"):
         super().__init__()
         if 2 ** (len(decoder_channels) - 1) != patch_size:
             raise ValueError(f"decoder_channels needs log2(patch_size) + 1 = {patch_size.bit_length()} "
                              f"entries for patch_size={patch_size}, got {len(decoder_channels)}")
         self.encoder = PatchEncoder(patch_size, hidden_dim, latent_dim, num_res_blocks)
         self.vq = DualCodebookVQ(codebook_size_known, codebook_size_unknown, latent_dim, quantizer=quantizer)
-        self.decoder = GuidedDecoder(latent_dim, tuple(decoder_channels), num_res_blocks)
+        self.decoder = GuidedDecoder(latent_dim, tuple(decoder_channels), num_res_blocks, reference_fill)
 
     @property
     def patch_size(self) -> int:

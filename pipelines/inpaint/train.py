@@ -133,6 +133,9 @@ class PUTOptions:
     eval_items: int = 128                              # fixed validation crops scored at each save
     no_reference_prob: float = 0.3     # vqvae stage: share of items whose decoder sees no known pixels
     random_quantize: float = 0.3       # transformer stage: share of input features replaced by their code
+    init_from: Optional[str] = None    # vqvae stage: start from this P-VQVAE (run or weights folder; same shapes)
+    decoder_only: bool = False         # vqvae stage: freeze encoder + codebooks, so a transformer trained on
+                                       # `init_from`'s tokens still fits (then export with --set transformer=...)
     vqvae_kwargs: dict = field(default_factory=dict)        # PatchVQVAE arguments over the preset's
     transformer_kwargs: dict = field(default_factory=dict)  # UnquantizedTransformer arguments over the preset's
 
@@ -150,6 +153,21 @@ def recipe(cfg: dict):
     preset = PUT_CONFIGS[opts.preset]
     if opts.stage == "vqvae":
         model = PatchVQVAE(**{**preset["vqvae"], **opts.vqvae_kwargs})
+        if opts.init_from:
+            from pathlib import Path
+            from genstudio.export import init_weights
+            opts.init_from = str(Path(opts.init_from).resolve())  # recorded in train_config.json
+            init_weights(model, opts.init_from, "put init_from")
+            if model.config.reference_fill != PatchVQVAE.load_config(run_weights(opts.init_from)).get("reference_fill", "zeros"):
+                # A new reference path: its residual output starts at zero (the fill itself), not at
+                # the old decoder's full image.
+                torch.nn.init.zeros_(model.decoder.proj_out.weight)
+                torch.nn.init.zeros_(model.decoder.proj_out.bias)
+        if opts.decoder_only:
+            if not opts.init_from:
+                raise ValueError("decoder_only needs init_from: the frozen encoder and codebooks come from it")
+            model.encoder.requires_grad_(False)
+            model.vq.requires_grad_(False)
         train_set, val_set = _datasets(model.config.sample_size, opts.eval_items, opts.mask_ratio, opts.no_reference_prob)
         return Recipe(model, train_set, vqvae_loss, train_cfg, eval_fn=lambda m: evaluate_vqvae(m, val_set),
                       name="put", options=opts)
@@ -170,15 +188,22 @@ def recipe(cfg: dict):
                   extra={"vqvae": vqvae}, name="put", options=opts)
 
 
-def export(run_dir, to, dtype: torch.dtype, vqvae: str | None = None) -> None:
+def export(run_dir, to, dtype: torch.dtype, vqvae: str | None = None, transformer: str | None = None) -> None:
     """`genstudio export runs/put-transformer-S --to checkpoints/NAME`: both stages -> vqvae/ + transformer/.
 
     The transformer run remembers its P-VQVAE (its `vqvae` option); `--set vqvae=RUN` overrides it.
+    A `decoder_only` P-VQVAE run exports with the transformer of the model it started from:
+    `genstudio export runs/put-vqvae-H --to ... --set transformer=checkpoints/put-photos-S/transformer`.
     """
     from genstudio.export import run_record, run_weights
     options = run_record(run_dir).get("options") or {}
     if options.get("stage") == "vqvae":
-        raise ValueError(f"{run_dir} trained the P-VQVAE stage: export the transformer run, which names its P-VQVAE")
+        if not (options.get("decoder_only") and transformer):
+            raise ValueError(f"{run_dir} trained the P-VQVAE stage: export the transformer run, which names its "
+                             "P-VQVAE (or, for a decoder_only run, pass --set transformer=THE_TRANSFORMER)")
+        save_put(PatchVQVAE.from_pretrained(run_weights(run_dir)),
+                 UnquantizedTransformer.from_pretrained(run_weights(transformer)), to, dtype=dtype)
+        return
     vqvae = vqvae or options.get("vqvae")
     if not vqvae:
         raise ValueError(f"{run_dir} does not name its P-VQVAE: pass --set vqvae=RUN")

@@ -6,7 +6,8 @@ Options (besides TrainConfig's): `VDTOptions` -- preset (tiny / S / M / B, see `
 frames (16), kinds ("balls,digits"), prediction_type ("v_prediction"; or "epsilon", "sample"),
 train_seed (0: the training stream of clips), eval_clips (8), eval_steps (10),
 mixture (mask-mode weights, e.g. '{"predict": 2, "interpolate": 1}'; default: the paper's
-`TRAINING_MIXTURE`).
+`TRAINING_MIXTURE`), init_from (continue from a run / checkpoint of the same preset, e.g.
+'"checkpoints/vdt-physics-M"'; the run's own steps, LR schedule and EMA start afresh).
 
 Each batch draws its clips from an endless deterministic stream (`PhysicsClips`, seed
 `train_seed`) and one mask per clip from VDT's mixture (`sample_training_mask`); the loss is the
@@ -88,6 +89,7 @@ class VDTOptions:
     eval_clips: int = 8                      # evaluation clips (seed EVAL_SEED) scored at each save
     eval_steps: int = 10                     # DPM-Solver++ steps of the evaluation
     mixture: Optional[dict[str, float]] = None  # mask-mode weights; None: the paper's TRAINING_MIXTURE
+    init_from: Optional[str] = None          # continue from these VDT weights (run, checkpoint or export; same preset)
 
 
 def recipe(cfg: dict) -> Recipe:
@@ -105,6 +107,11 @@ def recipe(cfg: dict) -> Recipe:
         sample_training_mask(1, frames, size, size, mixture=mixture)  # unknown modes fail here, not at step 1
 
     model = VDT(sample_size=size, num_frames=frames, prediction_type=prediction_type, **VDT_CONFIGS[preset])
+    if opts.init_from:
+        from pathlib import Path
+        from genstudio.export import init_weights
+        opts.init_from = str(Path(opts.init_from).resolve())  # recorded in train_config.json
+        init_weights(model, opts.init_from, "vdt init_from")
     print(f"[vdt] preset {preset}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
           f"{frames}x{size}x{size} clips of {'+'.join(kinds)}, {prediction_type}")
     # A stream of fresh clips: a million is more than any CPU run draws (the trainer shuffles
