@@ -143,6 +143,40 @@ def test_harmonic_reference_decoder_falls_back_to_the_fill_and_keeps_known_pixel
         recipe({"stage": "vqvae", "preset": "tiny", "decoder_only": True, "eval_items": 2})
 
 
+def test_decoder_trains_on_tokens_sampled_from_the_transformer(tmp_path):
+    """With `transformer`, the decoder's hole tokens are drawn from the transformer's top-k (known
+    patches keep their own tokens), only the decoder learns, and eval also reports sampled-token PSNR."""
+    from pipelines.inpaint.train import recipe, sampled_hole_features
+    vqvae, transformer = _tiny_models()
+    vqvae.save_pretrained(tmp_path / "vq")
+    transformer.save_pretrained(tmp_path / "tr")
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    known = torch.ones(4, 1, 32, 32)
+    known[..., 8:24, 8:24] = 0
+    with torch.no_grad():
+        logits = transformer(vqvae.encode(x, known).permute(0, 2, 3, 1))
+    _, tokens = sampled_hole_features(vqvae, transformer, x, known, top_k=2)
+    patch_known = patch_known_mask(known, 8)
+    own = vqvae.quantize(vqvae.encode(x, known), known).indices
+    assert torch.equal(tokens[patch_known], own[patch_known])
+    top2 = logits.topk(2, dim=-1).indices
+    assert ((top2 == tokens[..., None]).any(-1) | patch_known).all()  # holes: one of the top 2
+    _, oracle = sampled_hole_features(vqvae, transformer, x, known, top_k=2, oracle_share=1.0)
+    assert torch.equal(oracle[~patch_known], vqvae.quantize(vqvae.encode(x)).indices[~patch_known])
+
+    opts = {"stage": "vqvae", "preset": "tiny", "init_from": str(tmp_path / "vq"), "decoder_only": True,
+            "transformer": str(tmp_path / "tr"), "eval_items": 2, "output_dir": str(tmp_path / "run")}
+    r = recipe(opts)
+    batch = {"image": x, "known": known, "erase": torch.ones_like(known)}
+    loss, logs = r.loss_fn(r.model, batch)
+    loss.backward()
+    assert torch.isfinite(loss) and r.model.decoder.proj_out.weight.grad is not None
+    assert all(p.grad is None for p in r.model.encoder.parameters())
+    assert "hole_psnr_sampled_tokens" in r.eval_fn(r.model)
+    with pytest.raises(ValueError, match="needs decoder_only"):
+        recipe({**opts, "decoder_only": False})
+
+
 def test_training_losses_decrease_on_a_fixed_batch():
     from pipelines.inpaint.train import vqvae_loss
     vqvae, transformer = _tiny_models()

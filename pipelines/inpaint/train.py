@@ -8,6 +8,7 @@ remembers its P-VQVAE).
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
@@ -56,9 +57,38 @@ def image_gradient_l1(a, b):
     return F.l1_loss(dx(a), dx(b)) + F.l1_loss(dy(a), dy(b))
 
 
-def vqvae_loss(model, batch, hole_weight: float = 2.0, gradient_weight: float = 1.0):
+@torch.no_grad()
+def sampled_hole_features(vqvae, transformer, image, known, top_k: int = 50, oracle_share: float = 0.0):
+    """What the decoder gets at inference, in one shot: quantised features of the fully known
+    patches, and in every patch with missing pixels a known-codebook token *sampled* from the
+    transformer's top-k (one pass, all positions at once: a cheaper, slightly noisier stand-in for
+    the pipeline's confidence-ordered sampling). `oracle_share` of the images keep the complete
+    image's true tokens in the holes instead. Returns (quantised features (B, D, h, w), tokens)."""
+    features = vqvae.encode(image, known)
+    patch_known = patch_known_mask(known, vqvae.patch_size)
+    logits = transformer(features.permute(0, 2, 3, 1)).float()
+    kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+    probs = logits.masked_fill(logits < kth, float("-inf")).softmax(-1)
+    drawn = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1).reshape(patch_known.shape)
+    tokens = torch.where(patch_known, vqvae.quantize(features, known).indices, drawn)
+    if oracle_share > 0:
+        oracle = torch.rand(image.shape[0], 1, 1, device=image.device) < oracle_share
+        tokens = torch.where(oracle & ~patch_known, vqvae.quantize(vqvae.encode(image)).indices, tokens)
+    return vqvae.vq.decode_indices(tokens).permute(0, 3, 1, 2).to(image.dtype), tokens
+
+
+def vqvae_loss(model, batch, hole_weight: float = 2.0, gradient_weight: float = 1.0, transformer=None,
+               top_k: int = 50, oracle_share: float = 0.25):
+    """L1 (+ `hole_weight` x on holes) + image-gradient L1 + VQ loss. With `transformer` (a
+    decoder_only run), the decoder is trained on what it meets at inference: tokens sampled from
+    that transformer in the holes (`sampled_hole_features`), so it learns how far to trust them."""
     image, known = batch["image"], batch["known"]
-    out = model(image, known, batch["erase"])
+    if transformer is None:
+        out = model(image, known, batch["erase"])
+    else:
+        quantized, _ = sampled_hole_features(model, transformer, image, known, top_k, oracle_share)
+        out = {"reconstruction": model.decoder(quantized, image * known, known),
+               "vq_loss": torch.zeros((), device=image.device), "perplexity": torch.zeros(())}
     rec = out["reconstruction"].float()
     hole = 1 - known
     l1 = F.l1_loss(rec, image) + hole_weight * (hole * (rec - image).abs()).sum() / (3 * hole.sum() + 1)
@@ -75,21 +105,32 @@ def _eval_batches(dataset, batch_size: int, device):
 
 
 @torch.no_grad()
-def evaluate_vqvae(model, dataset, batch_size: int = 32) -> dict:
+def evaluate_vqvae(model, dataset, transformer=None, batch_size: int = 32) -> dict:
     """Hole PSNR when the decoder gets the complete image's known-codebook tokens: the ceiling
-    the transformer can reach with perfect token predictions."""
+    the transformer can reach with perfect token predictions. With `transformer`, also the hole
+    PSNR with tokens sampled from it in one shot (seeded), closer to what inference gets."""
     model.eval()
-    scores, used = [], set()
+    scores, sampled, used = [], [], set()
     device = next(model.parameters()).device
-    for image, known in _eval_batches(dataset, batch_size, device):
-        tokens = model.quantize(model.encode(image)).indices
-        used.update(tokens.unique().tolist())
-        rec = model.decode_tokens(tokens, image * known, known).float()
-        for r, x, k in zip(rec.cpu().numpy(), image.cpu().numpy(), known.cpu().numpy()):
-            scores.append(psnr((r + 1) / 2, (x + 1) / 2, mask=np.broadcast_to(k < 0.5, r.shape)))
+    hole_psnr = lambda rec, image, known: [psnr((r + 1) / 2, (x + 1) / 2, mask=np.broadcast_to(k < 0.5, r.shape))  # noqa: E731
+                                           for r, x, k in zip(rec.float().cpu().numpy(), image.cpu().numpy(),
+                                                              known.cpu().numpy())]
+    fork = torch.random.fork_rng(devices=[]) if transformer is not None else contextlib.nullcontext()
+    with fork:
+        torch.manual_seed(0)
+        for image, known in _eval_batches(dataset, batch_size, device):
+            tokens = model.quantize(model.encode(image)).indices
+            used.update(tokens.unique().tolist())
+            scores += hole_psnr(model.decode_tokens(tokens, image * known, known), image, known)
+            if transformer is not None:
+                _, drawn = sampled_hole_features(model, transformer.to(device), image, known)
+                sampled += hole_psnr(model.decode_tokens(drawn, image * known, known), image, known)
     model.train()
-    return {"hole_psnr_oracle_tokens": float(np.mean(scores)),
-            "code_utilization": len(used) / model.config.codebook_size_known}
+    metrics = {"hole_psnr_oracle_tokens": float(np.mean(scores)),
+               "code_utilization": len(used) / model.config.codebook_size_known}
+    if sampled:
+        metrics["hole_psnr_sampled_tokens"] = float(np.mean(sampled))
+    return metrics
 
 
 @torch.no_grad()
@@ -136,6 +177,8 @@ class PUTOptions:
     init_from: Optional[str] = None    # vqvae stage: start from this P-VQVAE (run or weights folder; same shapes)
     decoder_only: bool = False         # vqvae stage: freeze encoder + codebooks, so a transformer trained on
                                        # `init_from`'s tokens still fits (then export with --set transformer=...)
+    transformer: Optional[str] = None  # decoder_only: train the decoder on tokens sampled from this transformer
+    oracle_share: float = 0.25         # ... except this share of images, which keep their true tokens
     vqvae_kwargs: dict = field(default_factory=dict)        # PatchVQVAE arguments over the preset's
     transformer_kwargs: dict = field(default_factory=dict)  # UnquantizedTransformer arguments over the preset's
 
@@ -169,8 +212,16 @@ def recipe(cfg: dict):
             model.encoder.requires_grad_(False)
             model.vq.requires_grad_(False)
         train_set, val_set = _datasets(model.config.sample_size, opts.eval_items, opts.mask_ratio, opts.no_reference_prob)
-        return Recipe(model, train_set, vqvae_loss, train_cfg, eval_fn=lambda m: evaluate_vqvae(m, val_set),
-                      name="put", options=opts)
+        loss_fn, sampler = vqvae_loss, None
+        if opts.transformer:
+            if not opts.decoder_only:
+                raise ValueError("transformer (sampled training tokens) needs decoder_only: its tokens must stay valid")
+            sampler = UnquantizedTransformer.from_pretrained(run_weights(opts.transformer)).eval().requires_grad_(False)
+
+            def loss_fn(m, batch):
+                return vqvae_loss(m, batch, transformer=sampler.to(batch["image"].device), oracle_share=opts.oracle_share)
+        return Recipe(model, train_set, loss_fn, train_cfg,
+                      eval_fn=lambda m: evaluate_vqvae(m, val_set, sampler), name="put", options=opts)
 
     if opts.vqvae is None:
         raise ValueError("stage 'transformer' needs the trained P-VQVAE: --set vqvae=runs/put-vqvae-S")
