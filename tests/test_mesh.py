@@ -493,9 +493,15 @@ def test_recipe_trains_a_tiny_model_for_two_steps(meshes_built, tmp_path):
     assert len(r.dataset) == len(r.lengths) >= 3 and max(r.lengths) <= 640
     summary = train(r)
     assert summary["steps"] == 2 and 0 <= summary["val_token_accuracy"] <= 1
-    assert MeshAnythingModel.from_pretrained(summary["final"]).config.max_faces == 64
+    trained = MeshAnythingModel.from_pretrained(summary["final"])
+    assert trained.config.max_faces == 64
     with pytest.raises(ValueError, match="unknown meshanything option"):
         recipe({"preset": "tiny", "colour": 1})
+    # init_from: a new run starts from those weights
+    again = recipe({"preset": "tiny", "max_faces": 64, "eval_items": 2, "output_dir": str(tmp_path / "run2"),
+                    "init_from": str(tmp_path / "run")}).model
+    ref = trained.state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in again.state_dict().items())
 
 
 def test_v1_vq_warmup_follows_the_trainer_step_across_a_resume(meshes_built, tmp_path):

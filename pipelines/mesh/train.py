@@ -94,6 +94,7 @@ class MeshAnythingOptions:
     eval_items: int = 32                             # validation meshes scored at each save
     vq_warmup: int = 300                             # V1 only: optimizer steps during which only the face VQ trains
     extra_sources: bool = False                      # also train on the `meshes-extra` source (train/val splits)
+    init_from: Optional[str] = None                  # continue from these weights (run, checkpoint or export; same preset)
 
 
 def recipe(cfg: dict) -> Recipe:
@@ -108,6 +109,11 @@ def recipe(cfg: dict) -> Recipe:
 
     config = meshanything_config(preset, tokenization=tokenization, **overrides)
     model = MeshAnythingModel(config)
+    if opts.init_from:
+        from pathlib import Path
+        from genstudio.export import init_weights
+        opts.init_from = str(Path(opts.init_from).resolve())  # recorded in train_config.json
+        init_weights(model, opts.init_from, "meshanything init_from")
     # what fits after the prefix: AMT tokens + EOS, or V1's codes (a fixed number per face) + EOS
     budget = model.token_budget() - 1
     max_faces = config.max_faces if tokenization == "amt" else min(config.max_faces, budget // config.tokens_per_face)
