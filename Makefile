@@ -96,10 +96,12 @@ train-put: install
 	$(VENV)/bin/genstudio train put --set stage='"transformer"' --set vqvae='"runs/put-vqvae-S"' --set steps=1500 \
 	  --output-dir runs/put-transformer-S
 	$(VENV)/bin/genstudio export runs/put-transformer-S --to checkpoints/put-photos-S --dtype fp16 --overwrite
-	# stage 1b: a harmonic-reference decoder on the frozen encoder + codebooks (the transformer still fits)
+	# stage 1b: a harmonic-reference decoder on the frozen encoder + codebooks (the transformer still fits),
+	# trained on tokens sampled from that transformer
 	$(VENV)/bin/genstudio train put --set stage='"vqvae"' --set init_from='"runs/put-vqvae-S"' --set decoder_only=true \
-	  --set vqvae_kwargs='{"reference_fill": "harmonic"}' --set no_reference_prob=0.1 --set steps=2400 \
-	  --set warmup_steps=100 --set save_every=400 --set max_minutes=45 --output-dir runs/put-vqvae-H
+	  --set vqvae_kwargs='{"reference_fill": "harmonic"}' --set transformer='"runs/put-transformer-S"' \
+	  --set no_reference_prob=0.1 --set steps=1800 --set lr=3e-4 --set warmup_steps=50 --set save_every=300 \
+	  --set max_minutes=45 --output-dir runs/put-vqvae-H
 	$(VENV)/bin/genstudio export runs/put-vqvae-H --to checkpoints/put-photos-S --dtype fp16 --overwrite \
 	  --set transformer='"runs/put-transformer-S"'
 
