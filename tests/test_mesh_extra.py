@@ -104,21 +104,3 @@ def test_recipe_adds_extra_train_meshes_only_when_asked(extra_built, tmp_path, m
     extra_train = [it for it in load_manifest("meshes-extra", "train") if it["faces"] <= 64]
     assert len(broad.dataset) == len(plain.dataset) + len(extra_train) > len(plain.dataset)
     assert load_manifest("meshes", "test") == test_before  # the benchmark's split is the `meshes` one, untouched
-
-
-def test_cpu_threads_sets_and_restores_the_thread_count():
-    import torch
-    from genstudio.device import cpu_threads
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        with cpu_threads(1):
-            assert torch.get_num_threads() == 1
-            with cpu_threads(1):
-                assert torch.get_num_threads() == 1
-            assert torch.get_num_threads() == 1  # only the outermost call restores
-        assert torch.get_num_threads() == 2
-        with cpu_threads(None):
-            assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)

@@ -216,9 +216,10 @@ def test_refine_from_an_empty_canvas_never_adds_past_max_paths():
     assert result.added <= 2 and len(scene_from_svg(result.svg).shapes) <= 2
 
 
-def test_refine_threads_only_the_outermost_main_thread_call_sets_them():
+def test_cpu_threads_only_the_outermost_main_thread_call_sets_them():
+    """genstudio.device.cpu_threads (refinement and MeshAnything decoding run under it)."""
     import threading
-    from genstudio.formats.svg_refine import _threads
+    from genstudio.device import cpu_threads as _threads
     before = torch.get_num_threads()
     seen = []
     with _threads(before + 1):

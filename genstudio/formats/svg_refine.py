@@ -29,9 +29,7 @@ Bounds: `steps` optimiser steps and `time_limit` seconds per call, whichever com
 """
 from __future__ import annotations
 
-import contextlib
 import math
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -40,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..device import cpu_threads
 from ..limits import check_time
 from .svg import SVGError, rasterize_svg
 from .svg_diff import DEFAULT_TAU, render
@@ -252,34 +251,6 @@ def _prune(scene: Scene, target: torch.Tensor, tau: float) -> int:
 
 # ---- The loop ----
 
-_THREADS_LOCK = threading.Lock()
-_threads_depth = 0
-_threads_saved: int | None = None
-
-
-@contextlib.contextmanager
-def _threads(n: int | None):
-    """Small tensor ops: on shared cores one thread is much faster than two contending ones.
-
-    torch's thread count is process-wide: only the outermost call on the main thread sets and
-    restores it; other threads (the Gradio app's workers) leave the process setting alone."""
-    global _threads_depth, _threads_saved
-    if not n or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    with _THREADS_LOCK:
-        _threads_depth += 1
-        if _threads_depth == 1:
-            _threads_saved = torch.get_num_threads()
-            torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        with _THREADS_LOCK:
-            _threads_depth -= 1
-            if _threads_depth == 0:
-                torch.set_num_threads(_threads_saved)
-                _threads_saved = None
 
 
 def _optimizer(scene: Scene, lr_geometry: float, lr_paint: float) -> torch.optim.Adam | None:
@@ -376,7 +347,7 @@ def refine_svg(svg_text: str | None, target_image, steps: int = 100, max_paths: 
     geometry step in pixels. `callback(step)` is called after each optimiser step."""
     started = time.perf_counter()
     target_np = _as_target(target_image, size)
-    with _threads(threads):
+    with cpu_threads(threads):  # small tensor ops: one thread beats two contending ones
         scene, initial = None, None
         considered: list[tuple[str, dict]] = []  # (text, score): the input and each phase's end
         if svg_text:
