@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install browser demo test bench bench-shape train-tokenizer train-starvector train-put train-vdt train-vdt-cpu train-meshanything train-image train-text2svg train-face train-shape train-multiview train-starvector-distill app clean
+.PHONY: install browser demo test bench bench-shape train-tokenizer train-starvector train-put train-vdt train-vdt-finetune train-vdt-cpu train-meshanything train-image train-text2svg train-face train-shape train-multiview train-starvector-distill app clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -112,6 +112,17 @@ train-vdt: install
 	  --set batch_size=64 --set lr=5e-4 --set warmup_steps=200 --set save_every=842 --set num_workers=8 \
 	  --output-dir runs/vdt-physics-M
 	$(VENV)/bin/genstudio export runs/vdt-physics-M --to checkpoints/vdt-physics-M --dtype fp16 --overwrite
+
+# vdt-physics-M v2 (the shipped default since 2026-11-30): the H200 weights above, continued on one CPU thread in
+# two runs of ~40 minutes (477 + 500 steps of batch 16 were reached on an AMD EPYC; max_minutes stops them).
+train-vdt-finetune: install
+	$(VENV)/bin/genstudio train vdt --set preset='"M"' --set prediction_type='"sample"' --set init_from='"runs/vdt-physics-M"' \
+	  --set steps=600 --set batch_size=16 --set lr=1e-4 --set warmup_steps=20 --set ema_decay=0.995 --set save_every=100 \
+	  --set num_workers=1 --set max_minutes=38 --output-dir runs/vdt-M-cpu
+	$(VENV)/bin/genstudio train vdt --set preset='"M"' --set prediction_type='"sample"' --set init_from='"runs/vdt-M-cpu"' \
+	  --set steps=560 --set batch_size=16 --set lr=1e-4 --set warmup_steps=20 --set ema_decay=0.995 --set save_every=100 \
+	  --set num_workers=1 --set max_minutes=40 --output-dir runs/vdt-M-cpu2
+	$(VENV)/bin/genstudio export runs/vdt-M-cpu2 --to checkpoints/vdt-physics-M --dtype fp16 --overwrite
 
 train-vdt-cpu: install
 	$(VENV)/bin/genstudio train vdt --set preset='"S"' --set prediction_type='"sample"' --set steps=4000 \

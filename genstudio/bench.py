@@ -57,15 +57,16 @@ def matmul_peak_flops(dtype_name: str = "bfloat16", n: int = 2048, repeats: int 
 
 
 def training_steps(folder) -> int | None:
-    """Steps recorded by `genstudio train` next to a checkpoint (summary.json), if any."""
+    """Steps recorded by `genstudio train` next to a checkpoint (summary.json), if any; for a run
+    continued from other weights (`init_from`), the steps behind those weights are included."""
     folder = Path(folder)
     for f in (folder / "summary.json", folder.parent / "summary.json"):
         try:
-            steps = json.loads(f.read_text()).get("steps")
+            summary = json.loads(f.read_text())
         except (ValueError, OSError):
             continue
-        if steps:
-            return int(steps)
+        if summary.get("steps"):
+            return int(summary["steps"]) + int(summary.get("init_steps") or 0)
     return None
 
 

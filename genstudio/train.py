@@ -482,6 +482,10 @@ def train(recipe: Recipe) -> dict:
     summary = {"steps": step, "loss": last.get("loss"), "loss_ema": loss_avg, "seconds": round(time.time() - t0, 1),
                "final": str(out / "final"), "processes": accelerator.num_processes,
                "precision": precision.name, "precision_reason": precision.reason, **final_metrics}
+    init_from = getattr(recipe.options, "init_from", None)
+    if init_from:  # a continued run: the steps behind its starting weights, so model cards count them all
+        from .bench import training_steps
+        summary["init_from"], summary["init_steps"] = init_from, training_steps(init_from) or 0
     if accelerator.is_main_process:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -497,11 +497,15 @@ def test_recipe_trains_a_tiny_model_for_two_steps(meshes_built, tmp_path):
     assert trained.config.max_faces == 64
     with pytest.raises(ValueError, match="unknown meshanything option"):
         recipe({"preset": "tiny", "colour": 1})
-    # init_from: a new run starts from those weights
+    # init_from: a new run starts from those weights, and its summary counts the steps behind them
+    from genstudio.bench import training_steps
     again = recipe({"preset": "tiny", "max_faces": 64, "eval_items": 2, "output_dir": str(tmp_path / "run2"),
-                    "init_from": str(tmp_path / "run")}).model
+                    "init_from": str(tmp_path / "run"), "steps": 1, "batch_size": 2, "progress": False,
+                    "mixed_precision": "no"})
     ref = trained.state_dict()
-    assert all(torch.equal(v, ref[k]) for k, v in again.state_dict().items())
+    assert all(torch.equal(v, ref[k]) for k, v in again.model.state_dict().items())
+    continued = train(again)
+    assert continued["init_steps"] == 2 and training_steps(tmp_path / "run2" / "final") == 3
 
 
 def test_v1_vq_warmup_follows_the_trainer_step_across_a_resume(meshes_built, tmp_path):
