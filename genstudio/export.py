@@ -43,14 +43,16 @@ def run_weights(path: str | Path) -> Path:
     raise FileNotFoundError(f"{path} holds no trained weights: expected {path / 'final'}/config.json{hint}")
 
 
-def init_weights(model, path: str | Path, what: str) -> None:
+def init_weights(model, path: str | Path, what: str) -> str:
     """Start `model` from the weights of a run / checkpoint / export of the same architecture
-    (a recipe's `init_from`; strict). `what` names the option in the error."""
+    (a recipe's `init_from`; strict). `what` names the option in the error. Returns the absolute
+    path, for the run's train_config.json."""
     source = type(model).from_pretrained(run_weights(path))
     try:
         model.load_state_dict(source.state_dict(), strict=True)
     except RuntimeError as e:
         raise ValueError(f"{what} {path}: its weights do not fit this model ({str(e).splitlines()[0]})") from None
+    return str(Path(path).resolve())
 
 
 def save_safetensors(model, to: str | Path) -> None:

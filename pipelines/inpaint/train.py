@@ -197,10 +197,8 @@ def recipe(cfg: dict):
     if opts.stage == "vqvae":
         model = PatchVQVAE(**{**preset["vqvae"], **opts.vqvae_kwargs})
         if opts.init_from:
-            from pathlib import Path
             from genstudio.export import init_weights
-            opts.init_from = str(Path(opts.init_from).resolve())  # recorded in train_config.json
-            init_weights(model, opts.init_from, "put init_from")
+            opts.init_from = init_weights(model, opts.init_from, "put init_from")  # absolute: recorded in train_config.json
             if model.config.reference_fill != PatchVQVAE.load_config(run_weights(opts.init_from)).get("reference_fill", "zeros"):
                 # A new reference path: its residual output starts at zero (the fill itself), not at
                 # the old decoder's full image.

@@ -110,10 +110,8 @@ def recipe(cfg: dict) -> Recipe:
     config = meshanything_config(preset, tokenization=tokenization, **overrides)
     model = MeshAnythingModel(config)
     if opts.init_from:
-        from pathlib import Path
         from genstudio.export import init_weights
-        opts.init_from = str(Path(opts.init_from).resolve())  # recorded in train_config.json
-        init_weights(model, opts.init_from, "meshanything init_from")
+        opts.init_from = init_weights(model, opts.init_from, "meshanything init_from")  # absolute: recorded in train_config.json
     # what fits after the prefix: AMT tokens + EOS, or V1's codes (a fixed number per face) + EOS
     budget = model.token_budget() - 1
     max_faces = config.max_faces if tokenization == "amt" else min(config.max_faces, budget // config.tokens_per_face)

@@ -108,10 +108,8 @@ def recipe(cfg: dict) -> Recipe:
 
     model = VDT(sample_size=size, num_frames=frames, prediction_type=prediction_type, **VDT_CONFIGS[preset])
     if opts.init_from:
-        from pathlib import Path
         from genstudio.export import init_weights
-        opts.init_from = str(Path(opts.init_from).resolve())  # recorded in train_config.json
-        init_weights(model, opts.init_from, "vdt init_from")
+        opts.init_from = init_weights(model, opts.init_from, "vdt init_from")  # absolute: recorded in train_config.json
     print(f"[vdt] preset {preset}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
           f"{frames}x{size}x{size} clips of {'+'.join(kinds)}, {prediction_type}")
     # A stream of fresh clips: a million is more than any CPU run draws (the trainer shuffles
