@@ -25,7 +25,6 @@ def resolve_device(name: str | None = "auto") -> str:
     return name
 
 
-
 _THREADS_LOCK = threading.Lock()
 _threads_depth = 0
 _threads_saved: int | None = None

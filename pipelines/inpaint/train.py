@@ -8,7 +8,6 @@ remembers its P-VQVAE).
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
@@ -112,11 +111,12 @@ def evaluate_vqvae(model, dataset, transformer=None, batch_size: int = 32) -> di
     model.eval()
     scores, sampled, used = [], [], set()
     device = next(model.parameters()).device
-    hole_psnr = lambda rec, image, known: [psnr((r + 1) / 2, (x + 1) / 2, mask=np.broadcast_to(k < 0.5, r.shape))  # noqa: E731
-                                           for r, x, k in zip(rec.float().cpu().numpy(), image.cpu().numpy(),
-                                                              known.cpu().numpy())]
-    fork = torch.random.fork_rng(devices=[]) if transformer is not None else contextlib.nullcontext()
-    with fork:
+
+    def hole_psnr(rec, image, known) -> list[float]:
+        return [psnr((r + 1) / 2, (x + 1) / 2, mask=np.broadcast_to(k < 0.5, r.shape))
+                for r, x, k in zip(rec.float().cpu().numpy(), image.cpu().numpy(), known.cpu().numpy())]
+
+    with torch.random.fork_rng(devices=[]):  # seeded sampling, without touching the training's RNG
         torch.manual_seed(0)
         for image, known in _eval_batches(dataset, batch_size, device):
             tokens = model.quantize(model.encode(image)).indices
