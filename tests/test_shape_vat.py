@@ -88,6 +88,24 @@ def test_save_and_load_give_identical_outputs(tmp_path):
     assert torch.equal(a.logits, b.logits) and all(torch.equal(x, y) for x, y in zip(a.indices, b.indices))
 
 
+@pytest.mark.parametrize("kind", ["sincos", "learned"])
+def test_decoder_query_kinds_save_load_and_older_configs_read_as_sincos(tmp_path, kind):
+    import json
+    model = tiny(decoder_queries=kind)
+    side = model.config.triplane_size // 2
+    assert model.plane_embed.shape == ((1, 3, side * side, 32) if kind == "learned" else (1, 3, 1, 32))
+    model.save_pretrained(tmp_path / "vat")
+    config = tmp_path / "vat" / "config.json"
+    if kind == "sincos":  # a checkpoint written before the option existed
+        data = json.loads(config.read_text())
+        del data["decoder_queries"]
+        config.write_text(json.dumps(data))
+    loaded = VATTokenizer.from_pretrained(tmp_path / "vat")
+    assert loaded.config.decoder_queries == kind and torch.equal(loaded.plane_embed, model.plane_embed)
+    with pytest.raises(ValueError, match="decoder_queries"):
+        tiny(decoder_queries="grid")
+
+
 def test_one_recipe_step_gives_a_finite_loss(tmp_path):
     from genstudio.data import prepare
     from genstudio.train import train

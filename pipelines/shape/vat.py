@@ -38,13 +38,16 @@ from genstudio.vq import MultiScaleResidualVQ
 VAT_CONFIGS = {
     # tests: a model that runs in milliseconds
     "tiny": dict(num_tokens=8, hidden_size=32, num_heads=2, encoder_layers=1, decoder_layers=1, num_freqs=4,
-                 latent_dim=8, codebook_size=32, triplane_size=8, triplane_channels=8, mlp_hidden=32),
+                 latent_dim=8, codebook_size=32, triplane_size=8, triplane_channels=8, mlp_hidden=32,
+                 decoder_queries="learned"),
     # 64 tokens in 7 scales (127 indices x 10 bits = 159 bytes + header)
     "S": dict(num_tokens=64, hidden_size=192, num_heads=4, encoder_layers=4, decoder_layers=2, num_freqs=8,
-              latent_dim=16, codebook_size=1024, triplane_size=32, triplane_channels=32, mlp_hidden=64),
+              latent_dim=16, codebook_size=1024, triplane_size=32, triplane_channels=32, mlp_hidden=64,
+              decoder_queries="learned"),
     # 256 tokens in 9 scales, 8-bit codes: 511 indices = 511 bytes + header (the paper's "512-byte" budget)
     "B": dict(num_tokens=256, hidden_size=384, num_heads=6, encoder_layers=8, decoder_layers=4, num_freqs=8,
-              latent_dim=32, codebook_size=256, triplane_size=64, triplane_channels=32, mlp_hidden=128),
+              latent_dim=32, codebook_size=256, triplane_size=64, triplane_channels=32, mlp_hidden=128,
+              decoder_queries="learned"),
 }
 
 
@@ -129,7 +132,7 @@ class VATTokenizer(ModelMixin, ConfigMixin):
                  decoder_layers: int = 2, num_freqs: int = 8, latent_dim: int = 16, variational: bool = True,
                  codebook_size: int = 1024, scales: list[int] | None = None, quantizer_kind: str = "vq",
                  commitment: float = 0.25, triplane_size: int = 32, triplane_channels: int = 32,
-                 mlp_hidden: int = 64):
+                 mlp_hidden: int = 64, decoder_queries: str = "sincos"):
         super().__init__()
         d = hidden_size
         self.scales = list(scales) if scales else default_scales(num_tokens)
@@ -151,8 +154,19 @@ class VATTokenizer(ModelMixin, ConfigMixin):
         self.decoder = nn.ModuleList(Block(d, num_heads) for _ in range(decoder_layers))
         side = triplane_size // 2
         self.register_buffer("plane_pos", sincos_2d(d, side).float().reshape(1, 1, side * side, d), persistent=False)
-        self.plane_embed = nn.Parameter(torch.randn(1, 3, 1, d) * 0.02)
         self.to_planes = CrossBlock(d, num_heads)
+        if decoder_queries == "learned":
+            # one learned N(0, 1) query per plane cell and a 4x sharper initial cross-attention: near-uniform
+            # attention from smooth sincos queries made every cell read the same mix (a mean shape for
+            # thousands of steps); distinct queries with peaked attention start shape-specific at once.
+            self.plane_embed = nn.Parameter(torch.randn(1, 3, side * side, d))
+            with torch.no_grad():
+                self.to_planes.attn.q.weight.mul_(4)
+                self.to_planes.attn.kv.weight[:d].mul_(4)
+        elif decoder_queries == "sincos":
+            self.plane_embed = nn.Parameter(torch.randn(1, 3, 1, d) * 0.02)
+        else:
+            raise ValueError(f"decoder_queries must be 'sincos' or 'learned', got {decoder_queries!r}")
         self.plane_norm = nn.LayerNorm(d)
         self.plane_up = nn.Sequential(nn.ConvTranspose2d(d, triplane_channels, 4, 2, 1), nn.GELU(),
                                       nn.Conv2d(triplane_channels, triplane_channels, 3, padding=1))
