@@ -92,6 +92,7 @@ def test_save_and_load_give_identical_outputs(tmp_path):
 def test_decoder_query_kinds_save_load_and_older_configs_read_as_sincos(tmp_path, kind):
     import json
     model = tiny(decoder_queries=kind)
+    assert VAT_CONFIGS["S"].get("decoder_queries", "sincos") == "sincos"  # presets build the shipped layout
     side = model.config.triplane_size // 2
     assert model.plane_embed.shape == ((1, 3, side * side, 32) if kind == "learned" else (1, 3, 1, 32))
     model.save_pretrained(tmp_path / "vat")

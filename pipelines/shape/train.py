@@ -11,7 +11,8 @@ Evaluation (EMA weights, at each save): occupancy IoU at the val shapes' stored 
 perplexity, and the bytes one shape's tokens take.
 
 Options (besides TrainConfig's, `VATOptions`): preset (tiny/S/B), variational, single_scale,
-quantizer_kind (vq / vq_ema / simvq), kl_weight, num_points, num_queries, eval_items.
+quantizer_kind (vq / vq_ema / simvq), decoder_queries (sincos / learned), kl_weight, num_points, num_queries,
+eval_items.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ class VATOptions:
     variational: bool = True               # False: the ablation without the Gaussian layer (no KL)
     single_scale: bool = False             # True: one scale of num_tokens tokens (plain VQ) instead of 1, 2, 4, ...
     quantizer_kind: str = "vq"             # vq | vq_ema | simvq (the core's quantisers)
+    decoder_queries: str = "sincos"        # sincos (shipped) | learned (per-cell queries: learns shapes sooner)
     kl_weight: float = 1e-3
     num_points: int = 512                  # surface points per shape fed to the encoder (2048: 6x the CPU time per step)
     num_queries: int = 2048                # occupancy queries per shape (half near the surface)
@@ -75,7 +77,8 @@ def occupancy_iou(model: VATTokenizer, dataset: ShapeDataset, max_items: int = 3
 def vat_recipe(cfg: dict) -> Recipe:
     train_cfg, opts = parse_config(cfg, VATOptions, recipe="vat", output_dir="runs/vat", steps=20000, batch_size=16,
                                    lr=3e-4, warmup_steps=500, weight_decay=0.01, save_every=1000)
-    overrides = {"variational": opts.variational, "quantizer_kind": opts.quantizer_kind}
+    overrides = {"variational": opts.variational, "quantizer_kind": opts.quantizer_kind,
+                 "decoder_queries": opts.decoder_queries}
     if opts.num_tokens is not None:
         overrides["num_tokens"] = opts.num_tokens
     config = vat_config(opts.preset, **overrides)

@@ -38,16 +38,13 @@ from genstudio.vq import MultiScaleResidualVQ
 VAT_CONFIGS = {
     # tests: a model that runs in milliseconds
     "tiny": dict(num_tokens=8, hidden_size=32, num_heads=2, encoder_layers=1, decoder_layers=1, num_freqs=4,
-                 latent_dim=8, codebook_size=32, triplane_size=8, triplane_channels=8, mlp_hidden=32,
-                 decoder_queries="learned"),
+                 latent_dim=8, codebook_size=32, triplane_size=8, triplane_channels=8, mlp_hidden=32),
     # 64 tokens in 7 scales (127 indices x 10 bits = 159 bytes + header)
     "S": dict(num_tokens=64, hidden_size=192, num_heads=4, encoder_layers=4, decoder_layers=2, num_freqs=8,
-              latent_dim=16, codebook_size=1024, triplane_size=32, triplane_channels=32, mlp_hidden=64,
-              decoder_queries="learned"),
+              latent_dim=16, codebook_size=1024, triplane_size=32, triplane_channels=32, mlp_hidden=64),
     # 256 tokens in 9 scales, 8-bit codes: 511 indices = 511 bytes + header (the paper's "512-byte" budget)
     "B": dict(num_tokens=256, hidden_size=384, num_heads=6, encoder_layers=8, decoder_layers=4, num_freqs=8,
-              latent_dim=32, codebook_size=256, triplane_size=64, triplane_channels=32, mlp_hidden=128,
-              decoder_queries="learned"),
+              latent_dim=32, codebook_size=256, triplane_size=64, triplane_channels=32, mlp_hidden=128),
 }
 
 
