@@ -113,8 +113,8 @@ train-vdt: install
 	  --output-dir runs/vdt-physics-M
 	$(VENV)/bin/genstudio export runs/vdt-physics-M --to checkpoints/vdt-physics-M --dtype fp16 --overwrite
 
-# vdt-physics-M v2 (the shipped default since 2026-11-30): the H200 weights above, continued on one CPU thread in
-# two runs of ~40 minutes (477 + 500 steps of batch 16 were reached on an AMD EPYC; max_minutes stops them).
+# vdt-physics-M v3 (the shipped default since 2026-11-30): the H200 weights above, continued on one CPU thread in
+# three runs of 34-40 minutes (477 + 500 + 426 steps of batch 16 were reached on an AMD EPYC; max_minutes stops them).
 train-vdt-finetune: install
 	$(VENV)/bin/genstudio train vdt --set preset='"M"' --set prediction_type='"sample"' --set init_from='"runs/vdt-physics-M"' \
 	  --set steps=600 --set batch_size=16 --set lr=1e-4 --set warmup_steps=20 --set ema_decay=0.995 --set save_every=100 \
@@ -122,7 +122,10 @@ train-vdt-finetune: install
 	$(VENV)/bin/genstudio train vdt --set preset='"M"' --set prediction_type='"sample"' --set init_from='"runs/vdt-M-cpu"' \
 	  --set steps=560 --set batch_size=16 --set lr=1e-4 --set warmup_steps=20 --set ema_decay=0.995 --set save_every=100 \
 	  --set num_workers=1 --set max_minutes=40 --output-dir runs/vdt-M-cpu2
-	$(VENV)/bin/genstudio export runs/vdt-M-cpu2 --to checkpoints/vdt-physics-M --dtype fp16 --overwrite
+	$(VENV)/bin/genstudio train vdt --set preset='"M"' --set prediction_type='"sample"' --set init_from='"runs/vdt-M-cpu2"' \
+	  --set steps=560 --set batch_size=16 --set lr=1e-4 --set warmup_steps=20 --set ema_decay=0.995 --set save_every=100 \
+	  --set num_workers=1 --set max_minutes=34 --output-dir runs/vdt-M-cpu3
+	$(VENV)/bin/genstudio export runs/vdt-M-cpu3 --to checkpoints/vdt-physics-M --dtype fp16 --overwrite
 
 train-vdt-cpu: install
 	$(VENV)/bin/genstudio train vdt --set preset='"S"' --set prediction_type='"sample"' --set steps=4000 \
