@@ -168,6 +168,21 @@ class VectorQuantizer(_NearestNeighbourQuantizer):
         return F.normalize(weight, dim=-1) if self.l2_normalize else weight
 
     @torch.no_grad()
+    def init_from_data(self, vectors: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        """Data-dependent initialisation: every code becomes one of `vectors` (N, dim), drawn at random
+        (with replacement when N < codebook_size); the EMA statistics restart from there."""
+        vectors = vectors.reshape(-1, self.dim).float()
+        if not len(vectors):
+            raise ValueError("init_from_data needs at least one vector")
+        pick = torch.randint(0, len(vectors), (self.codebook_size,), generator=generator) \
+            if len(vectors) < self.codebook_size else torch.randperm(len(vectors), generator=generator)[:self.codebook_size]
+        codes = vectors[pick.to(vectors.device)]
+        self.embedding.weight.copy_(F.normalize(codes, dim=-1) if self.l2_normalize else codes)
+        if self.ema:
+            self.cluster_size.fill_(1.0)
+            self.embed_sum.copy_(self.embedding.weight)
+
+    @torch.no_grad()
     def _after_assignment(self, z: torch.Tensor, indices: torch.Tensor) -> None:
         if not self.ema or indices.numel() == 0:
             return
@@ -329,6 +344,21 @@ class MultiScaleResidualVQ(nn.Module):
                 counts += torch.bincount(idx.reshape(-1), minlength=self.codebook_size)
         quantized = z + (f_hat.detach().to(z.dtype) - z).detach()
         return QuantizerOutput(quantized, indices, loss / len(indices), _perplexity_from_counts(counts))
+
+    @torch.no_grad()
+    def init_codebook(self, z: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        """Initialise the shared codebook from data: the residual of `z` area-pooled to every scale, as
+        `forward` would quantise it if each scale were reconstructed exactly (the codes then start at
+        the latents' scale instead of near zero). Needs a quantiser with `init_from_data`."""
+        if not hasattr(self.quantizer, "init_from_data"):
+            raise ValueError(f"{type(self.quantizer).__name__} has no data-dependent initialisation")
+        spatial = tuple(z.shape[1:-1])
+        residual, vectors = z.detach().float(), []
+        for size in self._scale_sizes(spatial):
+            pooled = self._resize(residual, size)
+            vectors.append(pooled.reshape(-1, self.dim))
+            residual = residual - self._resize(pooled, spatial)
+        self.quantizer.init_from_data(torch.cat(vectors), generator)
 
     def decode_indices(self, indices: list[torch.Tensor], length) -> torch.Tensor:
         """indices: one tensor per scale ((B, s) or (B, h, w)); a prefix of the scales decodes

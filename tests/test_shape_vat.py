@@ -125,6 +125,37 @@ def test_one_recipe_step_gives_a_finite_loss(tmp_path):
         vat_recipe({"preset": "tiny", "colour": 1})
 
 
+def test_unquantised_forward_decodes_the_continuous_latents():
+    model = tiny()
+    points, normals = sphere_points()
+    queries = torch.rand(2, 16, 3) * 2 - 1
+    with torch.no_grad():
+        out = model(points, queries, normals, sample=False, quantize=False)
+        mean, _ = model.posterior(points, normals)
+        direct = model.occupancy(model.decode(mean), queries)
+    assert out.indices == [] and float(out.vq_loss) == 0 and torch.equal(out.logits, direct)
+
+
+def test_warmup_then_codebook_from_data_then_commitment_ramp(tmp_path):
+    from genstudio.data import prepare
+    from pipelines.shape.train import vat_recipe
+    prepare("shapes", force=True, quiet=True, sources="primitives", primitives=7, points=96, near=64, uniform=64)
+    r = vat_recipe({"preset": "tiny", "steps": 1, "batch_size": 2, "num_points": 48, "num_queries": 32,
+                    "eval_items": 2, "output_dir": str(tmp_path / "run"), "progress": False, "mixed_precision": "no",
+                    "ae_warmup_steps": 3, "commitment_ramp_steps": 4, "logvar_init": -8.0})
+    m, latent = r.model, r.model.config.latent_dim
+    assert torch.all(m.to_moments.bias[latent:] == -8.0)
+    batch = {k: torch.stack([r.dataset[i][k] for i in range(2)]) for k in ("points", "queries", "occupancy")}
+    start = m.quantizer.quantizer.embedding.weight.clone()
+    loss, logs = r.loss_fn(m, batch, step=1)                   # warm-up: no quantiser, no KL
+    assert logs["vq_loss"] == 0 and torch.equal(m.quantizer.quantizer.embedding.weight, start)
+    r.loss_fn(m, batch, step=3)                                # the switch: codes from this batch's latents
+    assert not torch.equal(m.quantizer.quantizer.embedding.weight, start)
+    assert m.quantizer.quantizer.beta == 0.0
+    loss, logs = r.loss_fn(m, batch, step=5)
+    assert m.quantizer.quantizer.beta == pytest.approx(0.25 * 2 / 4) and logs["vq_loss"] >= 0 and torch.isfinite(loss)
+
+
 def test_marching_cubes_on_a_sphere_occupancy_gives_a_closed_mesh():
     axis = np.linspace(-1, 1, 32)
     x, y, z = np.meshgrid(axis, axis, axis, indexing="ij")

@@ -211,6 +211,27 @@ def test_msrvq_2d_map_and_coarse_prefix():
     torch.testing.assert_close(coarse, coarse[:, :1, :1].expand_as(coarse))
 
 
+@pytest.mark.parametrize("quantizer", ["vq", "vq_ema"])
+def test_msrvq_codebook_initialised_from_data_quantises_it_far_better(quantizer):
+    torch.manual_seed(0)
+    q = MultiScaleResidualVQ(64, DIM, scales=(1, 2, 4, 8, 16), quantizer=quantizer)
+    z = torch.randn(8, 16, DIM) * 3
+    before = (q(z).quantized - z).pow(2).mean()
+    q.init_codebook(z)
+    codes = q.quantizer.codebook_vectors()
+    assert codes.abs().max() > 0.5  # at the data's scale, not the +-1/K start
+    if quantizer == "vq_ema":  # the EMA statistics restart at the new codes
+        assert torch.equal(q.quantizer.embed_sum, q.quantizer.embedding.weight)
+        assert torch.equal(q.quantizer.cluster_size, torch.ones(64))
+    assert (q(z).quantized - z).pow(2).mean() < 0.5 * before
+
+
+def test_msrvq_codebook_init_needs_a_data_initialisable_quantiser():
+    q = MultiScaleResidualVQ(16, DIM, scales=(1, 4), quantizer="simvq")
+    with pytest.raises(ValueError, match="data-dependent"):
+        q.init_codebook(torch.randn(2, 4, DIM))
+
+
 def test_msrvq_rejects_scale_larger_than_input():
     q = MultiScaleResidualVQ(16, DIM, scales=(1, 32))
     with pytest.raises(ValueError, match="scale"):

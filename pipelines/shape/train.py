@@ -12,7 +12,7 @@ perplexity, and the bytes one shape's tokens take.
 
 Options (besides TrainConfig's, `VATOptions`): preset (tiny/S/B), variational, single_scale,
 quantizer_kind (vq / vq_ema / simvq), decoder_queries (sincos / learned), kl_weight, num_points, num_queries,
-eval_items.
+eval_items, ae_warmup_steps, commitment_ramp_steps, logvar_init (see VATOptions).
 """
 from __future__ import annotations
 
@@ -42,12 +42,29 @@ class VATOptions:
     num_queries: int = 2048                # occupancy queries per shape (half near the surface)
     eval_items: int = 32                   # val shapes scored at each save
     num_tokens: Optional[int] = None       # override the preset's token count
+    # Against latent collapse (the commitment term pulls every latent onto the near-zero initial codes within
+    # ~30 steps, and the decoder then learns a mean shape): decode the continuous posterior mean for the first
+    # `ae_warmup_steps`, then initialise the codebook from the latents (`MultiScaleResidualVQ.init_codebook`)
+    # and ramp the commitment from 0 over `commitment_ramp_steps`. 0 / 0: the shipped recipe.
+    ae_warmup_steps: int = 0
+    commitment_ramp_steps: int = 0
+    logvar_init: Optional[float] = None    # initial log-variance of the posterior (e.g. -8: start nearly noise-free)
 
 
-def vat_loss(model: VATTokenizer, batch: dict, kl_weight: float):
-    out = model(batch["points"], batch["queries"])
+def vat_loss(model: VATTokenizer, batch: dict, kl_weight: float, step: int = 0, ae_warmup_steps: int = 0,
+             commitment_ramp_steps: int = 0):
+    """BCE + kl_weight x KL + VQ loss; during the warm-up (step < ae_warmup_steps) BCE alone on the decoded
+    posterior mean. At step == ae_warmup_steps the codebook is initialised from this batch's latents."""
+    vat = getattr(model, "module", model)
+    points, queries = batch["points"], batch["queries"]
+    warm = step < ae_warmup_steps
+    if ae_warmup_steps and step == ae_warmup_steps:
+        vat.quantizer.init_codebook(vat.posterior(points)[0])
+    if commitment_ramp_steps:
+        vat.quantizer.quantizer.beta = vat.config.commitment * min(1.0, max(0, step - ae_warmup_steps) / commitment_ramp_steps)
+    out = model(points, queries, sample=False if warm else None, quantize=not warm)
     bce = F.binary_cross_entropy_with_logits(out.logits.float(), batch["occupancy"].float())
-    loss = bce + kl_weight * out.kl + out.vq_loss
+    loss = bce + (0.0 if warm else kl_weight) * out.kl + out.vq_loss
     return loss, {"bce": bce.item(), "kl": out.kl.item(), "vq_loss": out.vq_loss.item(),
                   "perplexity": out.perplexity.item()}
 
@@ -85,6 +102,9 @@ def vat_recipe(cfg: dict) -> Recipe:
     if opts.single_scale:
         config["scales"] = [config["num_tokens"]]
     model = VATTokenizer(**config)
+    if opts.logvar_init is not None and config.get("variational", True):
+        with torch.no_grad():
+            model.to_moments.bias[config["latent_dim"]:] = opts.logvar_init
     train_items = load_items("train")
     if not train_items:
         raise DataError("no training shapes; run `genstudio data prepare shapes`")
@@ -94,7 +114,11 @@ def vat_recipe(cfg: dict) -> Recipe:
     print(f"[vat] preset {opts.preset} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters), "
           f"scales {model.scales}, {model.bytes_per_shape} bytes/shape, train {len(train_set)} shapes, val {len(val_set)}")
     kl_weight, eval_items = opts.kl_weight, opts.eval_items
-    return Recipe(model, train_set, lambda m, batch: vat_loss(m, batch, kl_weight), train_cfg,
+    warmup, ramp = opts.ae_warmup_steps, opts.commitment_ramp_steps
+
+    def loss_fn(m, batch, step=0):
+        return vat_loss(m, batch, kl_weight, step, warmup, ramp)
+    return Recipe(model, train_set, loss_fn, train_cfg,
                   eval_fn=lambda m: occupancy_iou(m, val_set, eval_items), extra={"val_set": val_set},
                   name="vat", options=opts)
 

@@ -193,10 +193,15 @@ class VATTokenizer(ModelMixin, ConfigMixin):
         mean, logvar = moments.chunk(2, -1)
         return mean, logvar.clamp(-30, 20)
 
-    def encode(self, points: torch.Tensor, normals: torch.Tensor | None = None, sample: bool = False) -> VATEncoding:
-        """Points -> tokens: indices per scale (coarse first) and the dequantised sequence."""
+    def encode(self, points: torch.Tensor, normals: torch.Tensor | None = None, sample: bool = False,
+               quantize: bool = True) -> VATEncoding:
+        """Points -> tokens: indices per scale (coarse first) and the dequantised sequence. `quantize=False`
+        (the training warm-up) passes the continuous latents on as `quantized` (no indices, no VQ loss)."""
         mean, logvar = self.posterior(points, normals)
         latents = mean + torch.randn_like(mean) * (0.5 * logvar).exp() if sample and logvar is not None else mean
+        if not quantize:
+            zero = latents.new_zeros((), dtype=torch.float32)
+            return VATEncoding([], latents, latents, mean, logvar, zero, zero)
         q = self.quantizer(latents)
         return VATEncoding(q.indices, q.quantized, latents, mean, logvar, q.loss, q.perplexity)
 
@@ -247,10 +252,11 @@ class VATTokenizer(ModelMixin, ConfigMixin):
     # ---- training ----
 
     def forward(self, points: torch.Tensor, queries: torch.Tensor, normals: torch.Tensor | None = None,
-                sample: bool | None = None) -> VATOutput:
+                sample: bool | None = None, quantize: bool = True) -> VATOutput:
         """Points (+ normals) and queries (B, Q, 3) -> occupancy logits, KL and VQ losses.
-        `sample` (default: in training mode) draws the latents from the posterior instead of its mean."""
-        enc = self.encode(points, normals, sample=self.training if sample is None else sample)
+        `sample` (default: in training mode) draws the latents from the posterior instead of its mean;
+        `quantize=False` decodes the continuous latents (see `encode`)."""
+        enc = self.encode(points, normals, sample=self.training if sample is None else sample, quantize=quantize)
         if enc.logvar is None:
             kl = enc.mean.new_zeros((), dtype=torch.float32)
         else:
