@@ -156,6 +156,24 @@ def test_warmup_then_codebook_from_data_then_commitment_ramp(tmp_path):
     assert m.quantizer.quantizer.beta == pytest.approx(0.25 * 2 / 4) and logs["vq_loss"] >= 0 and torch.isfinite(loss)
 
 
+def test_init_from_continues_a_run_and_refuses_another_architecture(tmp_path):
+    from genstudio.data import prepare
+    from pipelines.shape.train import vat_recipe
+    prepare("shapes", force=True, quiet=True, sources="primitives", primitives=7, points=96, near=64, uniform=64)
+    base = {"preset": "tiny", "steps": 1, "batch_size": 2, "num_points": 48, "num_queries": 32, "eval_items": 2,
+            "progress": False, "mixed_precision": "no"}
+    source = tiny()
+    with torch.no_grad():
+        source.quantizer.quantizer.embedding.weight.normal_()
+    source.save_pretrained(tmp_path / "src")
+    r = vat_recipe({**base, "output_dir": str(tmp_path / "run"), "init_from": str(tmp_path / "src")})
+    assert torch.equal(r.model.quantizer.quantizer.embedding.weight, source.quantizer.quantizer.embedding.weight)
+    assert r.options.init_from == str((tmp_path / "src").resolve())
+    with pytest.raises(ValueError, match="vat init_from"):
+        vat_recipe({**base, "output_dir": str(tmp_path / "run2"), "init_from": str(tmp_path / "src"),
+                    "decoder_queries": "learned"})
+
+
 def test_marching_cubes_on_a_sphere_occupancy_gives_a_closed_mesh():
     axis = np.linspace(-1, 1, 32)
     x, y, z = np.meshgrid(axis, axis, axis, indexing="ij")

@@ -12,7 +12,7 @@ perplexity, and the bytes one shape's tokens take.
 
 Options (besides TrainConfig's, `VATOptions`): preset (tiny/S/B), variational, single_scale,
 quantizer_kind (vq / vq_ema / simvq), decoder_queries (sincos / learned), kl_weight, num_points, num_queries,
-eval_items, ae_warmup_steps, commitment_ramp_steps, logvar_init (see VATOptions).
+eval_items, ae_warmup_steps, commitment_ramp_steps, logvar_init, init_from (see VATOptions).
 """
 from __future__ import annotations
 
@@ -49,6 +49,7 @@ class VATOptions:
     ae_warmup_steps: int = 0
     commitment_ramp_steps: int = 0
     logvar_init: Optional[float] = None    # initial log-variance of the posterior (e.g. -8: start nearly noise-free)
+    init_from: Optional[str] = None        # continue from a vat run / checkpoint / export (same preset and options)
 
 
 def vat_loss(model: VATTokenizer, batch: dict, kl_weight: float, step: int = 0, ae_warmup_steps: int = 0,
@@ -105,6 +106,9 @@ def vat_recipe(cfg: dict) -> Recipe:
     if opts.logvar_init is not None and config.get("variational", True):
         with torch.no_grad():
             model.to_moments.bias[config["latent_dim"]:] = opts.logvar_init
+    if opts.init_from:  # its codebook is already trained: no warm-up or ramp needed
+        from genstudio.export import init_weights
+        opts.init_from = init_weights(model, opts.init_from, "vat init_from")
     train_items = load_items("train")
     if not train_items:
         raise DataError("no training shapes; run `genstudio data prepare shapes`")
