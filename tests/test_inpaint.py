@@ -143,6 +143,44 @@ def test_harmonic_reference_decoder_falls_back_to_the_fill_and_keeps_known_pixel
         recipe({"stage": "vqvae", "preset": "tiny", "decoder_only": True, "eval_items": 2})
 
 
+def test_biharmonic_reference_is_scikit_images_fill_and_mse_is_a_loss_option(tmp_path):
+    """reference_fill="biharmonic": with a zero residual the decoder returns skimage's biharmonic
+    fill (known pixels exact); pixel_loss="mse" trains on squared error, "psnr" on the mean of each
+    image's log10 squared error; other names are refused."""
+    from skimage.restoration import inpaint_biharmonic
+    from pipelines.inpaint.put import biharmonic_fill
+    from pipelines.inpaint.train import recipe, vqvae_loss
+    torch.manual_seed(2)
+    model = PatchVQVAE(**{**PUT_CONFIGS["tiny"]["vqvae"], "reference_fill": "biharmonic"}).eval()
+    torch.nn.init.zeros_(model.decoder.proj_out.weight)
+    torch.nn.init.zeros_(model.decoder.proj_out.bias)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 32), torch.linspace(-1, 1, 32), indexing="ij")
+    x = torch.stack([xx * yy, xx ** 2 - 0.5, torch.sin(2 * yy)])[None]
+    known = torch.ones(1, 1, 32, 32)
+    known[..., 10:20, 8:22] = 0
+    with torch.no_grad():
+        out = model.decode_tokens(model.quantize(model.encode(x)).indices, x * known, known)
+    expected = inpaint_biharmonic(x[0].permute(1, 2, 0).numpy().astype(np.float64), known[0, 0].numpy() < 0.5,
+                                  channel_axis=-1)
+    assert torch.allclose(out[0], torch.from_numpy(expected).permute(2, 0, 1).float(), atol=1e-5)
+    assert torch.equal(out[known.expand_as(out) > 0], x[known.expand_as(x) > 0])
+    assert (out - x).abs()[known.expand_as(out) == 0].mean() < 0.05  # a smooth field is filled closely
+    assert biharmonic_fill(x, torch.zeros(1, 1, 32, 32)).abs().max() == 0  # nothing known -> zeros
+
+    batch = {"image": x, "known": known, "erase": torch.ones_like(known)}
+    mse, logs = vqvae_loss(model, batch, pixel_loss="mse", gradient_weight=0.0)
+    l1, _ = vqvae_loss(model, batch)
+    assert "mse" in logs and torch.isfinite(mse) and float(mse) != float(l1)
+    two = {k: torch.cat([v, v]) for k, v in batch.items()}
+    two["image"][1] = two["image"][1] * 0.5  # a second image with another error
+    per_image = [vqvae_loss(model, {k: v[i:i + 1] for k, v in two.items()}, pixel_loss="mse")[1]["mse"] for i in range(2)]
+    _, logs = vqvae_loss(model, two, pixel_loss="psnr")  # the mean over images of log10 of each one's error
+    assert per_image[0] != pytest.approx(per_image[1])
+    assert logs["psnr"] == pytest.approx(np.mean(np.log10(np.array(per_image) + 1e-5)), rel=1e-4)
+    with pytest.raises(ValueError, match="pixel_loss"):
+        recipe({"stage": "vqvae", "preset": "tiny", "pixel_loss": "huber", "eval_items": 2})
+
+
 def test_decoder_trains_on_tokens_sampled_from_the_transformer(tmp_path):
     """With `transformer`, the decoder's hole tokens are drawn from the transformer's top-k (known
     patches keep their own tokens), only the decoder learns, and eval also reports sampled-token PSNR."""
