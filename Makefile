@@ -160,17 +160,30 @@ train-image: install
 # on one H200 (82 s + 118 s, 8+ data workers); on 2 CPU cores each step takes 2-5 s.
 # VAT (65 CPU minutes: the run stops at step ~1,690 of its 1,800-step cosine) -> G3PT XS (class + text) and its
 # interpolation ablation; export into one checkpoint (vat/ + g3pt/), then the benchmark
+# VAT: stage 1 decodes the continuous latents for 100 steps, then initialises the codebook from them and ramps the
+# commitment (against latent collapse); stage 2 continues it. Ablations: stage 1 alone, compared at checkpoint-600.
+VAT_RECIPE = --set preset=S --set decoder_queries='"learned"' --set kl_weight=1e-5 --set save_every=300
+VAT_STAGE1 = $(VAT_RECIPE) --set ae_warmup_steps=100 --set commitment_ramp_steps=100 --set logvar_init=-8.0 \
+  --set steps=900 --set warmup_steps=100 --set lr=5e-4
+G3PT_RECIPE = --set vat=runs/vat-S --set preset=XS --set condition=class+text --set steps=450 --set warmup_steps=40 \
+  --set batch_size=64 --set lr=6e-4 --set save_every=150 --set max_minutes=28
+
 train-shape: install
 	$(VENV)/bin/genstudio data prepare shapes
-	OMP_NUM_THREADS=1 $(VENV)/bin/genstudio train vat --set preset=S --set steps=1800 --set warmup_steps=100 --set lr=5e-4 \
-	  --set save_every=300 --set max_minutes=65 --output-dir runs/vat-S
-	OMP_NUM_THREADS=1 $(VENV)/bin/genstudio train g3pt --set vat=runs/vat-S --set preset=XS --set condition=class+text \
-	  --set steps=450 --set warmup_steps=40 --set batch_size=64 --set lr=6e-4 --set save_every=150 --set max_minutes=28 --output-dir runs/g3pt-XS
-	OMP_NUM_THREADS=1 $(VENV)/bin/genstudio train g3pt --set vat=runs/vat-S --set preset=XS --set condition=class+text --set cross_scale=false \
-	  --set steps=450 --set warmup_steps=40 --set batch_size=64 --set lr=6e-4 --set save_every=150 --set max_minutes=28 --output-dir runs/g3pt-XS-interp
+	OMP_NUM_THREADS=1 $(VENV)/bin/genstudio train vat $(VAT_STAGE1) --set max_minutes=33 --output-dir runs/vat-S-stage1
+	OMP_NUM_THREADS=1 $(VENV)/bin/genstudio train vat $(VAT_RECIPE) --set init_from='"runs/vat-S-stage1"' \
+	  --set steps=1200 --set warmup_steps=50 --set lr=3e-4 --set max_minutes=45 --output-dir runs/vat-S
+	OMP_NUM_THREADS=1 $(VENV)/bin/genstudio train vat $(VAT_STAGE1) --set variational=false --set max_minutes=24 --output-dir runs/vat-S-novar
+	OMP_NUM_THREADS=1 $(VENV)/bin/genstudio train vat $(VAT_STAGE1) --set single_scale=true --set max_minutes=24 --output-dir runs/vat-S-vq
+	OMP_NUM_THREADS=1 $(VENV)/bin/genstudio train g3pt $(G3PT_RECIPE) --output-dir runs/g3pt-XS
+	OMP_NUM_THREADS=1 $(VENV)/bin/genstudio train g3pt $(G3PT_RECIPE) --set cross_scale=false --output-dir runs/g3pt-XS-interp
 	$(VENV)/bin/genstudio export runs/vat-S --to checkpoints/shape-S/vat --overwrite
 	$(VENV)/bin/genstudio export runs/g3pt-XS --to checkpoints/shape-S/g3pt --overwrite
 	$(VENV)/bin/genstudio bench shape -o vat=runs/vat-S
+	$(VENV)/bin/genstudio bench shape -o vat=runs/vat-S-stage1/checkpoint-600 -o vat_novar=runs/vat-S-novar/checkpoint-600 \
+	  -o vat_vq=runs/vat-S-vq/checkpoint-600 -o faces=50 -o qbits=8 --out runs/bench-shape-ablation
+	mv runs/bench-shape-ablation/shape.json benchmarks/results/shape-ablation.json
+	mv runs/bench-shape-ablation/shape.md benchmarks/results/shape-ablation.md
 	$(VENV)/bin/genstudio bench shape -o g3pt=runs/g3pt-XS -o g3pt_interp=runs/g3pt-XS-interp -o tokenizer=false --out runs/bench-shape-gen
 	mv runs/bench-shape-gen/shape.json benchmarks/results/shape-generation.json
 	mv runs/bench-shape-gen/shape.md benchmarks/results/shape-generation.md
