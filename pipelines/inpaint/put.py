@@ -93,6 +93,7 @@ def harmonic_fill(image: torch.Tensor, known: torch.Tensor, iterations: int = 16
             out = pinned * value + (1 - pinned) * smooth
     return torch.where(known > 0.5, image, out)
 
+
 @torch.no_grad()
 def biharmonic_fill(image: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     """Fill the holes of `image` (B, C, H, W) with scikit-image's biharmonic inpainting (a sparse
