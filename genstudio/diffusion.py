@@ -109,6 +109,25 @@ def _generate_mask(mask, like) -> torch.Tensor:
 
 # ---- Training loss ----
 
+def min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float, prediction_type: str = "epsilon") -> torch.Tensor:
+    """Min-SNR-gamma loss weights per sample (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR
+    Weighting Strategy"): the x0-MSE weight min(SNR, gamma), written for the model's target, i.e.
+    min(SNR, gamma) / SNR for epsilon, min(SNR, gamma) / (SNR + 1) for v, min(SNR, gamma) for x0.
+    It stops the many low-noise steps from dominating, which speeds up convergence."""
+    if not gamma > 0:
+        raise ValueError(f"min-SNR gamma must be > 0, got {gamma}")
+    abar = scheduler.alphas_cumprod.to(timesteps.device)[timesteps.long()].float()
+    snr = abar / (1 - abar)
+    clipped = snr.clamp(max=float(gamma))
+    if prediction_type == "epsilon":
+        return clipped / snr
+    if prediction_type == "v_prediction":
+        return clipped / (snr + 1)
+    if prediction_type == "sample":
+        return clipped
+    raise ValueError(f"prediction_type must be 'epsilon', 'v_prediction' or 'sample', got {prediction_type!r}")
+
+
 def diffusion_loss(
     model_fn: ModelFn,
     x0: torch.Tensor,

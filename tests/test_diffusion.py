@@ -7,6 +7,7 @@ from genstudio.diffusion import (
     drop_learned_sigma,
     guided_prediction,
     make_scheduler,
+    min_snr_weights,
     sample,
 )
 from genstudio.dit import dit_from_name
@@ -33,6 +34,21 @@ def randn(shape=SHAPE, seed=0):
 
 
 # ---- Loss ----
+
+def test_min_snr_weights_clip_the_x0_weight_at_gamma():
+    sched = make_scheduler("ddpm")
+    t = torch.tensor([0, 200, 500, 999])
+    abar = sched.alphas_cumprod[t].float()
+    snr = abar / (1 - abar)
+    eps = min_snr_weights(sched, t, 5.0)
+    assert torch.allclose(eps * snr, snr.clamp(max=5.0), rtol=1e-5)      # epsilon MSE x SNR = x0 MSE
+    assert eps[0] < 0.01 and eps[-1] == pytest.approx(1.0)                  # low noise down-weighted, high noise kept
+    assert torch.allclose(min_snr_weights(sched, t, 5.0, "sample"), snr.clamp(max=5.0))
+    assert torch.allclose(min_snr_weights(sched, t, 5.0, "v_prediction"), snr.clamp(max=5.0) / (snr + 1))
+    with pytest.raises(ValueError):
+        min_snr_weights(sched, t, 0.0)
+
+
 
 def test_epsilon_and_v_losses_are_zero_for_the_exact_target():
     sched = make_scheduler("ddpm")

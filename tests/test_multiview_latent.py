@@ -114,6 +114,12 @@ def test_vae_base_adapter_chain_and_pipeline(built, tmp_path):
     assert math.isfinite(train(rec)["loss"])
     again = base_recipe({**TINY, "preset": "tiny", "vae": str(tmp_path / "vae"), "output_dir": str(tmp_path / "base")})
     assert again is not None and load_vae(tmp_path / "base").config.scaling_factor == scale  # resuming keeps it
+    # a continued run (init_from) starts from those weights; min-SNR weighting trains
+    cont = base_recipe({**TINY, "preset": "tiny", "vae": str(tmp_path / "vae"), "init_from": str(tmp_path / "base"),
+                        "snr_gamma": 5.0, "output_dir": str(tmp_path / "base2")})
+    for k, v in load_base(tmp_path / "base").state_dict().items():
+        assert torch.equal(cont.model.state_dict()[k], v), k
+    assert math.isfinite(train(cont)["loss"])
     before = {k: v.clone() for k, v in load_base(tmp_path / "base").state_dict().items()}
 
     rec = adapter_recipe({**TINY, "base": str(tmp_path / "base"), "views": 4, "cameras": "random",

@@ -42,7 +42,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from genstudio.diffusion import make_scheduler
+from genstudio.diffusion import make_scheduler, min_snr_weights
+from genstudio.export import init_weights
 from genstudio.train import Recipe, parse_config
 
 from .attention import add_mv_adapter, encode_reference
@@ -161,6 +162,8 @@ class BaseOptions:
     caption_dropout: float = 0.1
     text_encoder: str = "minilm"
     vae: Optional[str] = None         # an mv-vae run or AutoencoderKL folder: train on its latents (kept in vae/)
+    init_from: Optional[str] = None   # continue from these UNet weights (an mv-base run, export or checkpoint)
+    snr_gamma: float = 0.0            # > 0: Min-SNR-gamma loss weighting (genstudio.diffusion.min_snr_weights)
 
 
 def base_recipe(cfg: dict) -> Recipe:
@@ -176,6 +179,8 @@ def base_recipe(cfg: dict) -> Recipe:
     if size % factor:
         raise ValueError(f"mv-base: {size} px renders do not divide by the VAE's factor {factor}")
     model = make_base_unet(opts.preset, size // factor, tokens.dim, vae.config.latent_channels if vae else 3)
+    if opts.init_from:
+        opts.init_from = init_weights(model, opts.init_from, "mv-base init_from")
     scheduler = make_scheduler("ddpm", prediction_type="epsilon")
     space = f"{size // factor} px latents (scaling {vae.config.scaling_factor:.4f})" if vae else "pixels"
     print(f"[mv-base] {opts.preset}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
@@ -191,6 +196,9 @@ def base_recipe(cfg: dict) -> Recipe:
         noisy = scheduler.add_noise(x0, noise, t)
         pred = unet(noisy, t, encoder_hidden_states=states.to(x0.device, x0.dtype),
                     encoder_attention_mask=mask.to(x0.device)).sample
+        if opts.snr_gamma > 0:
+            err = (pred.float() - noise.float()).pow(2).mean(dim=(1, 2, 3))
+            return (err * min_snr_weights(scheduler, t, opts.snr_gamma)).mean()
         return F.mse_loss(pred.float(), noise.float())
 
     return Recipe(model, dataset, loss_fn, train_cfg, collate_fn=_stack, name="mv-base", options=opts)
