@@ -229,11 +229,18 @@ train-multiview: install
 	  --set batch_size=32 --set save_every=250 --set max_minutes=52 --output-dir runs/mv-base
 	OMP_NUM_THREADS=1 $(VENV)/bin/genstudio train mv-adapter --set base='"runs/mv-base"' --set steps=1050 --set batch_size=8 \
 	  --set save_every=150 --set max_minutes=52 --output-dir runs/mv-adapter
-	$(VENV)/bin/genstudio export runs/mv-base --to checkpoints/mv-base-S --overwrite
+	# v1: both continued (the base with Min-SNR-5 weighting; the adapter at lr 5e-4 without the SNR shift)
+	OMP_NUM_THREADS=1 $(VENV)/bin/genstudio train mv-base --set preset=S-latent --set vae='"runs/mv-vae"' \
+	  --set init_from='"runs/mv-base"' --set snr_gamma=5 --set steps=1200 --set batch_size=32 --set lr=3e-4 \
+	  --set warmup_steps=50 --set save_every=200 --set max_minutes=34 --output-dir runs/mv-base-v1
+	OMP_NUM_THREADS=1 $(VENV)/bin/genstudio train mv-adapter --set base='"runs/mv-base-v1"' --set init_from='"runs/mv-adapter"' \
+	  --set shift_scale=1 --set steps=900 --set batch_size=8 --set lr=5e-4 --set warmup_steps=50 --set save_every=150 \
+	  --set max_minutes=42 --output-dir runs/mv-adapter-v1
+	$(VENV)/bin/genstudio export runs/mv-base-v1 --to checkpoints/mv-base-S --overwrite
 	# the VAE ships as its own checkpoint (each <= 30 MB); the base's vae.json names it
 	rm -rf checkpoints/mv-vae-S && mv checkpoints/mv-base-S/vae checkpoints/mv-vae-S
 	echo '{"checkpoint": "mv-vae-S"}' > checkpoints/mv-base-S/vae.json
-	$(VENV)/bin/genstudio export runs/mv-adapter --to checkpoints/mv-adapter-S --overwrite
+	$(VENV)/bin/genstudio export runs/mv-adapter-v1 --to checkpoints/mv-adapter-S --overwrite
 	$(VENV)/bin/genstudio bench multiview -o objects=16
 
 # VAT curve vs Draco + decimation at matched bytes, ablations, G3PT generation (`genstudio bench shape`);
