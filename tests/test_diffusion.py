@@ -49,7 +49,6 @@ def test_min_snr_weights_clip_the_x0_weight_at_gamma():
         min_snr_weights(sched, t, 0.0)
 
 
-
 def test_epsilon_and_v_losses_are_zero_for_the_exact_target():
     sched = make_scheduler("ddpm")
     x0, noise, t = randn(), randn(seed=1), torch.tensor([10, 900])
