@@ -35,6 +35,7 @@ so its checkpoints and EMA hold the adapter alone; the frozen base stays in the 
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -78,19 +79,30 @@ def make_base_unet(preset: str, image_size: int = 64, text_dim: int = 384, in_ch
 
 
 class CaptionTokens:
-    """MiniLM token states of captions, computed once per distinct caption and padded per batch."""
+    """MiniLM token states of captions, computed once per distinct caption and padded per batch.
+
+    `text_encoder` is "minilm" (the packaged one), another encoder's name or path, or a caption table
+    (`*.safetensors`, written by `write_caption_table`): the states precomputed for a fixed caption set, so
+    a machine without the encoder (a GPU box that cannot download it) trains the same model."""
 
     def __init__(self, text_encoder: str = "minilm"):
-        from genstudio.text import get_text_encoder
-        self.encoder = get_text_encoder(None if text_encoder == "minilm" else text_encoder)
         self.cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.encoder, self.table = None, None
+        if str(text_encoder).endswith(".safetensors"):
+            self.table = str(text_encoder)
+            self.cache, self._dim = read_caption_table(text_encoder)
+        else:
+            from genstudio.text import get_text_encoder
+            self.encoder = get_text_encoder(None if text_encoder == "minilm" else text_encoder)
 
     @property
     def dim(self) -> int:
-        return self.encoder.dim
+        return self._dim if self.encoder is None else self.encoder.dim
 
     def __call__(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         missing = [c for c in dict.fromkeys(captions) if c not in self.cache]
+        if missing and self.encoder is None:
+            raise ValueError(f"caption {missing[0]!r} is not in the caption table {self.table}")
         if missing:
             enc = self.encoder.encode(missing, return_tokens=True)
             for k, c in enumerate(missing):
@@ -100,6 +112,32 @@ class CaptionTokens:
         states = torch.stack([F.pad(self.cache[c][0], (0, 0, 0, length - self.cache[c][0].shape[0])) for c in captions])
         mask = torch.stack([F.pad(self.cache[c][1], (0, length - self.cache[c][1].shape[0])) for c in captions])
         return states, mask
+
+
+def write_caption_table(path, captions: list[str], text_encoder: str = "minilm") -> int:
+    """Precompute `captions`' token states (and the empty caption's, for dropout) into a safetensors table
+    that CaptionTokens reads in place of the encoder. Returns the number of captions."""
+    from safetensors.torch import save_file
+    tokens = CaptionTokens(text_encoder)
+    captions = list(dict.fromkeys(["", *captions]))
+    tensors = {}
+    for k, c in enumerate(captions):
+        states, mask = tokens([c])
+        tensors[f"states.{k}"], tensors[f"mask.{k}"] = states[0].contiguous(), mask[0].contiguous()
+    save_file(tensors, str(path), metadata={"captions": json.dumps(captions), "dim": str(tokens.dim)})
+    return len(captions)
+
+
+def read_caption_table(path) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], int]:
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            captions = json.loads(meta["captions"])
+            table = {c: (f.get_tensor(f"states.{k}").float(), f.get_tensor(f"mask.{k}")) for k, c in enumerate(captions)}
+            return table, int(meta["dim"])
+    except Exception as e:  # noqa: BLE001 (a missing, corrupt or foreign file: one clear line)
+        raise ValueError(f"{path} is not a caption table (write_caption_table): {e}") from None
 
 
 def drop(items: list, p: float, null, generator: torch.Generator | None = None) -> list:
@@ -250,6 +288,9 @@ def adapter_recipe(cfg: dict) -> Recipe:
     unet = load_base(opts.base)
     vae = base_vae(opts.base)                 # a latent-space base: images and reference go through it
     dataset = MultiViewDataset("train", views=opts.views, cameras=opts.cameras)
+    if opts.geometry and "position" not in dataset[0]:
+        raise ValueError("mv-adapter: geometry=true needs the position / normal maps, which this data copy lacks "
+                         "(a slim_copy); use the full `genstudio data prepare multiview` build")
     tokens = CaptionTokens(opts.text_encoder)
     if opts.init_from:
         from genstudio.export import run_weights
