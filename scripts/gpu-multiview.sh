@@ -23,11 +23,11 @@ torch.cuda.is_available())" || exit 1
 shm=$(df -m --output=avail /dev/shm 2>/dev/null | tail -1); echo "/dev/shm: ${shm:-?} MB free"
 workers=12; [ "${shm:-0}" -gt 4000 ] 2>/dev/null || workers=0
 G="${PY:-python3} -m genstudio.cli"
-TEXT='".gpu/captions.safetensors"'
+TABLE='".gpu/captions.safetensors"'
 runs=/tmp/runs; exp=/tmp/export; mkdir -p $runs $exp
 
 $G train mv-base --set preset=S-latent --set vae='"checkpoints/mv-vae-S"' --set init_from='"checkpoints/mv-base-S"' \
-  --set text_encoder="$TEXT" --set snr_gamma=5 --set steps=${BASE_STEPS:-3500} --set batch_size=${BASE_BATCH:-512} --set lr=4e-4 \
+  --set caption_table="$TABLE" --set snr_gamma=5 --set steps=${BASE_STEPS:-3500} --set batch_size=${BASE_BATCH:-512} --set lr=4e-4 \
   --set warmup_steps=100 --set save_every=1000 --set num_workers=$workers --set progress=false --set log_every=100 \
   --set max_minutes="$base_min" --output-dir $runs/mv-base 2>&1 | tee "$out/base.log" || exit 1
 cp $runs/mv-base/metrics.jsonl "$out/base-metrics.jsonl"
@@ -35,7 +35,7 @@ $G export $runs/mv-base --to $exp/mv-base-S --dtype fp16 --overwrite || exit 1
 (cd $exp && tar cf - mv-base-S) | split -b 16000k - "$out/base.tar.part-"   # what comes back: files <= 16 MiB
 
 $G train mv-adapter --set base="\"$runs/mv-base\"" --set init_from='"checkpoints/mv-adapter-S"' \
-  --set text_encoder="$TEXT" --set shift_scale=1 --set steps=${ADAPTER_STEPS:-3500} --set batch_size=${ADAPTER_BATCH:-64} --set lr=3e-4 \
+  --set caption_table="$TABLE" --set shift_scale=1 --set steps=${ADAPTER_STEPS:-3500} --set batch_size=${ADAPTER_BATCH:-64} --set lr=3e-4 \
   --set warmup_steps=100 --set save_every=1000 --set num_workers=$workers --set progress=false --set log_every=100 \
   --set max_minutes="$adapter_min" --output-dir $runs/mv-adapter 2>&1 | tee "$out/adapter.log"
 cp $runs/mv-adapter/metrics.jsonl "$out/adapter-metrics.jsonl"

@@ -157,6 +157,41 @@ def test_one_step_of_each_recipe(built, tmp_path):
         adapter_recipe({"base": str(tmp_path / "base"), "colour": 1})
 
 
+def test_slim_copy_and_caption_table_train_without_the_encoder(built, tmp_path, monkeypatch):
+    """What scripts/gpu-multiview.sh carries to a GPU box: data without masks / geometry, captions precomputed."""
+    from genstudio.data import load_manifest
+    from genstudio.train import train
+    from pipelines.multiview.data import MultiViewDataset, slim_copy
+    from pipelines.multiview.train import CaptionTokens, adapter_recipe, base_recipe, write_caption_table
+    items = load_manifest("multiview")
+    assert slim_copy(tmp_path / "data", splits=("train", "val", "test"), compress=False) > 0
+    table = tmp_path / "captions.safetensors"
+    assert write_caption_table(table, [it["caption"] for it in items]) == len({it["caption"] for it in items}) + 1
+    tokens, encoder = CaptionTokens(table=str(table)), CaptionTokens()
+    caps = [items[0]["caption"], ""]
+    for a, b in zip(tokens(caps), encoder(caps)):
+        assert a.shape == b.shape and torch.allclose(a.float(), b.float(), atol=1e-4)
+    with pytest.raises(ValueError, match="not in the caption table"):
+        tokens(["a plaid zeppelin"])
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(ValueError, match="not a caption table"):
+        CaptionTokens(table=str(tmp_path / "bad.safetensors"))
+    with pytest.raises(ValueError, match="not 'other'"):
+        CaptionTokens("other", table=str(table))
+
+    monkeypatch.setenv("GENSTUDIO_DATA", str(tmp_path / "data"))
+    slim = load_manifest("multiview")
+    assert [it["id"] for it in slim] == [it["id"] for it in items]
+    with np.load(slim[0]["path"]) as z:
+        assert "rgb" in z.files and not {"alpha", "position", "normal"} & set(z.files)
+    x = MultiViewDataset(slim[0]["split"], views=4, cameras="random")[0]
+    assert x["images"].shape == (4, 3, 32, 32) and "masks" not in x and "position" not in x
+    base = base_recipe({**TINY, "preset": "tiny", "caption_table": str(table), "output_dir": str(tmp_path / "base")})
+    assert math.isfinite(train(base)["loss"])
+    with pytest.raises(ValueError, match="position / normal maps"):
+        adapter_recipe({"base": str(tmp_path / "base"), "geometry": True, "caption_table": str(table)})
+
+
 def test_presets_fit_the_checkpoint_budget():
     from pipelines.multiview.attention import add_mv_adapter
     from pipelines.multiview.train import make_base_unet

@@ -81,16 +81,17 @@ def make_base_unet(preset: str, image_size: int = 64, text_dim: int = 384, in_ch
 class CaptionTokens:
     """MiniLM token states of captions, computed once per distinct caption and padded per batch.
 
-    `text_encoder` is "minilm" (the packaged one), another encoder's name or path, or a caption table
-    (`*.safetensors`, written by `write_caption_table`): the states precomputed for a fixed caption set, so
-    a machine without the encoder (a GPU box that cannot download it) trains the same model."""
+    `text_encoder`: "minilm" (the packaged one) or another encoder's name or path. `table`: a caption table
+    of that encoder (`write_caption_table`) to read the states from instead: a machine without the encoder
+    (a GPU box that cannot download it) trains the same model, on the table's fixed caption set."""
 
-    def __init__(self, text_encoder: str = "minilm"):
+    def __init__(self, text_encoder: str = "minilm", table: str | None = None):
         self.cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.encoder, self.table = None, None
-        if str(text_encoder).endswith(".safetensors"):
-            self.table = str(text_encoder)
-            self.cache, self._dim = read_caption_table(text_encoder)
+        self.encoder, self.table = None, table
+        if table:
+            self.cache, self._dim, source = read_caption_table(table)
+            if source != text_encoder:
+                raise ValueError(f"the caption table {table} holds {source!r} states, not {text_encoder!r}'s")
         else:
             from genstudio.text import get_text_encoder
             self.encoder = get_text_encoder(None if text_encoder == "minilm" else text_encoder)
@@ -124,18 +125,20 @@ def write_caption_table(path, captions: list[str], text_encoder: str = "minilm")
     for k, c in enumerate(captions):
         states, mask = tokens([c])
         tensors[f"states.{k}"], tensors[f"mask.{k}"] = states[0].contiguous(), mask[0].contiguous()
-    save_file(tensors, str(path), metadata={"captions": json.dumps(captions), "dim": str(tokens.dim)})
+    save_file(tensors, str(path), metadata={"captions": json.dumps(captions), "dim": str(tokens.dim),
+                                            "text_encoder": text_encoder})
     return len(captions)
 
 
-def read_caption_table(path) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], int]:
+def read_caption_table(path) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], int, str]:
+    """(caption -> (states, mask), the states' width, the encoder that made them)."""
     from safetensors import safe_open
     try:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
             captions = json.loads(meta["captions"])
             table = {c: (f.get_tensor(f"states.{k}").float(), f.get_tensor(f"mask.{k}")) for k, c in enumerate(captions)}
-            return table, int(meta["dim"])
+            return table, int(meta["dim"]), meta["text_encoder"]
     except Exception as e:  # noqa: BLE001 (a missing, corrupt or foreign file: one clear line)
         raise ValueError(f"{path} is not a caption table (write_caption_table): {e}") from None
 
@@ -199,6 +202,7 @@ class BaseOptions:
     preset: str = "S"
     caption_dropout: float = 0.1
     text_encoder: str = "minilm"
+    caption_table: Optional[str] = None   # the text encoder's states precomputed (write_caption_table)
     vae: Optional[str] = None         # an mv-vae run or AutoencoderKL folder: train on its latents (kept in vae/)
     init_from: Optional[str] = None   # continue from these UNet weights (an mv-base run, export or checkpoint)
     snr_gamma: float = 0.0            # > 0: Min-SNR-gamma loss weighting (genstudio.diffusion.min_snr_weights)
@@ -211,7 +215,7 @@ def base_recipe(cfg: dict) -> Recipe:
         raise ValueError(f"mv-base: preset {opts.preset!r} is a latent-space UNet; give vae= (an mv-vae run)")
     dataset = MultiViewDataset("train", single_view=True)
     size = dataset[0]["image"].shape[-1]
-    tokens = CaptionTokens(opts.text_encoder)
+    tokens = CaptionTokens(opts.text_encoder, opts.caption_table)
     vae = prepare_base_vae(opts.vae, train_cfg.output_dir, dataset) if opts.vae else None
     factor = vae_factor(vae) if vae is not None else 1
     if size % factor:
@@ -277,6 +281,7 @@ class AdapterOptions:
     caption_dropout: float = 0.1
     condition_dropout: float = 0.1
     text_encoder: str = "minilm"
+    caption_table: Optional[str] = None   # the text encoder's states precomputed (write_caption_table)
     init_from: Optional[str] = None   # start from these adapter weights
 
 
@@ -291,7 +296,7 @@ def adapter_recipe(cfg: dict) -> Recipe:
     if opts.geometry and "position" not in dataset[0]:
         raise ValueError("mv-adapter: geometry=true needs the position / normal maps, which this data copy lacks "
                          "(a slim_copy); use the full `genstudio data prepare multiview` build")
-    tokens = CaptionTokens(opts.text_encoder)
+    tokens = CaptionTokens(opts.text_encoder, opts.caption_table)
     if opts.init_from:
         from genstudio.export import run_weights
         adapter = add_mv_adapter(unet, opts.views, adapter=MVAdapter.from_pretrained(run_weights(opts.init_from)))
