@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# MeshAnything-XS on one GPU: continue the shipped meshanything-urdf-XS at a GPU batch size inside a fixed time
+# budget; export it in fp16. What travels (made on the CPU machine): .gpu/meshdata (the `meshes` build's train + val
+# items of <= 400 faces, what the XS preset trains on), .gpu/whl (see `make gpu-multiview-prep`), and
+# checkpoints/meshanything-urdf-XS. Runs under that box's own python3, torch and transformers.
+#
+#   bash scripts/gpu-meshanything.sh OUT_DIR [MINUTES]
+set -uo pipefail
+out=${1:?OUT_DIR}; minutes=${2:-2.3}
+mkdir -p "$out" /tmp/site
+export GENSTUDIO_DATA=$PWD/.gpu/meshdata PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site
+${PY:-python3} -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+  .gpu/whl/*.whl || exit 1
+for t in .gpu/whl/*.tgz; do tar xzf "$t" -C /tmp/site || exit 1; done
+G="${PY:-python3} -m genstudio.cli"
+$G train meshanything --set preset='"XS"' --set init_from='"checkpoints/meshanything-urdf-XS"' \
+  --set steps=${STEPS:-3000} --set batch_size=${BATCH:-64} --set lr=5e-4 --set warmup_steps=50 --set save_every=100000 \
+  --set num_workers=${WORKERS:-8} --set progress=false --set log_every=50 --set eval_items=23 \
+  --set max_minutes="$minutes" --output-dir /tmp/runs/meshanything 2>&1 | tee "$out/train.log" || exit 1
+cp /tmp/runs/meshanything/metrics.jsonl "$out/metrics.jsonl"
+$G export /tmp/runs/meshanything --to /tmp/export/meshanything-urdf-XS --dtype fp16 --overwrite && \
+  tar cf "$out/meshanything.tar" -C /tmp/export meshanything-urdf-XS
+ls -la "$out"
