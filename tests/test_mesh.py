@@ -550,6 +550,23 @@ def test_pipeline_writes_the_memorised_cube_from_any_input_kind(tiny_mesh_model,
         out.save(tmp_path / "out.txt")
 
 
+def test_the_checkpoint_names_the_default_decoding(tiny_mesh_model):
+    """temperature=None follows the config's default_temperature (greedy when absent); an explicit one wins."""
+    from pipelines.mesh.meshanything import MeshAnythingConfig
+    from pipelines.mesh.pipeline import MeshAnythingPipeline
+    pipe = MeshAnythingPipeline(tiny_mesh_model.model)
+    cube = trimesh.creation.box()
+    assert MeshAnythingConfig().default_temperature == 0.0
+    assert pipe(cube, seed=0).message.startswith("greedy")
+    pipe.model.config.default_temperature = 1.5
+    try:
+        sampled = pipe(cube, seed=0)
+        assert sampled.message.startswith("sampled (T=1.5") and sampled.num_faces >= 1
+        assert pipe(cube, seed=0, temperature=0).message.startswith("greedy")
+    finally:
+        pipe.model.config.default_temperature = 0.0
+
+
 def test_greedy_that_loops_falls_back_to_sampling(tiny_mesh_model, monkeypatch):
     """A greedy decode stuck on one vertex (no faces) is retried with the reference's sampling mode,
     and the message says so; with fallback=False it fails clearly instead."""

@@ -34,7 +34,9 @@ def mesh(ctx: typer.Context,
                                                  help="Most faces to generate (default: the checkpoint's; at "
                                                       "most what its context holds)."),
          model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Checkpoint name, folder or hub id."),
-         temperature: float = typer.Option(0.0, min=0.0, max=10.0, help="0 = greedy; > 0 samples."),
+         temperature: Optional[float] = typer.Option(None, min=0.0, max=10.0,
+                                                     help="0 = greedy; > 0 samples (default: the checkpoint's; "
+                                                          "the shipped one samples at 1)."),
          top_k: int = typer.Option(50, "--top-k", min=0, max=100_000, help="Sampling: keep the k likeliest tokens."),
          top_p: float = typer.Option(0.95, "--top-p", min=0.0, max=1.0, help="Sampling: nucleus."),
          overwrite: OverwriteOpt = False, max_seconds: MaxSecondsOpt = None, no_limit: NoLimitOpt = False,

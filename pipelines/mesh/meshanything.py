@@ -45,6 +45,8 @@ class MeshAnythingConfig(PretrainedConfig):
     `point_kl_dim` / `point_decoder_layers` > 0 add the official Michelangelo path (KL bottleneck
     + shape transformer whose output is concatenated to the latents); ours skip it.
     `num_points`: points sampled from the input surface. `max_faces`: default generation limit.
+    `default_temperature`: the decoding the pipeline uses when the caller names none (0 = greedy, the
+    reference's; a small checkpoint whose greedy decodes loop can ship 1.0, its benchmarked better mode).
     """
 
     model_type = "genstudio-meshanything"
@@ -54,7 +56,8 @@ class MeshAnythingConfig(PretrainedConfig):
                  point_kl_dim: int = 0, point_decoder_layers: int = 0, num_freqs: int = 8, include_pi: bool = False,
                  qkv_bias: bool = False, lm_size: str = "tiny", lm_overrides: dict | None = None,
                  max_faces: int = 800, vq_num_quantizers: int = 3, vq_codebook_size: int = 256, vq_dim: int = 64,
-                 vq_width: int = 128, vq_layers: int = 2, vq_heads: int = 4, **kwargs):
+                 vq_width: int = 128, vq_layers: int = 2, vq_heads: int = 4, default_temperature: float = 0.0,
+                 **kwargs):
         if tokenization not in TOKENIZATIONS:
             raise ValueError(f"tokenization must be one of {TOKENIZATIONS}, got {tokenization!r}")
         if point_width % point_heads:
@@ -64,7 +67,7 @@ class MeshAnythingConfig(PretrainedConfig):
         self.point_encoder_layers, self.point_kl_dim = point_encoder_layers, point_kl_dim
         self.point_decoder_layers, self.num_freqs, self.include_pi = point_decoder_layers, num_freqs, include_pi
         self.qkv_bias, self.lm_size, self.lm_overrides = qkv_bias, lm_size, dict(lm_overrides or {})
-        self.max_faces = max_faces
+        self.max_faces, self.default_temperature = max_faces, float(default_temperature)
         self.vq_num_quantizers, self.vq_codebook_size, self.vq_dim = vq_num_quantizers, vq_codebook_size, vq_dim
         self.vq_width, self.vq_layers, self.vq_heads = vq_width, vq_layers, vq_heads
         for name, value in (("bos_token_id", BOS), ("eos_token_id", EOS), ("pad_token_id", PAD)):

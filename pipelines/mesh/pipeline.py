@@ -111,10 +111,11 @@ class MeshAnythingPipeline(PipelineMixin):
         return self
 
     def __call__(self, points_or_mesh, max_faces: int | None = None, seed: int | None = SEED_DEFAULT,
-                 temperature: float = 0.0, top_k: int = 50, top_p: float = 0.95, marching_cubes: bool = False,
+                 temperature: float | None = None, top_k: int = 50, top_p: float = 0.95, marching_cubes: bool = False,
                  mc_resolution: int = 64, progress: bool | None = None, fallback: bool = True,
                  generator=None, constrained: bool = True) -> MeshOutput:
-        """One input -> MeshOutput. temperature 0 = greedy; > 0 samples (with top_k / top_p).
+        """One input -> MeshOutput. temperature 0 = greedy; > 0 samples (with top_k / top_p); None = the
+        checkpoint's `default_temperature` (greedy unless its config names one).
         max_faces: None = the checkpoint's (what it was trained for). fallback: when greedy decoding
         yields no faces (a small model can loop on one vertex), decode again with the reference's
         sampling mode (temperature 1, top-k 50, top-p 0.95) and say so in the message.
@@ -139,6 +140,8 @@ class MeshAnythingPipeline(PipelineMixin):
         # 2. normalise as in training
         points, center, half = normalize_points(cloud)
         # 3. generate
+        if temperature is None:
+            temperature = float(getattr(self.model.config, "default_temperature", 0.0))
         sampling = temperature > 0
         # a small decoder's per-token ops are too small to share: one CPU thread (see cpu_threads)
         threads = 1 if str(self.device) == "cpu" and self.model.transformer.hidden_size <= SMALL_DECODER else None
