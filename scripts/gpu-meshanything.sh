@@ -7,12 +7,9 @@
 #   bash scripts/gpu-meshanything.sh OUT_DIR [MINUTES]
 set -uo pipefail
 out=${1:?OUT_DIR}; minutes=${2:-2.3}
-mkdir -p "$out" /tmp/site
-export GENSTUDIO_DATA=$PWD/.gpu/meshdata PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site
-${PY:-python3} -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-  .gpu/whl/*.whl || exit 1
-for t in .gpu/whl/*.tgz; do tar xzf "$t" -C /tmp/site || exit 1; done
-G="${PY:-python3} -m genstudio.cli"
+mkdir -p "$out"
+source "$(dirname "$0")/gpu-env.sh"
+export GENSTUDIO_DATA=$PWD/.gpu/meshdata
 $G train meshanything --set preset='"XS"' --set init_from='"checkpoints/meshanything-urdf-XS"' \
   --set steps=${STEPS:-3000} --set batch_size=${BATCH:-64} --set lr=5e-4 --set warmup_steps=50 --set save_every=100000 \
   --set num_workers=${WORKERS:-8} --set progress=false --set log_every=50 --set eval_items=23 \

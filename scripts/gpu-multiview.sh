@@ -10,19 +10,16 @@
 #   bash scripts/gpu-multiview.sh OUT_DIR [BASE_MINUTES] [ADAPTER_MINUTES]
 set -uo pipefail
 out=${1:?OUT_DIR}; base_min=${2:-2.5}; adapter_min=${3:-5}
-mkdir -p "$out" /tmp/site
-export GENSTUDIO_DATA=/tmp/gsdata PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site
+mkdir -p "$out"
+source "$(dirname "$0")/gpu-env.sh"
+export GENSTUDIO_DATA=/tmp/gsdata
 mkdir -p $GENSTUDIO_DATA && tar xJf .gpu/data.tar.xz -C $GENSTUDIO_DATA || exit 1
-${PY:-python3} -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-  .gpu/whl/*.whl || exit 1
-for t in .gpu/whl/*.tgz; do tar xzf "$t" -C /tmp/site || exit 1; done
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 ${PY:-python3} -c "import sys, torch, diffusers, genstudio; print(sys.version.split()[0], torch.__version__, diffusers.__version__, \
 torch.cuda.is_available())" || exit 1
 # DataLoader workers hand batches over /dev/shm: a small one (a container's 64 MB) crashes them
 shm=$(df -m --output=avail /dev/shm 2>/dev/null | tail -1); echo "/dev/shm: ${shm:-?} MB free"
 workers=12; [ "${shm:-0}" -gt 4000 ] 2>/dev/null || workers=0
-G="${PY:-python3} -m genstudio.cli"
 TABLE='".gpu/captions.safetensors"'
 runs=/tmp/runs; exp=/tmp/export; mkdir -p $runs $exp
 

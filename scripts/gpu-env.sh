@@ -1,0 +1,9 @@
+# Sourced by scripts/gpu-*.sh on a GPU box that reaches no registry: install the carried .gpu/whl (the genstudio
+# wheel for its entry points, diffusers without its pipelines, importlib_metadata; `make gpu-multiview-prep`) into
+# /tmp/site, on top of that box's own python3 + torch + transformers.
+export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site
+mkdir -p /tmp/site
+${PY:-python3} -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+  .gpu/whl/*.whl || exit 1
+for t in .gpu/whl/*.tgz; do tar xzf "$t" -C /tmp/site || exit 1; done
+G="${PY:-python3} -m genstudio.cli"
