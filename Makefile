@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install browser demo test bench bench-shape gpu-multiview-prep train-tokenizer train-starvector train-put train-vdt train-vdt-finetune train-vdt-cpu train-meshanything train-image train-text2svg train-face train-shape train-multiview train-starvector-distill app clean
+.PHONY: install browser demo test bench bench-shape gpu-prep train-tokenizer train-starvector train-put train-vdt train-vdt-finetune train-vdt-cpu train-meshanything train-image train-text2svg train-face train-shape train-multiview train-starvector-distill app clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -223,7 +223,7 @@ train-text2svg: install
 
 # MV-Adapter (genstudio multiview), the CPU recipe: a small VAE (64 px -> 16x16x4), the latent text-to-image
 # base on single views, then only the adapter on 4 views per object (the base frozen); ~2 h on 2 cores. That gives
-# v1; the shipped v2 continued both on a GPU: `make gpu-multiview-prep`, then scripts/gpu-multiview.sh there.
+# v1; the shipped v2 continued both on a GPU: `make gpu-prep`, then scripts/gpu-multiview.sh there.
 train-multiview: install
 	$(VENV)/bin/genstudio data prepare multiview
 	OMP_NUM_THREADS=1 $(VENV)/bin/genstudio train mv-vae --set preset=S --set steps=1100 --set batch_size=32 \
@@ -248,7 +248,7 @@ train-multiview: install
 
 # v2 continued both on one GPU (an H200 lent through the workplace's device tool): what travels there is
 # made here, the command ran there from the repository root (checkpoints/mv-* carried), its exports came back
-gpu-multiview-prep: install
+gpu-prep: install
 	rm -rf .gpu /tmp/gpu-multiview && mkdir -p .gpu/whl
 	$(VENV)/bin/python -c "from pipelines.multiview.data import slim_copy; slim_copy('/tmp/gpu-multiview', compress=False)"
 	tar cf - -C /tmp/gpu-multiview multiview | xz -6 -T2 > .gpu/data.tar.xz && rm -rf /tmp/gpu-multiview
@@ -260,7 +260,10 @@ gpu-multiview-prep: install
 	  mkdir /tmp/gpu-d && cd /tmp/gpu-d && unzip -q /tmp/gpu-whl/diffusers-0.42.1-py3-none-any.whl && \
 	  rm -rf diffusers/pipelines/*/ diffusers/modular_pipelines && \
 	  tar czf $(CURDIR)/.gpu/whl/diffusers-0.42.1-pruned.tgz diffusers diffusers-0.42.1.dist-info
+	# MeshAnything's: the `meshes` build's train + val items of <= 400 faces (what preset XS trains on)
+	$(VENV)/bin/python -c "from pipelines.mesh.data import slim_copy; slim_copy('.gpu/meshdata')"
 	# there: bash scripts/gpu-multiview.sh $$OUT 2.5 5   (base 1,016 steps at batch 512, adapter 1,850 at 64)
+	#        bash scripts/gpu-meshanything.sh $$OUT 2.2  (1,497 steps at batch 64)
 
 # VAT curve vs Draco + decimation at matched bytes, ablations, G3PT generation (`genstudio bench shape`);
 # pass the runs: make bench-shape VAT=runs/vat-S G3PT=runs/g3pt-S (and VAT_NOVAR= VAT_VQ= G3PT_INTERP=)

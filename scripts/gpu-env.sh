@@ -1,5 +1,5 @@
 # Sourced by scripts/gpu-*.sh on a GPU box that reaches no registry: install the carried .gpu/whl (the genstudio
-# wheel for its entry points, diffusers without its pipelines, importlib_metadata; `make gpu-multiview-prep`) into
+# wheel for its entry points, diffusers without its pipelines, importlib_metadata; `make gpu-prep`) into
 # /tmp/site, on top of that box's own python3 + torch + transformers.
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site
 mkdir -p /tmp/site

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # MeshAnything-XS on one GPU: continue the shipped meshanything-urdf-XS at a GPU batch size inside a fixed time
-# budget; export it in fp16. What travels (made on the CPU machine): .gpu/meshdata (the `meshes` build's train + val
-# items of <= 400 faces, what the XS preset trains on), .gpu/whl (see `make gpu-multiview-prep`), and
-# checkpoints/meshanything-urdf-XS. Runs under that box's own python3, torch and transformers.
+# budget; export it in fp16. What travels (made on the CPU machine by `make gpu-prep`): .gpu/meshdata (the `meshes`
+# build's train + val items of <= 400 faces, what the XS preset trains on: pipelines.mesh.data.slim_copy),
+# .gpu/whl, and checkpoints/meshanything-urdf-XS. Runs under that box's own python3, torch and transformers.
 #
 #   bash scripts/gpu-meshanything.sh OUT_DIR [MINUTES]
 set -uo pipefail

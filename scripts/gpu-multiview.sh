@@ -2,7 +2,7 @@
 # MV-Adapter on one GPU: continue the shipped mv-base-S (Min-SNR-5) and then the shipped mv-adapter-S on it,
 # at GPU batch sizes, inside a fixed time budget; export both in fp16.
 #
-# Prepared on the CPU machine (`make gpu-multiview-prep`): .gpu/data.tar.xz (the train split without masks and
+# Prepared on the CPU machine (`make gpu-prep`): .gpu/data.tar.xz (the train split without masks and
 # position / normal maps: pipelines.multiview.data.slim_copy, stored raw and xz-compressed), .gpu/captions.safetensors (the MiniLM states of
 # every caption: train.write_caption_table, so the GPU box needs no text encoder), .gpu/whl (the genstudio
 # wheel, diffusers without its pipelines, importlib_metadata). Runs under that box's own python3 + torch.

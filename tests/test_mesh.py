@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -449,6 +450,19 @@ def test_meshes_source_builds_from_a_folder(meshes_built):
     box = trimesh.creation.box()
     assert items["urdf/004"]["faces"] == 12
     assert items["urdf/004"]["tokens"] == len(amt_encode(quantize_mesh(y_up(box.vertices), box.faces)))
+
+
+def test_slim_copy_keeps_what_a_preset_trains_on(meshes_built, tmp_path, monkeypatch):
+    from genstudio.data import load_manifest
+    from pipelines.mesh.data import slim_copy
+    items = load_manifest("meshes")
+    keep = [it for it in items if it["split"] in ("train", "val") and it["faces"] <= 12]
+    assert slim_copy(tmp_path, max_faces=12) == len(keep)
+    monkeypatch.setenv("GENSTUDIO_DATA", str(tmp_path))
+    copied = load_manifest("meshes")
+    assert [it["id"] for it in copied] == [it["id"] for it in keep]
+    for a, b in zip(copied, keep):
+        assert Path(a["path"]).read_bytes() == Path(b["path"]).read_bytes()
 
 
 def test_meshes_source_without_pip_is_a_clear_error(monkeypatch, tmp_path):

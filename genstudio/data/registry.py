@@ -161,3 +161,20 @@ def load_manifest(name: str, split: str | None = None, root: Path | None = None)
                     item["path"] = str(d / item["path"])
                 items.append(item)
     return items
+
+
+def copy_build(name: str, out: str | Path, select: Callable[[dict], bool],
+               write: Callable[[Path, Path], None] | None = None, root: Path | None = None) -> list[dict]:
+    """Copy the items of a built dataset that `select(item)` keeps to `out`/`name` (a data root of its own, e.g.
+    to carry the training data to a GPU box): the manifest, info.json and each item's file, through
+    `write(src, dst)` (default: a plain copy; a slimming writer may drop arrays). Returns the items copied."""
+    src, dst = dataset_dir(name, root), Path(out) / name
+    shutil.rmtree(dst, ignore_errors=True)
+    items = [it for it in load_manifest(name, None, root) if select(it)]
+    for it in items:
+        it["path"] = str(Path(it["path"]).relative_to(src))
+        (dst / it["path"]).parent.mkdir(parents=True, exist_ok=True)
+        (write or shutil.copy)(src / it["path"], dst / it["path"])
+    (dst / "manifest.jsonl").write_text("".join(json.dumps(it) + "\n" for it in items))
+    shutil.copy(src / "info.json", dst / "info.json")
+    return items

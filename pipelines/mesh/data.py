@@ -129,6 +129,14 @@ def _load_obj(data: bytes):
     return np.asarray(mesh.vertices, dtype=np.float64), np.asarray(mesh.faces, dtype=np.int64)
 
 
+def slim_copy(out: str | Path, splits: tuple[str, ...] = ("train", "val"), max_faces: int = 400,
+              root: Path | None = None) -> int:
+    """Copy the `meshes` build's `splits` items of <= `max_faces` quantised faces (what a preset with that limit
+    trains on) to `out`/meshes, a data root to carry to another machine (a GPU box). Returns the items copied."""
+    from genstudio.data.registry import copy_build
+    return len(copy_build("meshes", out, lambda it: it["split"] in splits and it["faces"] <= max_faces, root=root))
+
+
 @register_source("meshes", "pybullet random_urdfs objects (y-up, unit cube) + dense-remesh point clouds",
                  licence=LICENCE)
 def build_meshes(out: Path, log: BuildLog, max_faces: int = 800, min_faces: int = 4, resolution: int = 64,

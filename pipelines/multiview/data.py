@@ -179,22 +179,14 @@ def slim_copy(out: str | Path, splits: tuple[str, ...] = ("train",), root: Path 
     normal maps: what the base and the geometry-free adapter train on, at a fifteenth of the bytes (to carry
     the training data to another machine, e.g. a GPU box). `compress=False` stores the arrays raw, for an
     archiver that compresses better than zip's deflate (xz: a third smaller). Returns the bytes written."""
-    import json
-    import shutil
-    from genstudio.data.registry import dataset_dir
-    src, dst = dataset_dir("multiview", root), Path(out) / "multiview"
-    items = [it for it in load_manifest("multiview", None, root) if it["split"] in splits]
-    (dst / "mv").mkdir(parents=True, exist_ok=True)
-    total = 0
-    for it in items:
-        it["path"] = str(Path(it["path"]).relative_to(src))
-        data = {k: v for k, v in load_object(src / it["path"]).items() if k not in ("alpha", "position", "normal")}
-        (np.savez_compressed if compress else np.savez)(dst / it["path"], **data)
-        total += (dst / it["path"]).stat().st_size
-    with open(dst / "manifest.jsonl", "w") as f:
-        f.writelines(json.dumps(it) + "\n" for it in items)
-    shutil.copy(src / "info.json", dst / "info.json")
-    return total
+    from genstudio.data.registry import copy_build
+
+    def write(src: Path, dst: Path) -> None:
+        data = {k: v for k, v in load_object(src).items() if k not in ("alpha", "position", "normal")}
+        (np.savez_compressed if compress else np.savez)(dst, **data)
+
+    items = copy_build("multiview", out, lambda it: it["split"] in splits, write, root)
+    return sum((Path(out) / "multiview" / it["path"]).stat().st_size for it in items)
 
 
 def object_cameras(data: dict, index: np.ndarray) -> CameraSet:
