@@ -10,7 +10,9 @@
 (`make train-multiview`, with the time budgets the shipped models trained under.) Measured per step
 after a warm-up on a 2-core CPU, OMP_NUM_THREADS=1, bf16 autocast (AVX-512 BF16), the other core busy:
 mv-vae S 2.1 s at batch 32, mv-base S-latent 1.6 s at batch 32 incl. VAE encoding, mv-adapter 2.8 s at
-8 objects x 4 views + reference. On a GPU raise them (e.g. 20000 / 20000 / 10000) and keep the rest.
+8 objects x 4 views + reference. On a GPU raise them (e.g. 20000 / 20000 / 10000) and keep the rest: the
+shipped v2 continued base and adapter on one H200 at batch 512 / 64 (scripts/gpu-multiview.sh, 0.15-0.16 s
+per step), with the captions' states from a `caption_table` (write_caption_table) instead of the encoder.
 
 WHY LATENTS: the pixel-space preset "S" (64 px, self-attention over 64 x 64 = 4096 tokens in its
 first level) took 79 s per step at batch 32 on that CPU (130 s in fp32): untrainable there. Like SD,
