@@ -698,6 +698,13 @@ def test_bench_quick_with_a_tiny_model(tiny_mesh_model, meshes_built, tmp_path, 
     assert any(n.startswith("ours skipped") for n in skipped.notes)
     with pytest.raises(ValueError, match="decoding"):
         bench_mesh(Report("mesh", tmp_path / "out3"), quick=True, model=str(tiny_mesh_model.folder), decoding="beam")
+    # "default" decodes as the checkpoint says: this one names no default_temperature, so greedily
+    default = Report("mesh", tmp_path / "out4")
+    bench_mesh(default, quick=True, model=str(tiny_mesh_model.folder), max_faces=24, resolution=32,
+               decoding="default")
+    row = {r["method"]: r for r in default.rows}["ours-default"]
+    assert (row["chamfer"], row["faces"]) == (by_method["ours-greedy"]["chamfer"], by_method["ours-greedy"]["faces"])
+    assert any("default = the checkpoint's default_temperature, 0.0" in n for n in default.notes)
 
 
 def test_app_convert_and_examples(tiny_mesh_model):

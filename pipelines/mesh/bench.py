@@ -4,8 +4,10 @@ Inputs: the TEST split of the `meshes` source (never trained on). Each artist me
 the unit cube) is remeshed densely (the same voxelise + marching cubes as the training condition,
 `dense_remesh`), and every method starts from that dense mesh:
 
-- ours-greedy / ours-sampled: MeshAnything on the dense mesh, decoded greedily or by the reference's
-  sampling mode (temperature 1, top-k 50, top-p 0.95); `decoding=` picks which (default both);
+- ours-greedy / ours-sampled / ours-default: MeshAnything on the dense mesh, decoded greedily, by the
+  reference's sampling mode (temperature 1, top-k 50, top-p 0.95), or as `genstudio mesh` does by default
+  (the checkpoint's `default_temperature`, top-k 50, top-p 0.95); `decoding=` picks which (default
+  greedy,sampled);
 - mc+qem@ours-<decoding>: the dense mesh decimated by quadric error (fast-simplification) to the face
   count ours produced on the same input (skipped where ours produced nothing);
 - mc+qem@gt: the same, to the ground truth's face count;
@@ -85,7 +87,8 @@ def _load_pipeline(model: str, report):
     return pipe
 
 
-DECODING = {"greedy": dict(temperature=0.0), "sampled": dict(temperature=1.0, top_k=50, top_p=0.95)}
+DECODING = {"greedy": dict(temperature=0.0), "sampled": dict(temperature=1.0, top_k=50, top_p=0.95),
+            "default": dict(temperature=None, top_k=50, top_p=0.95)}   # None: the checkpoint's default_temperature
 
 
 def bench_mesh(report, quick: bool = False, model: str | None = None, limit: int | None = None,
@@ -145,5 +148,6 @@ def bench_mesh(report, quick: bool = False, model: str | None = None, limit: int
                 "mesh in the unit cube: Chamfer = mean nearest-neighbour L2 (average of both directions), "
                 "normal consistency unoriented, F-score at 0.02/0.01. ours: max_faces "
                 f"{max_faces}, seed {seed}, decoding {', '.join(modes)} (sampled = the reference's sampling mode: "
-                "T 1, top-k 50, top-p 0.95); valid = share of inputs where ours produced a mesh (mc+qem@ours-* runs "
+                f"T 1, top-k 50, top-p 0.95; default = the checkpoint's default_temperature, "
+                f"{float(getattr(pipe.model.config, 'default_temperature', 0.0)) if pipe is not None else 'n/a'}); valid = share of inputs where ours produced a mesh (mc+qem@ours-* runs "
                 "only there). Decimation: fast-simplification (quadric error), time excludes the remesh.")
