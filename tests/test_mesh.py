@@ -681,7 +681,8 @@ def test_bench_quick_with_a_tiny_model(tiny_mesh_model, meshes_built, tmp_path, 
     (root / "meshes" / "manifest.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     monkeypatch.setenv("GENSTUDIO_DATA", str(root))
     report = Report("mesh", tmp_path / "out")
-    bench_mesh(report, quick=True, model=str(tiny_mesh_model.folder), max_faces=24, resolution=32)
+    bench_mesh(report, quick=True, model=str(tiny_mesh_model.folder), max_faces=24, resolution=32,
+               decoding="greedy,sampled,default")
     by_method = {r["method"]: r for r in report.rows}
     assert {"ours-greedy", "mc+qem@ours-greedy", "ours-sampled", "mc+qem@gt", "mc-dense"} <= set(by_method)
     assert by_method["ours-greedy"]["n"] == 3 and by_method["ours-greedy"]["faces"] <= 24
@@ -690,6 +691,10 @@ def test_bench_quick_with_a_tiny_model(tiny_mesh_model, meshes_built, tmp_path, 
     assert by_method["mc+qem@ours-greedy"]["faces"] == by_method["ours-greedy"]["faces"]
     assert by_method["mc-dense"]["chamfer"] < 0.03 and by_method["mc-dense"]["faces"] > 1000
     assert any("ours = MeshAnything" in n for n in report.notes)
+    # "default" decodes as the checkpoint says: this one names no default_temperature, so greedily
+    row = by_method["ours-default"]
+    assert (row["chamfer"], row["faces"]) == (by_method["ours-greedy"]["chamfer"], by_method["ours-greedy"]["faces"])
+    assert any("default = the checkpoint's default_temperature, 0.0" in n for n in report.notes)
     _, md = report.write()
     assert "| urdf-test | mc+qem@gt |" in md.read_text()
     skipped = Report("mesh", tmp_path / "out2")
@@ -698,13 +703,6 @@ def test_bench_quick_with_a_tiny_model(tiny_mesh_model, meshes_built, tmp_path, 
     assert any(n.startswith("ours skipped") for n in skipped.notes)
     with pytest.raises(ValueError, match="decoding"):
         bench_mesh(Report("mesh", tmp_path / "out3"), quick=True, model=str(tiny_mesh_model.folder), decoding="beam")
-    # "default" decodes as the checkpoint says: this one names no default_temperature, so greedily
-    default = Report("mesh", tmp_path / "out4")
-    bench_mesh(default, quick=True, model=str(tiny_mesh_model.folder), max_faces=24, resolution=32,
-               decoding="default")
-    row = {r["method"]: r for r in default.rows}["ours-default"]
-    assert (row["chamfer"], row["faces"]) == (by_method["ours-greedy"]["chamfer"], by_method["ours-greedy"]["faces"])
-    assert any("default = the checkpoint's default_temperature, 0.0" in n for n in default.notes)
 
 
 def test_app_convert_and_examples(tiny_mesh_model):
