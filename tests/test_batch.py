@@ -64,7 +64,7 @@ def test_batch_runs_every_task_records_failures_and_skips_finished_jobs(tmp_path
 def test_kill_9_loses_nothing_finished_and_a_rerun_does_only_the_rest(tmp_path):
     jobs = write_jobs(tmp_path / "jobs.jsonl", [
         {"id": f"job{i}", "task": "generate", "args": [["A", "g", "7"]],
-         "kwargs": {"num_images_per_class": 4, "num_inference_steps": 20}, "seed": i} for i in range(6)])
+         "kwargs": {"num_images_per_class": 4, "num_inference_steps": 10}, "seed": i} for i in range(6)])
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "genstudio.cli", "batch", str(jobs), "-o", str(out), "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
