@@ -141,7 +141,7 @@ class MeshAnythingPipeline(PipelineMixin):
         points, center, half = normalize_points(cloud)
         # 3. generate
         if temperature is None:
-            temperature = float(getattr(self.model.config, "default_temperature", 0.0))
+            temperature = self.model.config.default_temperature
         sampling = temperature > 0
         # a small decoder's per-token ops are too small to share: one CPU thread (see cpu_threads)
         threads = 1 if str(self.device) == "cpu" and self.model.transformer.hidden_size <= SMALL_DECODER else None
