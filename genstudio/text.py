@@ -161,3 +161,63 @@ class TextEncoder(nn.Module):
 def get_text_encoder(name: str | None = None) -> TextEncoder:
     """One shared TextEncoder per name (loading MiniLM costs ~0.5 s and 90 MB)."""
     return TextEncoder(name)
+
+
+# ---- carrying an encoder to a machine with a size limit (a lent GPU box) ----
+
+_WORD_EMBEDDINGS = "word_embeddings.weight"
+
+
+def write_pruned_encoder(out: str | os.PathLike, texts: list[str], name_or_path: str | None = None) -> dict:
+    """Write a copy of a text encoder that covers only the tokens of `texts`, for a machine that gets a
+    limited number of bytes: its small files (config, tokenizer) as they are, its weights in fp16 without
+    the word-embedding rows of the tokens `texts` never use (the kept ids are stored beside them).
+    `restore_pruned_encoder` makes a loadable folder of it again. Returns {"tokens": kept, "vocab": all}."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+    folder, out = resolve_text_encoder(name_or_path), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    enc = get_text_encoder(name_or_path)
+    used = set(enc.tokenizer.all_special_ids)
+    for start in range(0, len(texts), 1024):
+        batch = enc.tokenizer(list(texts[start:start + 1024]), truncation=True, max_length=enc.max_length)
+        used.update(i for ids in batch["input_ids"] for i in ids)
+    kept = torch.tensor(sorted(used), dtype=torch.int64)
+    weights = load_file(str(folder / "model.safetensors"))
+    key = next(k for k in weights if k.endswith(_WORD_EMBEDDINGS))
+    vocab = weights[key].shape[0]
+    weights[key] = weights[key][kept]
+    weights = {k: v.half().contiguous() if v.is_floating_point() else v for k, v in weights.items()}
+    weights["kept_ids"] = kept
+    save_file(weights, str(out / "pruned.safetensors"), metadata={"vocab": str(vocab), "key": key})
+    for f in folder.iterdir():
+        if f.is_file() and f.suffix in {".json", ".txt"}:
+            shutil.copy(f, out / f.name)
+    return {"tokens": len(kept), "vocab": vocab}
+
+
+def restore_pruned_encoder(src: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """A loadable encoder folder (fp32 model.safetensors) from `write_pruned_encoder`'s: the dropped
+    word-embedding rows are NaN, so a text with a token outside the pruned set gives NaN states, never
+    silently wrong ones."""
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+    src, out = Path(src), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with safe_open(str(src / "pruned.safetensors"), "pt") as f:
+        meta = f.metadata()
+    weights = load_file(str(src / "pruned.safetensors"))
+    kept = weights.pop("kept_ids")
+    rows = weights[meta["key"]]
+    full = torch.full((int(meta["vocab"]), rows.shape[1]), float("nan"))
+    full[kept] = rows.float()
+    weights[meta["key"]] = full
+    save_file({k: v.float().contiguous() if v.is_floating_point() else v for k, v in weights.items()},
+              str(out / "model.safetensors"))
+    for f in src.iterdir():
+        if f.suffix in {".json", ".txt"}:
+            shutil.copy(f, out / f.name)
+    return out

@@ -79,3 +79,18 @@ def test_local_folder_loads(tmp_path, encoder):
     encoder.tokenizer.save_pretrained(tmp_path)
     local = TextEncoder(tmp_path)
     torch.testing.assert_close(local.encode(["a red circle"]), encoder.encode(["a red circle"]))
+
+
+def test_pruned_encoder_round_trip_keeps_the_states_and_refuses_other_tokens(tmp_path, encoder):
+    from genstudio.text import restore_pruned_encoder, write_pruned_encoder
+    texts = ["a red rocket", "arrow left, outline icon: direction"]
+    counts = write_pruned_encoder(tmp_path / "pruned", texts)
+    assert counts["vocab"] == encoder.tokenizer.vocab_size and 5 < counts["tokens"] < 50
+    size = sum(f.stat().st_size for f in (tmp_path / "pruned").iterdir())
+    assert size < 0.4 * (encoder.tokenizer.vocab_size * 384 * 4 + 11e6 * 4)     # fp16, 30 of 30 k embeddings
+    restored = TextEncoder(restore_pruned_encoder(tmp_path / "pruned", tmp_path / "restored"))
+    a, b = encoder.encode(texts, return_tokens=True), restored.encode(texts, return_tokens=True)
+    real = a.mask.bool()
+    assert torch.equal(a.mask, b.mask)
+    assert (a.hidden_states - b.hidden_states)[real].abs().max() < 0.02       # fp16 weights, fp32 compute
+    assert torch.isnan(restored.encode(["zebra xylophone"], return_tokens=True).hidden_states).any()

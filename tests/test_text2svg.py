@@ -282,3 +282,30 @@ def test_bench_scorer_and_icon_search_on_tiny_items(tmp_path):
     assert blank["valid"] == 0.0 and blank["paths"] == 0.0
     svgs, index, _ = _search(["red square"], items, 2)
     assert index == [0, 0] and svgs[0] == SQUARE                # the caption that matches the prompt comes first
+
+
+def test_latent_table_round_trip_and_the_dit_recipe_on_it(tmp_path):
+    """What a GPU box gets instead of the icons and the VAE: quantised posteriors + captions, enough for the recipe."""
+    from pipelines.text2svg.data import DataError
+    from pipelines.text2svg.train import dit_recipe, encode_latents, read_latent_table, write_latent_table
+    tiny_vae().save_pretrained(tmp_path / "vae")
+    x = _matrices()
+    items = [{"matrix": m.numpy()[:int((m[:, 0] > 0).sum())], "text": f"shape {k}, icon: tag{k}"}
+             for k, m in enumerate(x)]
+    assert write_latent_table(tmp_path / "t.npz", tmp_path / "vae", items, items[:2]) == {"train": 4, "val": 2}
+    table = read_latent_table(tmp_path / "t.npz")
+    from pipelines.text2svg.train import load_vae
+    mean, std = encode_latents(load_vae(tmp_path / "vae"), items, 16)
+    step = (mean.amax((0, 1)) - mean.amin((0, 1))) / 255
+    assert ((table["mean"] - mean).abs() <= step / 2 + 1e-6).all()          # 8 bits per channel
+    assert torch.allclose(table["std"], std, rtol=0.03)
+    assert table["captions"][1] == ["shape 1", "shape 1, icon", "shape 1, icon: tag1"] and len(table["val_captions"]) == 2
+    recipe = dit_recipe({"vae": str(tmp_path / "vae"), "latent_table": str(tmp_path / "t.npz"), "preset": "tiny",
+                         "output_dir": str(tmp_path / "run"), "batch_size": 2})
+    batch = recipe.collate_fn([recipe.dataset[i] for i in range(2)])
+    loss = recipe.loss_fn(recipe.model, batch)
+    loss = loss[0] if isinstance(loss, tuple) else loss
+    assert torch.isfinite(loss) and set(recipe.eval_fn(recipe.model)) == {"val_loss", "val_loss_no_text"}
+    (tmp_path / "bad.npz").write_bytes(b"not a table")
+    with pytest.raises(DataError, match="not a latent table"):
+        read_latent_table(tmp_path / "bad.npz")

@@ -176,6 +176,7 @@ class TextTokens:
         self.offsets = np.concatenate([[0], np.cumsum(lengths)])
         self.flat = np.concatenate(pieces)
         tmp = cache.with_suffix(".tmp.npz")
+        cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(tmp, flat=self.flat, offsets=self.offsets)
         tmp.replace(cache)
 
