@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install browser demo test bench bench-shape gpu-prep train-tokenizer train-starvector train-put train-vdt train-vdt-finetune train-vdt-cpu train-meshanything train-image train-text2svg train-face train-shape train-multiview train-starvector-distill app clean
+.PHONY: install browser demo test bench bench-shape gpu-prep gpu-prep-text2svg train-tokenizer train-starvector train-put train-vdt train-vdt-finetune train-vdt-cpu train-meshanything train-image train-text2svg train-face train-shape train-multiview train-starvector-distill app clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -213,6 +213,12 @@ train-text2svg: install
 	$(VENV)/bin/genstudio train svgfusion-dit --set vae='"runs/svgfusion-vae"' --set init_from='"runs/svgfusion-dit"' \
 	  --set steps=6000 --set warmup_steps=50 --output-dir runs/svgfusion-dit2
 	$(VENV)/bin/genstudio export runs/svgfusion-dit2 --to checkpoints/svgfusion-icons-S --overwrite
+	# v5 continued v4 on a GPU (where one is lent: `make gpu-prep gpu-prep-text2svg`, scripts/gpu-text2svg.sh there);
+	# (max_minutes is a GPU budget: on 2 CPU cores the same 7,438 steps at batch 512 take days)
+	$(VENV)/bin/genstudio train svgfusion-dit --set vae='"checkpoints/svgfusion-icons-S"' \
+	  --set init_from='"checkpoints/svgfusion-icons-S"' --set batch_size=512 --set lr=5e-4 --set steps=10000 \
+	  --set warmup_steps=200 --set save_every=2000 --set max_minutes=$(or $(T2S_MINUTES),8.4) --output-dir runs/svgfusion-dit5
+	$(VENV)/bin/genstudio export runs/svgfusion-dit5 --to checkpoints/svgfusion-icons-S --overwrite
 	$(VENV)/bin/genstudio train svgfusion-dit --set vae='"raw"' --set steps=2000 --set warmup_steps=100 \
 	  --set max_minutes=41 --output-dir runs/svgfusion-raw
 	$(VENV)/bin/genstudio export runs/svgfusion-raw --to runs/svgfusion-raw-export --overwrite
@@ -264,6 +270,19 @@ gpu-prep: install
 	$(VENV)/bin/python -c "from pipelines.mesh.data import slim_copy; slim_copy('.gpu/meshdata')"
 	# there: bash scripts/gpu-multiview.sh $$OUT 2.5 5   (base 1,016 steps at batch 512, adapter 1,850 at 64)
 	#        bash scripts/gpu-meshanything.sh $$OUT 2.2  (1,497 steps at batch 64)
+
+# SVGFusion's VS-DiT there, in two calls of one lease (see scripts/gpu-text2svg.sh): the VP-VAE posteriors and
+# captions of the icons (latent table), MiniLM pruned to the captions' tokens; the genstudio wheel from gpu-prep
+gpu-prep-text2svg: install
+	$(VENV)/bin/python -c "from pipelines.text2svg.train import write_latent_table as w; \
+	  w('.gpu/svgf-latents.npz', 'checkpoints/svgfusion-icons-S')"
+	$(VENV)/bin/python -c "import json; from pipelines.text2svg.train import read_latent_table, _caption_table; \
+	  from genstudio.text import write_pruned_encoder; t = read_latent_table('.gpu/svgf-latents.npz'); \
+	  c = {k: t[k] for k in ('captions', 'val_captions')}; json.dump(c, open('.gpu/svgf-captions.json', 'w')); \
+	  print(write_pruned_encoder('.gpu/minilm', _caption_table(c['captions'])[0] + _caption_table(c['val_captions'])[0]))"
+	# there: bash scripts/gpu-text2svg.sh states   (carry .gpu/minilm .gpu/svgf-captions.json .gpu/whl), then
+	#        bash scripts/gpu-text2svg.sh train $$OUT 8.4 S checkpoints/svgfusion-icons-S 512 5e-4 10000 200 dit-S 5 0 \
+	#          M none 512 5e-4 8000 500 dit-M 5 0   (carry .gpu/svgf-latents.npz .gpu/whl checkpoints/svgfusion-icons-S)
 
 # VAT curve vs Draco + decimation at matched bytes, ablations, G3PT generation (`genstudio bench shape`);
 # pass the runs: make bench-shape VAT=runs/vat-S G3PT=runs/g3pt-S (and VAT_NOVAR= VAT_VQ= G3PT_INTERP=)

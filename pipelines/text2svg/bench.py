@@ -23,7 +23,9 @@ are NOT CLIP scores or FID and compare only with each other.
 """
 from __future__ import annotations
 
+import hashlib
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,6 +37,13 @@ from .data import load_items, render
 from .pipeline import SVGFusionPipeline
 
 RENDER = 64  # IconCLIP's input size
+
+
+def _weights_digest(module: torch.nn.Module) -> str:
+    h = hashlib.sha1()
+    for v in module.state_dict().values():
+        h.update(v.detach().cpu().float().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _to_input(images: list[np.ndarray]) -> torch.Tensor:
@@ -166,11 +175,16 @@ def bench_text2svg(report, quick: bool = False, model: str = "svgfusion-icons-S"
                                                          [k for k, _ in real], 0.0))
     svgs, index, seconds = _search(chosen, bank, samples)
     report.add("icon search (MiniLM)", dataset, **scorer(svgs, index, seconds))
-    for name, path in (("svgfusion", model), ("svgfusion-raw", raw_model)):
+    models = [m for m in str(model).split(",") if m]  # several: candidates side by side, same prompts and seeds
+    named = [("svgfusion" if len(models) == 1 else f"svgfusion {Path(m).name}", m) for m in models]
+    vae_done = set()
+    for name, path in named + [("svgfusion-raw", raw_model)]:
         if path is None:
             continue
         pipe = SVGFusionPipeline.from_pretrained(path, device="cpu")
-        if pipe.vae is not None:
+        vae_key = None if pipe.vae is None else _weights_digest(pipe.vae)
+        if vae_key is not None and vae_key not in vae_done:  # one row per distinct VP-VAE
+            vae_done.add(vae_key)
             report.add("VP-VAE reconstruction", f"test icons ({min(len(test), 256)})",
                        **vae_reconstruction(pipe, test[:256]))
         for g in guidances:
