@@ -137,8 +137,9 @@ train-meshanything: install
 	$(VENV)/bin/genstudio train meshanything --set preset='"XS"' --set steps=2400 --set batch_size=8 \
 	  --set lr=1e-3 --set warmup_steps=200 --set save_every=500 --output-dir runs/meshanything-urdf-XS
 	$(VENV)/bin/genstudio export runs/meshanything-urdf-XS --to checkpoints/meshanything-urdf-XS --dtype fp16 --overwrite
-	# v2 (shipped) continued that export on one GPU: scripts/gpu-meshanything.sh (batch 64, 1,497 steps in 135 s);
-	# its config.json adds "default_temperature": 1.0 (sampling, the better mode on bench mesh)
+	# v2 continued that export on one GPU: scripts/gpu-meshanything.sh (batch 64, 1,497 steps in 135 s), and v3 (shipped)
+	# continued v2 there: STEPS=3500 BATCH=128 scripts/gpu-meshanything.sh OUT 8.6 (1,795 steps at batch 128 in 521 s);
+	# its config.json sets "default_temperature": 1.0 (sampling, the better mode on bench mesh)
 
 # Class-conditional glyph DiT (genstudio generate) + its SIMS checkpoint; the classifier scores `bench sims`.
 # The font packages widen the data from 22 DejaVu fonts to 82 fonts in 19 families.
