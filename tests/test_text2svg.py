@@ -309,3 +309,13 @@ def test_latent_table_round_trip_and_the_dit_recipe_on_it(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"not a table")
     with pytest.raises(DataError, match="not a latent table"):
         read_latent_table(tmp_path / "bad.npz")
+
+
+def test_the_gpu_box_scripts_parse():
+    """scripts/gpu-*.sh run only on a lent GPU box (dry-run there by hand); here at least bash must parse them."""
+    import subprocess
+    scripts = sorted((Path(__file__).parents[1] / "scripts").glob("gpu-*.sh"))
+    assert len(scripts) >= 4
+    for script in scripts:
+        r = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert r.returncode == 0, f"{script.name}: {r.stderr}"
