@@ -3,7 +3,7 @@
 Prompts are the labels of test-split icons ("rocket", "arrow left"): the split is by label, so no
 model saw these words paired with a drawing. In one run, with the same prompts and seeds:
 
-- `svgfusion`: VP-VAE + VS-DiT (the shipped checkpoint);
+- `svgfusion`: VP-VAE + VS-DiT (the shipped checkpoint; `-o model=A,B` puts several side by side);
 - `svgfusion-raw`: the ablation without the VP-VAE (the same DiT trained on raw row features);
 - `icon search`: what a user does instead: the training icons whose words (caption) are nearest
   to the prompt in MiniLM space (top-k as the k "samples");
