@@ -168,13 +168,19 @@ def get_text_encoder(name: str | None = None) -> TextEncoder:
 _WORD_EMBEDDINGS = "word_embeddings.weight"
 
 
+def _copy_small_files(src: Path, dst: Path) -> None:
+    """An encoder folder's config and tokenizer files (everything but the weights)."""
+    import shutil
+    for f in src.iterdir():
+        if f.is_file() and f.suffix in {".json", ".txt"}:
+            shutil.copy(f, dst / f.name)
+
+
 def write_pruned_encoder(out: str | os.PathLike, texts: list[str], name_or_path: str | None = None) -> dict:
     """Write a copy of a text encoder that covers only the tokens of `texts`, for a machine that gets a
     limited number of bytes: its small files (config, tokenizer) as they are, its weights in fp16 without
     the word-embedding rows of the tokens `texts` never use (the kept ids are stored beside them).
     `restore_pruned_encoder` makes a loadable folder of it again. Returns {"tokens": kept, "vocab": all}."""
-    import shutil
-
     from safetensors.torch import load_file, save_file
     folder, out = resolve_text_encoder(name_or_path), Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -191,9 +197,7 @@ def write_pruned_encoder(out: str | os.PathLike, texts: list[str], name_or_path:
     weights = {k: v.half().contiguous() if v.is_floating_point() else v for k, v in weights.items()}
     weights["kept_ids"] = kept
     save_file(weights, str(out / "pruned.safetensors"), metadata={"vocab": str(vocab), "key": key})
-    for f in folder.iterdir():
-        if f.is_file() and f.suffix in {".json", ".txt"}:
-            shutil.copy(f, out / f.name)
+    _copy_small_files(folder, out)
     return {"tokens": len(kept), "vocab": vocab}
 
 
@@ -201,8 +205,6 @@ def restore_pruned_encoder(src: str | os.PathLike, out: str | os.PathLike) -> Pa
     """A loadable encoder folder (fp32 model.safetensors) from `write_pruned_encoder`'s: the dropped
     word-embedding rows are NaN, so a text with a token outside the pruned set gives NaN states, never
     silently wrong ones."""
-    import shutil
-
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
     src, out = Path(src), Path(out)
@@ -217,7 +219,5 @@ def restore_pruned_encoder(src: str | os.PathLike, out: str | os.PathLike) -> Pa
     weights[meta["key"]] = full
     save_file({k: v.float().contiguous() if v.is_floating_point() else v for k, v in weights.items()},
               str(out / "model.safetensors"))
-    for f in src.iterdir():
-        if f.suffix in {".json", ".txt"}:
-            shutil.copy(f, out / f.name)
+    _copy_small_files(src, out)
     return out

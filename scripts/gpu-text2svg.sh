@@ -4,9 +4,9 @@
 #   bash scripts/gpu-text2svg.sh states          # carry .gpu/minilm .gpu/svgf-captions.json .gpu/whl
 #       the MiniLM token states of every caption, from the pruned encoder (genstudio.text.write_pruned_encoder:
 #       fp16 weights, only the captions' 7.8 k of 30.5 k word embeddings), cached in /tmp/gsdata for the next call
-#   bash scripts/gpu-text2svg.sh train OUT MINUTES [PRESET INIT BATCH LR STEPS WARMUP NAME] ...
+#   bash scripts/gpu-text2svg.sh train OUT MINUTES [PRESET INIT BATCH LR STEPS WARMUP NAME WORKERS SEED] ...
 #       carry .gpu/svgf-latents.npz .gpu/whl checkpoints/svgfusion-icons-S; trains one VS-DiT per group of 9
-#       arguments, all at once on the one GPU (--set latent_table: the icons' VP-VAE posteriors and captions,
+#       arguments (INIT: a checkpoint or none), all at once on the one GPU (--set latent_table: the icons' VP-VAE posteriors and captions,
 #       train.write_latent_table), each exported in fp16 to OUT/NAME.tar.part-* (the VAE: the shipped one), logs and metrics in OUT/logs.tar
 #
 # Made on the CPU machine by `make gpu-prep-text2svg`. Runs under that box's own python3, torch and transformers.
