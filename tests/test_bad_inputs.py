@@ -203,7 +203,8 @@ def _absurd(corpus: Path, out: Path) -> list[tuple[list, str]]:
         (video + ["--task", "bogus"], "--task"), (video + ["--fps", "0"], "--fps"),
         (video + ["--num-known", "0"], "--num-known"),
         (mesh + ["--max-faces", "1000000000"], "--max-faces"), (mesh + ["--max-faces", "0"], "--max-faces"),
-        (mesh + ["--temperature", "-1"], "--temperature"),
+        (mesh + ["--temperature", "-1"], "--temperature"), (mesh + ["--candidates", "0"], "--candidates"),
+        (mesh + ["--candidates", "17"], "--candidates"),
         (generate + ["--steps", "0"], "--steps"), (generate + ["-n", "-1"], "--num"),
         (generate + ["-n", "100000"], "--num"), (generate + ["--guidance", "0"], "--guidance"),
         (generate + ["--class", "A", "-n", "1000"], "--no-limit"),  # the work budget: images x steps
@@ -254,6 +255,9 @@ def test_default_settings_and_the_readme_examples_fit_the_work_budgets():
     mesh = MeshAnythingPipeline.from_pretrained("meshanything-urdf-XS", device="cpu")
     _check_faces(mesh, None)
     _check_faces(mesh, mesh.model.face_budget())  # the shipped checkpoint's whole context fits
+    _check_faces(mesh, None, candidates=mesh.model.config.default_candidates)
+    with pytest.raises(UsageError, match="--no-limit"):  # 16 draws of a whole context
+        _check_faces(mesh, None, candidates=16)
 
 
 def test_more_faces_than_the_checkpoint_holds_is_a_usage_error(corpus, tmp_path):

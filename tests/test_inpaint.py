@@ -211,6 +211,12 @@ def test_decoder_trains_on_tokens_sampled_from_the_transformer(tmp_path):
     assert torch.isfinite(loss) and r.model.decoder.proj_out.weight.grad is not None
     assert all(p.grad is None for p in r.model.encoder.parameters())
     assert "hole_psnr_sampled_tokens" in r.eval_fn(r.model)
+    # A new reference fill starts from a zero residual: the decoder then scores exactly what its
+    # fill alone does, which the evaluation reports beside it.
+    r = recipe({**opts, "vqvae_kwargs": {"reference_fill": "harmonic"}, "hole_weight": 20.0})
+    m = r.eval_fn(r.model)
+    assert m["hole_psnr_oracle_tokens"] == pytest.approx(m["hole_psnr_reference"], abs=1e-3)
+    assert m["hole_psnr_sampled_tokens"] == pytest.approx(m["hole_psnr_reference"], abs=1e-3)
     with pytest.raises(ValueError, match="needs decoder_only"):
         recipe({**opts, "decoder_only": False})
 
@@ -419,10 +425,11 @@ def test_bench_quick_with_tiny_model(tiny_put_dir, tmp_path, monkeypatch):
     bench.bench_inpaint(report, quick=True, model=str(tiny_put_dir))
     methods = {r["method"] for r in report.rows}
     assert {"cv2-telea", "cv2-ns", "skimage-biharmonic", "harmonic-fill"} <= methods and any("PUT" in m for m in methods)
-    assert len(report.rows) == 3 * 5
-    ours = [r for r in report.rows if "PUT" in r["method"]]
+    assert len(report.rows) == 3 * 6
+    assert {"PUT oracle tokens (ceiling)"} <= methods
+    ours = [r for r in report.rows if r["method"].startswith("PUT (ours")]
     assert all(r["diversity_l1"] > 0 for r in ours)
-    assert all(r["diversity_l1"] == 0 for r in report.rows if "PUT" not in r["method"])
+    assert all(r["diversity_l1"] == 0 for r in report.rows if not r["method"].startswith("PUT (ours"))
     report.write()
     assert (tmp_path / "inpaint.md").read_text().count("PUT") >= 3
 

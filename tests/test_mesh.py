@@ -564,6 +564,32 @@ def test_pipeline_writes_the_memorised_cube_from_any_input_kind(tiny_mesh_model,
         out.save(tmp_path / "out.txt")
 
 
+def test_candidates_keep_the_draw_nearest_the_input(tiny_mesh_model, monkeypatch):
+    """candidates=N generates N rows in one batch and keeps the one whose surface is nearest the
+    input points: here the planted draws are a wrong half of the cube, nothing, and the cube."""
+    from pipelines.mesh.pipeline import MeshAnythingPipeline, distance_to_input
+    pipe = MeshAnythingPipeline(tiny_mesh_model.model)
+    cube = trimesh.creation.box()
+    full = torch.tensor(amt_encode(tiny_mesh_model.target))
+    half = torch.tensor(amt_encode(quantize_mesh(cube.vertices, cube.faces[:4])))
+    seen = {}
+
+    def planted(points, **kwargs):
+        seen["batch"] = points.shape[0]
+        return [half, torch.zeros(0, dtype=torch.long), full][: points.shape[0]]
+    monkeypatch.setattr(pipe.model, "generate_tokens", planted)
+    out = pipe(cube, seed=0, temperature=1.0, candidates=3)
+    assert seen["batch"] == 3 and out.num_faces == 12 and "nearest the input of 3 draws" in out.message
+    assert pipe(cube, seed=0, temperature=0.0, candidates=3).num_faces == 4  # greedy: one draw, the first row
+    assert seen["batch"] == 1
+    points = trimesh.sample.sample_surface(cube, 500, seed=0)[0]
+    assert distance_to_input(cube, points) < distance_to_input(trimesh.Trimesh(cube.vertices, cube.faces[:4]), points)
+    assert distance_to_input(trimesh.Trimesh(np.zeros((3, 3)), [[0, 1, 2]]), points) == float("inf")
+    for bad in (0, 17):
+        with pytest.raises(InputError, match="candidates"):
+            pipe(cube, temperature=1.0, candidates=bad)
+
+
 def test_the_checkpoint_names_the_default_decoding(tiny_mesh_model):
     """temperature=None follows the config's default_temperature (greedy when absent); an explicit one wins."""
     from pipelines.mesh.meshanything import MeshAnythingConfig
@@ -682,9 +708,10 @@ def test_bench_quick_with_a_tiny_model(tiny_mesh_model, meshes_built, tmp_path, 
     monkeypatch.setenv("GENSTUDIO_DATA", str(root))
     report = Report("mesh", tmp_path / "out")
     bench_mesh(report, quick=True, model=str(tiny_mesh_model.folder), max_faces=24, resolution=32,
-               decoding="greedy,sampled,default")
+               decoding="greedy,sampled,default", candidates="1,2")
     by_method = {r["method"]: r for r in report.rows}
     assert {"ours-greedy", "mc+qem@ours-greedy", "ours-sampled", "mc+qem@gt", "mc-dense"} <= set(by_method)
+    assert "ours-sampled-best2" in by_method and "ours-greedy-best2" not in by_method  # greedy: one draw only
     assert by_method["ours-greedy"]["n"] == 3 and by_method["ours-greedy"]["faces"] <= 24
     assert by_method["ours-sampled"]["faces"] <= 24 or by_method["ours-sampled"]["n"] == 0
     # decimated to the same count

@@ -6,7 +6,9 @@ Held-out photo crops (the photos source's test split; fixed crops and fixed mask
 mask-ratio bucket at a time (10-20, 20-40, 40-60 %). Metrics: PSNR and L1 on the hole, SSIM on
 the whole image (per-image PSNR capped at 60 dB), diversity (mean pairwise L1 between `samples` completions, on the hole; 0 for
 the deterministic baselines) and seconds per image (one completion). Every method's known
-pixels are checked to be unchanged.
+pixels are checked to be unchanged. `ceiling=True` (the default) adds a row that is not a method:
+PUT's P-VQVAE decoding the *complete* image's tokens (it sees the hidden pixels through them), the
+most any transformer could get out of this decoder.
 """
 from __future__ import annotations
 
@@ -68,6 +70,21 @@ def test_set(per_bucket: int, size: int, seed: int = 0):
     return out
 
 
+def oracle_tokens_fill(pipe, image: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """The P-VQVAE's decode of the complete image's own known-codebook tokens, at the model's size
+    (the image must already be that size); known pixels pasted back. A ceiling, not a method."""
+    import torch
+    vqvae = pipe.vqvae
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float().to(pipe.device) / 127.5 - 1
+    known = torch.from_numpy(~hole)[None, None].float().to(pipe.device)
+    with torch.no_grad(), pipe.autocast():
+        x, known = x.to(vqvae.dtype), known.to(vqvae.dtype)
+        tokens = vqvae.quantize(vqvae.encode(x)).indices
+        out = vqvae.decode_tokens(tokens, x * known, known)[0].float().permute(1, 2, 0).cpu().numpy()
+    out = ((out + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+    return np.where(hole[..., None], out, image)
+
+
 def _scores(result: np.ndarray, image: np.ndarray, hole: np.ndarray) -> dict:
     if not np.array_equal(result[~hole], image[~hole]):
         raise AssertionError("a method changed known pixels")
@@ -76,7 +93,8 @@ def _scores(result: np.ndarray, image: np.ndarray, hole: np.ndarray) -> dict:
 
 
 def bench_inpaint(report, quick: bool = False, per_bucket: int = 40, samples: int = 4, size: int | None = None,
-                  model: str | None = None, top_k: int = 50, tokens_per_step: int = 4, seed: int = 0) -> None:
+                  model: str | None = None, top_k: int = 50, tokens_per_step: int = 4, seed: int = 0,
+                  ceiling: bool = True) -> None:
     from PIL import Image
     from tqdm.auto import tqdm
     if quick:
@@ -96,6 +114,10 @@ def bench_inpaint(report, quick: bool = False, per_bucket: int = 40, samples: in
                        seed=seed)
             return [np.asarray(x) for x in out.images]
         methods[f"PUT (ours, top-{top_k})"] = ours
+        if ceiling:
+            methods["PUT oracle tokens (ceiling)"] = lambda im, h: [oracle_tokens_fill(pipe, im, h)]
+            report.note("PUT oracle tokens (ceiling) is not a method: the decoder gets the complete image's tokens "
+                        "(the hidden pixels leak through them), the most a perfect transformer could reach")
         n = sum(p.numel() for m in (pipe.vqvae, pipe.transformer) for p in m.parameters())
         report.note(f"ours: {model} ({n / 1e6:.1f}M params, {pipe.device}); scores use sample 0 of {samples}, "
                     f"diversity uses all {samples}; seconds = one call producing all {samples} samples / {samples}")

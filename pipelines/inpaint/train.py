@@ -115,9 +115,13 @@ def _eval_batches(dataset, batch_size: int, device):
 def evaluate_vqvae(model, dataset, transformer=None, batch_size: int = 32) -> dict:
     """Hole PSNR when the decoder gets the complete image's known-codebook tokens: the ceiling
     the transformer can reach with perfect token predictions. With `transformer`, also the hole
-    PSNR with tokens sampled from it in one shot (seeded), closer to what inference gets."""
+    PSNR with tokens sampled from it in one shot (seeded), closer to what inference gets. A decoder
+    on a reference fill also reports the fill alone (`hole_psnr_reference`: what a zero residual
+    scores), and every score again over the items with holes under 25 % of the image (`_small`)."""
+    from .put import REFERENCE_FILL_FNS
     model.eval()
-    scores, sampled, used = [], [], set()
+    scores, sampled, reference, small, used = [], [], [], [], set()
+    fill = REFERENCE_FILL_FNS.get(model.config.reference_fill)
     device = next(model.parameters()).device
 
     def hole_psnr(rec, image, known) -> list[float]:
@@ -130,14 +134,20 @@ def evaluate_vqvae(model, dataset, transformer=None, batch_size: int = 32) -> di
             tokens = model.quantize(model.encode(image)).indices
             used.update(tokens.unique().tolist())
             scores += hole_psnr(model.decode_tokens(tokens, image * known, known), image, known)
+            small += (known.mean((1, 2, 3)) > 0.75).tolist()
+            if fill is not None:
+                reference += hole_psnr(fill(image * known, known), image, known)
             if transformer is not None:
                 _, drawn = sampled_hole_features(model, transformer.to(device), image, known)
                 sampled += hole_psnr(model.decode_tokens(drawn, image * known, known), image, known)
     model.train()
-    metrics = {"hole_psnr_oracle_tokens": float(np.mean(scores)),
-               "code_utilization": len(used) / model.config.codebook_size_known}
-    if sampled:
-        metrics["hole_psnr_sampled_tokens"] = float(np.mean(sampled))
+    metrics = {"code_utilization": len(used) / model.config.codebook_size_known}
+    small = np.array(small, bool)
+    for name, values in (("oracle_tokens", scores), ("sampled_tokens", sampled), ("reference", reference)):
+        if values:
+            metrics[f"hole_psnr_{name}"] = float(np.mean(values))
+            if small.any():
+                metrics[f"hole_psnr_{name}_small"] = float(np.mean(np.array(values)[small]))
     return metrics
 
 
@@ -189,6 +199,7 @@ class PUTOptions:
     oracle_share: float = 0.25         # ... except this share of images, which keep their true tokens
     pixel_loss: Literal["l1", "mse", "psnr"] = "l1"  # vqvae stage: l1 | mse | psnr (log10 of each image's MSE)
     gradient_weight: float = 1.0       # vqvae stage: weight of the image-gradient L1 term
+    hole_weight: float = 2.0           # vqvae stage: extra weight of the hole pixels' error (known ones are pasted back)
     vqvae_kwargs: dict = field(default_factory=dict)        # PatchVQVAE arguments over the preset's
     transformer_kwargs: dict = field(default_factory=dict)  # UnquantizedTransformer arguments over the preset's
 
@@ -222,7 +233,8 @@ def recipe(cfg: dict):
             model.encoder.requires_grad_(False)
             model.vq.requires_grad_(False)
         train_set, val_set = _datasets(model.config.sample_size, opts.eval_items, opts.mask_ratio, opts.no_reference_prob)
-        sampler, loss_kwargs = None, {"pixel_loss": opts.pixel_loss, "gradient_weight": opts.gradient_weight}
+        sampler, loss_kwargs = None, {"pixel_loss": opts.pixel_loss, "gradient_weight": opts.gradient_weight,
+                                        "hole_weight": opts.hole_weight}
 
         def loss_fn(m, batch):
             return vqvae_loss(m, batch, **loss_kwargs)

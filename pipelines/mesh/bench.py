@@ -93,7 +93,7 @@ DECODING = {"greedy": dict(temperature=0.0), "sampled": dict(temperature=1.0, to
 
 def bench_mesh(report, quick: bool = False, model: str | None = None, limit: int | None = None,
                max_faces: int | None = None, resolution: int = 64, seed: int = 0,
-               decoding: str = "greedy,sampled") -> None:
+               decoding: str = "greedy,sampled", candidates: str | int = 1) -> None:
     """Ours vs marching cubes + quadric decimation on the test split; see the module doc."""
     import trimesh
     from tqdm.auto import tqdm
@@ -111,7 +111,13 @@ def bench_mesh(report, quick: bool = False, model: str | None = None, limit: int
     unknown = [m for m in modes if m not in DECODING]
     if unknown or not modes:
         raise ValueError(f"decoding must list some of {', '.join(DECODING)} (got {decoding!r})")
-    names = [n for m in modes for n in (f"ours-{m}", f"mc+qem@ours-{m}")] + ["mc+qem@gt", "mc-dense"]
+    counts = [int(c) for c in str(candidates).split(",") if c.strip()]
+    if not counts or min(counts) < 1:
+        raise ValueError(f"candidates must list draws per input >= 1, e.g. 1,4 (got {candidates!r})")
+    # (row name, decoding, draws): sampled decodes once per count (`-bestN`: nearest the input of N)
+    runs = [(f"ours-{m}" + (f"-best{c}" if c > 1 else ""), m, c) for m in modes for c in counts
+            if c == 1 or DECODING[m].get("temperature") != 0.0]
+    names = [n for r, _, _ in runs for n in (r, f"mc+qem@{r}")] + ["mc+qem@gt", "mc-dense"]
     rows: dict[str, list[dict]] = {m: [] for m in names}
     for k, item in enumerate(tqdm(items, desc="bench mesh", unit="mesh")):
         with np.load(item["path"]) as z:
@@ -123,21 +129,21 @@ def bench_mesh(report, quick: bool = False, model: str | None = None, limit: int
         if pipe is not None:
             if k == 0:  # the first call pays for lazy imports and allocator growth
                 pipe(trimesh.Trimesh(dense_v, dense_f, process=False), max_faces=min(max_faces, 8), seed=seed)
-            for mode in modes:
+            for run, mode, draws in runs:
                 out = pipe(trimesh.Trimesh(dense_v, dense_f, process=False), max_faces=max_faces, seed=seed,
-                           fallback=False, **DECODING[mode])
+                           fallback=False, candidates=draws, **DECODING[mode])
                 if not out.failed:
-                    targets[f"mc+qem@ours-{mode}"] = out.num_faces
-                    rows[f"ours-{mode}"].append(measure(out.vertices, out.faces, gt, out.seconds, seed))
+                    targets[f"mc+qem@{run}"] = out.num_faces
+                    rows[run].append(measure(out.vertices, out.faces, gt, out.seconds, seed))
         for name, target in targets.items():
             t = time.perf_counter()
             v, f = decimate(dense_v, dense_f, target)
             rows[name].append(measure(v, f, gt, time.perf_counter() - t, seed))
 
     attempted = {"mc+qem@gt": len(items), "mc-dense": len(items)}
-    for mode in modes:
-        attempted[f"ours-{mode}"] = len(items) if pipe is not None else 0
-        attempted[f"mc+qem@ours-{mode}"] = len(rows[f"ours-{mode}"])
+    for run, _, _ in runs:
+        attempted[run] = len(items) if pipe is not None else 0
+        attempted[f"mc+qem@{run}"] = len(rows[run])
     for method, method_rows in rows.items():
         if attempted[method]:
             report.add(method, "urdf-test", **aggregate(method_rows, attempted[method]))
@@ -149,5 +155,5 @@ def bench_mesh(report, quick: bool = False, model: str | None = None, limit: int
                 "normal consistency unoriented, F-score at 0.02/0.01. ours: max_faces "
                 f"{max_faces}, seed {seed}, decoding {', '.join(modes)} (sampled = the reference's sampling mode: "
                 f"T 1, top-k 50, top-p 0.95; default = the checkpoint's default_temperature, "
-                f"{pipe.model.config.default_temperature if pipe is not None else 'n/a'}); valid = share of inputs where ours produced a mesh (mc+qem@ours-* runs "
+                f"{pipe.model.config.default_temperature if pipe is not None else 'n/a'}; -bestN = nearest the input points of N draws, Chamfer to the input, the pipeline's `candidates`); valid = share of inputs where ours produced a mesh (mc+qem@ours-* runs "
                 "only there). Decimation: fast-simplification (quadric error), time excludes the remesh.")

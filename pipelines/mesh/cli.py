@@ -39,6 +39,9 @@ def mesh(ctx: typer.Context,
                                                           "the shipped one samples at 1)."),
          top_k: int = typer.Option(50, "--top-k", min=0, max=100_000, help="Sampling: keep the k likeliest tokens."),
          top_p: float = typer.Option(0.95, "--top-p", min=0.0, max=1.0, help="Sampling: nucleus."),
+         candidates: Optional[int] = typer.Option(None, "--candidates", min=1, max=16,
+                                                  help="Sampling: draw this many meshes in one batch and keep the "
+                                                       "one nearest the input points (default: the checkpoint's)."),
          overwrite: OverwriteOpt = False, max_seconds: MaxSecondsOpt = None, no_limit: NoLimitOpt = False,
          device: DeviceOpt = None, seed: SeedOpt = None, precision: PrecisionOpt = None):
     """Turn a dense mesh or point cloud (or a folder of them) into a compact mesh; print #V/#F and the output path."""
@@ -50,12 +53,12 @@ def mesh(ctx: typer.Context,
     run = run_options(ctx, device, seed, precision)
     limit_time(ctx, max_seconds)
     options = dict(max_faces=max_faces, seed=run.seed, temperature=temperature, top_k=top_k, top_p=top_p,
-                   marching_cubes=marching_cubes)
+                   marching_cubes=marching_cubes, candidates=candidates)
     if input.is_dir():
         files = files_in(input, MESH_SUFFIXES + (".npy",), "meshes or point clouds")
         out_dir = output_folder(output, Path("outputs/mesh") / input.resolve().name)
         pipe = _check_faces(MeshAnythingPipeline.from_pretrained(model, device=run.device, precision=run.precision),
-                            max_faces, no_limit)
+                            max_faces, no_limit, candidates)
         jobs = [(f, out_dir / name) for f, name in zip(files, output_names(files, ".obj"))]
         finish_batch(run_batch(jobs, lambda f: pipe(load_mesh_input(f), **options), "mesh", overwrite=overwrite),
                      out_dir)
@@ -73,9 +76,10 @@ def mesh(ctx: typer.Context,
                   f"({size}{out.message}, {out.seconds:.1f} s)")
 
 
-def _check_faces(pipe, max_faces: int | None, no_limit: bool = False):
+def _check_faces(pipe, max_faces: int | None, no_limit: bool = False, candidates: int | None = None):
     """--max-faces above what the checkpoint's context holds is refused (the pipeline would cut it);
-    then the decoding work (tokens for that many faces, greedy + fallback) against WORK_BUDGET."""
+    then the decoding work (tokens for that many faces, greedy + fallback, or one pass per sampled
+    candidate) against WORK_BUDGET."""
     from genstudio.limits import UsageError, check_work
     model = pipe.model
     budget = model.face_budget()
@@ -84,6 +88,7 @@ def _check_faces(pipe, max_faces: int | None, no_limit: bool = False):
     faces = min(max_faces or int(model.config.max_faces), budget)
     per_face = 10 if model.config.tokenization == "amt" else model.config.tokens_per_face  # amt: worst case
     tokens = min(model.token_budget(), per_face * faces + 1)
-    check_work(f"up to {faces} faces ({tokens} mesh tokens a pass, greedy + sampling fallback)", 2 * tokens,
-               WORK_BUDGET, "tokens", no_limit)
+    draws = candidates or model.config.default_candidates
+    check_work(f"up to {faces} faces ({tokens} mesh tokens a pass, {max(draws, 2)} passes: greedy + sampling "
+               "fallback or one per candidate)", max(draws, 2) * tokens, WORK_BUDGET, "tokens", no_limit)
     return pipe

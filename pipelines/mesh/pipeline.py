@@ -8,7 +8,9 @@ Steps: 1. read the input (a mesh is optionally remeshed densely first, `marching
 reference's `--mc`; points + normals are sampled on its surface; an (N, 3) cloud gets PCA normals),
 2. normalise the points as in training, 3. generate tokens under the grammar (greedy, or sampled
 with temperature/top-k/top-p), 4. decode, map back to the input's frame, clean up (merge vertices,
-drop degenerate/duplicate faces, consistent outward normals). A model that writes no face gives
+drop degenerate/duplicate faces, consistent outward normals). With sampling, `candidates=N` draws N
+meshes in one batch and keeps the one whose surface is nearest the input points (Chamfer distance,
+our addition: the input is known at inference, so a bad draw can be told from a good one). A model that writes no face gives
 `failed=True` with the reason in `message`; nothing empty is ever saved.
 """
 from __future__ import annotations
@@ -29,6 +31,7 @@ from . import DEFAULT_MODEL
 from .data import dense_remesh, normalize_points, sample_surface
 from .tokenize import postprocess
 
+MAX_CANDIDATES = 16  # draws per input (one batch): bounds the time and memory of `candidates`
 SMALL_DECODER = 512  # hidden size up to which CPU decoding runs on one thread (XS: 192, official: 1024)
 
 
@@ -89,6 +92,17 @@ def condition_from(source, num_points: int, marching_cubes: bool = False, resolu
     return np.concatenate([points, normals], 1)
 
 
+def distance_to_input(mesh, points: np.ndarray, seed: int = 0, count: int = 2000) -> float:
+    """Chamfer distance between a mesh's surface (area-sampled) and the input points; inf for a
+    mesh without area (what ranks several draws of one input)."""
+    from genstudio.metrics import chamfer_distance
+    try:
+        surface, _ = sample_surface(np.asarray(mesh.vertices), np.asarray(mesh.faces), count, np.random.default_rng(seed))
+    except ValueError:
+        return float("inf")
+    return chamfer_distance(surface, points)
+
+
 # ---- The pipeline ----
 
 class MeshAnythingPipeline(PipelineMixin):
@@ -113,14 +127,16 @@ class MeshAnythingPipeline(PipelineMixin):
     def __call__(self, points_or_mesh, max_faces: int | None = None, seed: int | None = SEED_DEFAULT,
                  temperature: float | None = None, top_k: int = 50, top_p: float = 0.95, marching_cubes: bool = False,
                  mc_resolution: int = 64, progress: bool | None = None, fallback: bool = True,
-                 generator=None, constrained: bool = True) -> MeshOutput:
+                 generator=None, constrained: bool = True, candidates: int | None = None) -> MeshOutput:
         """One input -> MeshOutput. temperature 0 = greedy; > 0 samples (with top_k / top_p); None = the
         checkpoint's `default_temperature` (greedy unless its config names one).
         max_faces: None = the checkpoint's (what it was trained for). fallback: when greedy decoding
         yields no faces (a small model can loop on one vertex), decode again with the reference's
         sampling mode (temperature 1, top-k 50, top-p 0.95) and say so in the message.
         constrained: decode under the full grammar (default), which also forbids zero-area and repeated
-        faces, so greedy and sampled decodes always end with faces; False = syntax and ordering only."""
+        faces, so greedy and sampled decodes always end with faces; False = syntax and ordering only.
+        candidates: with sampling, draw this many meshes in one batch and keep the one nearest the input
+        points (Chamfer); None = the checkpoint's `default_candidates` (1 unless its config names one)."""
         import torch
         if max_faces is None:
             max_faces = int(self.model.config.max_faces)
@@ -143,19 +159,29 @@ class MeshAnythingPipeline(PipelineMixin):
         if temperature is None:
             temperature = self.model.config.default_temperature
         sampling = temperature > 0
+        if candidates is None:
+            candidates = self.model.config.default_candidates
+        if not 1 <= int(candidates) <= MAX_CANDIDATES:
+            raise InputError(f"candidates must be between 1 and {MAX_CANDIDATES} (got {candidates})")
+        draws = int(candidates) if sampling else 1
         # a small decoder's per-token ops are too small to share: one CPU thread (see cpu_threads)
         threads = 1 if str(self.device) == "cpu" and self.model.transformer.hidden_size <= SMALL_DECODER else None
         with cpu_threads(threads), self.autocast():  # precision: bf16 only where the device runs it natively
-            tokens = self.model.generate_tokens(
-                torch.from_numpy(points).float()[None].to(self.device), max_faces=max_faces, do_sample=sampling,
-                temperature=temperature if sampling else 1.0, top_k=top_k if sampling else 0,
-                top_p=top_p if sampling else 1.0, seed=seed, progress=progress, constrained=constrained)[0]
-        # 4. decode, back to the input's frame, clean up
-        quantized = self.model.tokens_to_mesh(tokens)
-        vertices = self.model.mesh_vertices(quantized) * 2 * half + center
-        mesh = postprocess(vertices, quantized.faces)
+            rows = self.model.generate_tokens(
+                torch.from_numpy(points).float()[None].repeat(draws, 1, 1).to(self.device), max_faces=max_faces,
+                do_sample=sampling, temperature=temperature if sampling else 1.0, top_k=top_k if sampling else 0,
+                top_p=top_p if sampling else 1.0, seed=seed, progress=progress, constrained=constrained)
+        # 4. decode, back to the input's frame, clean up (several draws: the one nearest the input)
+        decoded = []
+        for tokens in rows:
+            quantized = self.model.tokens_to_mesh(tokens)
+            mesh = postprocess(self.model.mesh_vertices(quantized) * 2 * half + center, quantized.faces)
+            decoded.append((distance_to_input(mesh, cloud[:, :3], seed) if draws > 1 else 0.0, tokens, quantized, mesh))
+        _, tokens, quantized, mesh = min(decoded, key=lambda d: d[0])
         seconds = time.perf_counter() - t0
         how = f"sampled (T={temperature:g}, top-k {top_k}, top-p {top_p:g}, seed {seed})" if sampling else "greedy"
+        if draws > 1:
+            how += f", nearest the input of {draws} draws"
         tokens_np = tokens.numpy()
         if len(mesh.faces) == 0 and fallback and not sampling:
             out = self(source,
