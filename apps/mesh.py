@@ -20,7 +20,7 @@ def example_meshes() -> tuple[list[str], list[str]]:
 
 
 def convert(mesh_path, max_faces: int | None = None, seed: int | None = 0, marching_cubes: bool = True,
-            model: str | None = None, progress=progress_default()) -> tuple[str, str, list[str]]:
+            candidates: int | None = None, model: str | None = None, progress=progress_default()) -> tuple[str, str, list[str]]:
     """A mesh file -> (path of the output .glb, summary, paths of the downloads: .glb and .obj).
     Raises ValueError on failure."""
     from genstudio.formats.mesh import load_mesh_input
@@ -30,7 +30,8 @@ def convert(mesh_path, max_faces: int | None = None, seed: int | None = 0, march
     source = load_mesh_input(mesh_path)
     pipe = load_pipeline("mesh", model or DEFAULT_MODEL, progress, "generating the mesh face by face…")
     out = pipe(source, max_faces=int(max_faces) if max_faces else None, seed=0 if seed is None else int(seed),
-               marching_cubes=bool(marching_cubes), progress=True)
+               marching_cubes=bool(marching_cubes), progress=True,
+               candidates=int(candidates) if candidates else None)
     if out.failed:
         raise ValueError(f"{out.message}. Try another seed or turn on marching cubes.")
     folder = temp_folder("mesh")
@@ -59,6 +60,7 @@ def build_tab():
         max_faces = gr.Slider(16, 800, value=400, step=16, label="max faces")
         seed = gr.Number(value=0, precision=0, label="seed")
         marching_cubes = gr.Checkbox(value=True, label="remesh with marching cubes first")
+        candidates = gr.Slider(1, 8, value=4, step=1, label="draws (the one nearest your shape is kept)")
     button = gr.Button("Generate mesh", variant="primary")
     examples, labels = example_meshes()
     if examples:
@@ -67,4 +69,4 @@ def build_tab():
                     cache_examples=False, run_on_click=False)
     info = gr.Markdown(label="face counts")
     download = gr.File(label="download .glb / .obj", file_count="multiple")
-    button.click(run, [inp, max_faces, seed, marching_cubes], [out, info, download])
+    button.click(run, [inp, max_faces, seed, marching_cubes, candidates], [out, info, download])

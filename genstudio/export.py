@@ -43,13 +43,17 @@ def run_weights(path: str | Path) -> Path:
     raise FileNotFoundError(f"{path} holds no trained weights: expected {path / 'final'}/config.json{hint}")
 
 
-def init_weights(model, path: str | Path, what: str) -> str:
+def init_weights(model, path: str | Path, what: str, new: tuple[str, ...] = ()) -> str:
     """Start `model` from the weights of a run / checkpoint / export of the same architecture
-    (a recipe's `init_from`; strict). `what` names the option in the error. Returns the absolute
-    path, for the run's train_config.json."""
+    (a recipe's `init_from`; strict, except that parameters whose names start with one of `new`, modules
+    the source lacks, keep their own initialisation). `what` names the option in the error. Returns
+    the absolute path, for the run's train_config.json."""
     source = type(model).from_pretrained(run_weights(path))
     try:
-        model.load_state_dict(source.state_dict(), strict=True)
+        missing, unexpected = model.load_state_dict(source.state_dict(), strict=not new)
+        left = [k for k in missing if not k.startswith(tuple(new))]
+        if left or unexpected:
+            raise RuntimeError(f"missing {left[:3]}, unexpected {unexpected[:3]}")
     except RuntimeError as e:
         raise ValueError(f"{what} {path}: its weights do not fit this model ({str(e).splitlines()[0]})") from None
     return str(Path(path).resolve())

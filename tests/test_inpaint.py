@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from conftest import FIXTURES
+from genstudio.export import init_weights
 from pipelines.inpaint.masks import RATIO_BUCKETS, hole_ratio, random_hole_mask
 from pipelines.inpaint.put import (PUT_CONFIGS, PatchVQVAE, UnquantizedTransformer, harmonic_fill, patch_known_mask,
                                    transformer_loss)
@@ -217,6 +218,19 @@ def test_decoder_trains_on_tokens_sampled_from_the_transformer(tmp_path):
     m = r.eval_fn(r.model)
     assert m["hole_psnr_oracle_tokens"] == pytest.approx(m["hole_psnr_reference"], abs=1e-3)
     assert m["hole_psnr_sampled_tokens"] == pytest.approx(m["hole_psnr_reference"], abs=1e-3)
+    # Refinement blocks the source lacks start as the identity: the same image out, then they train.
+    source = PatchVQVAE.from_pretrained(tmp_path / "vq").eval()
+    r = recipe({**opts, "vqvae_kwargs": {"refine_blocks": 2}})
+    assert len(r.model.decoder.refine) == 2 and r.model.decoder.refine[1].conv1.dilation == (2, 2)
+    with torch.no_grad():
+        q = source.vq.decode_indices(source.quantize(source.encode(x)).indices).permute(0, 3, 1, 2)
+        assert torch.allclose(r.model.eval().decoder(q, x * known, known), source.decoder(q, x * known, known))
+    loss, _ = r.loss_fn(r.model.train(), batch)
+    loss.backward()
+    assert r.model.decoder.refine[0].conv2.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="do not fit"):  # anything else missing is still an error
+        init_weights(PatchVQVAE(**{**PUT_CONFIGS["tiny"]["vqvae"], "latent_dim": 8}), tmp_path / "vq", "x",
+                     new=("decoder.refine.",))
     with pytest.raises(ValueError, match="needs decoder_only"):
         recipe({**opts, "decoder_only": False})
 

@@ -721,7 +721,8 @@ def test_bench_quick_with_a_tiny_model(tiny_mesh_model, meshes_built, tmp_path, 
     # "default" decodes as the checkpoint says: this one names no default_temperature, so greedily
     row = by_method["ours-default"]
     assert (row["chamfer"], row["faces"]) == (by_method["ours-greedy"]["chamfer"], by_method["ours-greedy"]["faces"])
-    assert any("default = the checkpoint's default_temperature, 0.0" in n for n in report.notes)
+    assert any("default = the checkpoint's default_temperature and default_candidates, 0.0 and 1" in n
+               for n in report.notes)
     _, md = report.write()
     assert "| urdf-test | mc+qem@gt |" in md.read_text()
     skipped = Report("mesh", tmp_path / "out2")

@@ -132,6 +132,21 @@ class ConvResBlock(nn.Module):
         return x + self.conv2(F.relu(self.conv1(F.relu(x))))
 
 
+class DilatedResBlock(nn.Module):
+    """A residual 3x3 conv block with dilation `d` (wide context at full resolution, few weights);
+    its second conv starts at zero, so a new block starts as the identity."""
+
+    def __init__(self, channels: int, dilation: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation)
+        self.conv2 = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x):
+        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+
+
 class PatchEncoder(nn.Module):
     """Each p x p patch -> one feature vector, with no interaction between patches."""
 
@@ -157,9 +172,13 @@ class PatchEncoder(nn.Module):
 class GuidedDecoder(nn.Module):
     """Token grid -> image, upsampling x2 per stage. Before each upsampling (and before the
     output layer) the features of known pixels are swapped for features of the masked image,
-    computed by a small conv encoder whose scales mirror the decoder's."""
+    computed by a small conv encoder whose scales mirror the decoder's. `refine_blocks` (our
+    addition) adds that many dilated residual blocks at full resolution after the last merge
+    (dilations 1, 2, 4, 8, 1, ...): pixel-level context for the final output, which otherwise
+    sees the full-resolution reference through one 3x3 conv only."""
 
-    def __init__(self, latent_dim: int, channels: tuple[int, ...], num_res_blocks: int, reference_fill: str = "zeros"):
+    def __init__(self, latent_dim: int, channels: tuple[int, ...], num_res_blocks: int, reference_fill: str = "zeros",
+                 refine_blocks: int = 0):
         super().__init__()
         if reference_fill not in REFERENCE_FILLS:
             raise ValueError(f"reference_fill must be one of {', '.join(REFERENCE_FILLS)}, got {reference_fill!r}")
@@ -173,6 +192,7 @@ class GuidedDecoder(nn.Module):
         self.ref_in = nn.Conv2d(4, channels[-1], 3, padding=1)
         self.ref_downs = nn.ModuleList(nn.Conv2d(b, a, 4, stride=2, padding=1)
                                        for a, b in zip(channels[:-1], channels[1:]))
+        self.refine = nn.Sequential(*[DilatedResBlock(channels[-1], 2 ** (i % 4)) for i in range(refine_blocks)])
 
     def reference_features(self, masked_image, known) -> list[torch.Tensor]:
         """Features of the masked image, coarsest first (one per decoder scale)."""
@@ -193,7 +213,7 @@ class GuidedDecoder(nn.Module):
             # zeros (the paper): holes keep the token features; a fill: they also get the fill's.
             x = x * (1 - m) + ref * (1.0 if fill else m)
             x = self.ups[i](F.relu(x)) if i < len(self.ups) else x
-        out = self.proj_out(F.relu(x))
+        out = self.proj_out(F.relu(self.refine(x)))
         return reference + out if fill else out
 
 
@@ -204,14 +224,14 @@ class PatchVQVAE(ModelMixin, ConfigMixin):
     def __init__(self, sample_size: int = 128, patch_size: int = 8, hidden_dim: int = 256, latent_dim: int = 64,
                  num_res_blocks: int = 4, decoder_channels: tuple = (128, 64, 32, 32),
                  codebook_size_known: int = 512, codebook_size_unknown: int = 128, quantizer: str = "simvq",
-                 reference_fill: str = "zeros"):
+                 reference_fill: str = "zeros", refine_blocks: int = 0):
         super().__init__()
         if 2 ** (len(decoder_channels) - 1) != patch_size:
             raise ValueError(f"decoder_channels needs log2(patch_size) + 1 = {patch_size.bit_length()} "
                              f"entries for patch_size={patch_size}, got {len(decoder_channels)}")
         self.encoder = PatchEncoder(patch_size, hidden_dim, latent_dim, num_res_blocks)
         self.vq = DualCodebookVQ(codebook_size_known, codebook_size_unknown, latent_dim, quantizer=quantizer)
-        self.decoder = GuidedDecoder(latent_dim, tuple(decoder_channels), num_res_blocks, reference_fill)
+        self.decoder = GuidedDecoder(latent_dim, tuple(decoder_channels), num_res_blocks, reference_fill, refine_blocks)
 
     @property
     def patch_size(self) -> int:

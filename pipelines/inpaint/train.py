@@ -221,7 +221,8 @@ def recipe(cfg: dict):
         model = PatchVQVAE(**{**preset["vqvae"], **opts.vqvae_kwargs})
         if opts.init_from:
             from genstudio.export import init_weights
-            opts.init_from = init_weights(model, opts.init_from, "put init_from")  # absolute: recorded in train_config.json
+            # absolute: recorded in train_config.json; refinement blocks the source lacks start as the identity
+            opts.init_from = init_weights(model, opts.init_from, "put init_from", new=("decoder.refine.",))
             if model.config.reference_fill != PatchVQVAE.load_config(run_weights(opts.init_from)).get("reference_fill", "zeros"):
                 # A new reference path: its residual output starts at zero (the fill itself), not at
                 # the old decoder's full image.

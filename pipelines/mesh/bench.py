@@ -91,6 +91,13 @@ DECODING = {"greedy": dict(temperature=0.0), "sampled": dict(temperature=1.0, to
             "default": dict(temperature=None, top_k=50, top_p=0.95)}   # None: the checkpoint's default_temperature
 
 
+def _defaults(pipe) -> str:
+    if pipe is None:
+        return "n/a"
+    config = pipe.model.config
+    return f"{config.default_temperature} and {config.default_candidates}"
+
+
 def bench_mesh(report, quick: bool = False, model: str | None = None, limit: int | None = None,
                max_faces: int | None = None, resolution: int = 64, seed: int = 0,
                decoding: str = "greedy,sampled", candidates: str | int = 1) -> None:
@@ -114,9 +121,10 @@ def bench_mesh(report, quick: bool = False, model: str | None = None, limit: int
     counts = [int(c) for c in str(candidates).split(",") if c.strip()]
     if not counts or min(counts) < 1:
         raise ValueError(f"candidates must list draws per input >= 1, e.g. 1,4 (got {candidates!r})")
-    # (row name, decoding, draws): sampled decodes once per count (`-bestN`: nearest the input of N)
-    runs = [(f"ours-{m}" + (f"-best{c}" if c > 1 else ""), m, c) for m in modes for c in counts
-            if c == 1 or DECODING[m].get("temperature") != 0.0]
+    # (row name, decoding, draws): sampled decodes once per count (`-bestN`: nearest the input of N);
+    # "default" decodes as the checkpoint says, draws included (its default_candidates)
+    runs = [(f"ours-{m}", m, None if m == "default" else 1) for m in modes if m != "sampled"]
+    runs += [("ours-sampled" + (f"-best{c}" if c > 1 else ""), "sampled", c) for c in counts if "sampled" in modes]
     names = [n for r, _, _ in runs for n in (r, f"mc+qem@{r}")] + ["mc+qem@gt", "mc-dense"]
     rows: dict[str, list[dict]] = {m: [] for m in names}
     for k, item in enumerate(tqdm(items, desc="bench mesh", unit="mesh")):
@@ -154,6 +162,6 @@ def bench_mesh(report, quick: bool = False, model: str | None = None, limit: int
                 "mesh in the unit cube: Chamfer = mean nearest-neighbour L2 (average of both directions), "
                 "normal consistency unoriented, F-score at 0.02/0.01. ours: max_faces "
                 f"{max_faces}, seed {seed}, decoding {', '.join(modes)} (sampled = the reference's sampling mode: "
-                f"T 1, top-k 50, top-p 0.95; default = the checkpoint's default_temperature, "
-                f"{pipe.model.config.default_temperature if pipe is not None else 'n/a'}; -bestN = nearest the input points of N draws, Chamfer to the input, the pipeline's `candidates`); valid = share of inputs where ours produced a mesh (mc+qem@ours-* runs "
+                f"T 1, top-k 50, top-p 0.95; default = the checkpoint's default_temperature and default_candidates, "
+                f"{_defaults(pipe)}; -bestN = nearest the input points of N draws, Chamfer to the input, the pipeline's `candidates`); valid = share of inputs where ours produced a mesh (mc+qem@ours-* runs "
                 "only there). Decimation: fast-simplification (quadric error), time excludes the remesh.")
