@@ -31,7 +31,7 @@ def convert(mesh_path, max_faces: int | None = None, seed: int | None = 0, march
     pipe = load_pipeline("mesh", model or DEFAULT_MODEL, progress, "generating the mesh face by face…")
     out = pipe(source, max_faces=int(max_faces) if max_faces else None, seed=0 if seed is None else int(seed),
                marching_cubes=bool(marching_cubes), progress=True,
-               candidates=int(candidates) if candidates else None)
+               num_candidates=int(candidates) if candidates else None)
     if out.failed:
         raise ValueError(f"{out.message}. Try another seed or turn on marching cubes.")
     folder = temp_folder("mesh")

@@ -565,7 +565,7 @@ def test_pipeline_writes_the_memorised_cube_from_any_input_kind(tiny_mesh_model,
 
 
 def test_candidates_keep_the_draw_nearest_the_input(tiny_mesh_model, monkeypatch):
-    """candidates=N generates N rows in one batch and keeps the one whose surface is nearest the
+    """num_candidates=N generates N rows in one batch and keeps the one whose surface is nearest the
     input points: here the planted draws are a wrong half of the cube, nothing, and the cube."""
     from pipelines.mesh.pipeline import MeshAnythingPipeline, distance_to_input
     pipe = MeshAnythingPipeline(tiny_mesh_model.model)
@@ -578,16 +578,16 @@ def test_candidates_keep_the_draw_nearest_the_input(tiny_mesh_model, monkeypatch
         seen["batch"] = points.shape[0]
         return [half, torch.zeros(0, dtype=torch.long), full][: points.shape[0]]
     monkeypatch.setattr(pipe.model, "generate_tokens", planted)
-    out = pipe(cube, seed=0, temperature=1.0, candidates=3)
+    out = pipe(cube, seed=0, temperature=1.0, num_candidates=3)
     assert seen["batch"] == 3 and out.num_faces == 12 and "nearest the input of 3 draws" in out.message
-    assert pipe(cube, seed=0, temperature=0.0, candidates=3).num_faces == 4  # greedy: one draw, the first row
+    assert pipe(cube, seed=0, temperature=0.0, num_candidates=3).num_faces == 4  # greedy: one draw, the first row
     assert seen["batch"] == 1
     points = trimesh.sample.sample_surface(cube, 500, seed=0)[0]
     assert distance_to_input(cube, points) < distance_to_input(trimesh.Trimesh(cube.vertices, cube.faces[:4]), points)
     assert distance_to_input(trimesh.Trimesh(np.zeros((3, 3)), [[0, 1, 2]]), points) == float("inf")
     for bad in (0, 17):
         with pytest.raises(InputError, match="candidates"):
-            pipe(cube, temperature=1.0, candidates=bad)
+            pipe(cube, temperature=1.0, num_candidates=bad)
 
 
 def test_the_checkpoint_names_the_default_decoding(tiny_mesh_model):

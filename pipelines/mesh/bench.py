@@ -139,7 +139,7 @@ def bench_mesh(report, quick: bool = False, model: str | None = None, limit: int
                 pipe(trimesh.Trimesh(dense_v, dense_f, process=False), max_faces=min(max_faces, 8), seed=seed)
             for run, mode, draws in runs:
                 out = pipe(trimesh.Trimesh(dense_v, dense_f, process=False), max_faces=max_faces, seed=seed,
-                           fallback=False, candidates=draws, **DECODING[mode])
+                           fallback=False, num_candidates=draws, **DECODING[mode])
                 if not out.failed:
                     targets[f"mc+qem@{run}"] = out.num_faces
                     rows[run].append(measure(out.vertices, out.faces, gt, out.seconds, seed))
@@ -163,5 +163,5 @@ def bench_mesh(report, quick: bool = False, model: str | None = None, limit: int
                 "normal consistency unoriented, F-score at 0.02/0.01. ours: max_faces "
                 f"{max_faces}, seed {seed}, decoding {', '.join(modes)} (sampled = the reference's sampling mode: "
                 f"T 1, top-k 50, top-p 0.95; default = the checkpoint's default_temperature and default_candidates, "
-                f"{_defaults(pipe)}; -bestN = nearest the input points of N draws, Chamfer to the input, the pipeline's `candidates`); valid = share of inputs where ours produced a mesh (mc+qem@ours-* runs "
+                f"{_defaults(pipe)}; -bestN = nearest the input points of N draws, Chamfer to the input, the pipeline's `num_candidates`); valid = share of inputs where ours produced a mesh (mc+qem@ours-* runs "
                 "only there). Decimation: fast-simplification (quadric error), time excludes the remesh.")

@@ -53,7 +53,7 @@ def mesh(ctx: typer.Context,
     run = run_options(ctx, device, seed, precision)
     limit_time(ctx, max_seconds)
     options = dict(max_faces=max_faces, seed=run.seed, temperature=temperature, top_k=top_k, top_p=top_p,
-                   marching_cubes=marching_cubes, candidates=candidates)
+                   marching_cubes=marching_cubes, num_candidates=candidates)
     if input.is_dir():
         files = files_in(input, MESH_SUFFIXES + (".npy",), "meshes or point clouds")
         out_dir = output_folder(output, Path("outputs/mesh") / input.resolve().name)

@@ -8,7 +8,7 @@ Steps: 1. read the input (a mesh is optionally remeshed densely first, `marching
 reference's `--mc`; points + normals are sampled on its surface; an (N, 3) cloud gets PCA normals),
 2. normalise the points as in training, 3. generate tokens under the grammar (greedy, or sampled
 with temperature/top-k/top-p), 4. decode, map back to the input's frame, clean up (merge vertices,
-drop degenerate/duplicate faces, consistent outward normals). With sampling, `candidates=N` draws N
+drop degenerate/duplicate faces, consistent outward normals). With sampling, `num_candidates=N` draws N
 meshes in one batch and keeps the one whose surface is nearest the input points (Chamfer distance,
 our addition: the input is known at inference, so a bad draw can be told from a good one). A model that writes no face gives
 `failed=True` with the reason in `message`; nothing empty is ever saved.
@@ -31,7 +31,7 @@ from . import DEFAULT_MODEL
 from .data import dense_remesh, normalize_points, sample_surface
 from .tokenize import postprocess
 
-MAX_CANDIDATES = 16  # draws per input (one batch): bounds the time and memory of `candidates`
+MAX_CANDIDATES = 16  # draws per input (one batch): bounds the time and memory of `num_candidates`
 SMALL_DECODER = 512  # hidden size up to which CPU decoding runs on one thread (XS: 192, official: 1024)
 
 
@@ -127,7 +127,7 @@ class MeshAnythingPipeline(PipelineMixin):
     def __call__(self, points_or_mesh, max_faces: int | None = None, seed: int | None = SEED_DEFAULT,
                  temperature: float | None = None, top_k: int = 50, top_p: float = 0.95, marching_cubes: bool = False,
                  mc_resolution: int = 64, progress: bool | None = None, fallback: bool = True,
-                 generator=None, constrained: bool = True, candidates: int | None = None) -> MeshOutput:
+                 generator=None, constrained: bool = True, num_candidates: int | None = None) -> MeshOutput:
         """One input -> MeshOutput. temperature 0 = greedy; > 0 samples (with top_k / top_p); None = the
         checkpoint's `default_temperature` (greedy unless its config names one).
         max_faces: None = the checkpoint's (what it was trained for). fallback: when greedy decoding
@@ -135,7 +135,7 @@ class MeshAnythingPipeline(PipelineMixin):
         sampling mode (temperature 1, top-k 50, top-p 0.95) and say so in the message.
         constrained: decode under the full grammar (default), which also forbids zero-area and repeated
         faces, so greedy and sampled decodes always end with faces; False = syntax and ordering only.
-        candidates: with sampling, draw this many meshes in one batch and keep the one nearest the input
+        num_candidates: with sampling, draw this many meshes in one batch and keep the one nearest the input
         points (Chamfer); None = the checkpoint's `default_candidates` (1 unless its config names one)."""
         import torch
         if max_faces is None:
@@ -159,11 +159,11 @@ class MeshAnythingPipeline(PipelineMixin):
         if temperature is None:
             temperature = self.model.config.default_temperature
         sampling = temperature > 0
-        if candidates is None:
-            candidates = self.model.config.default_candidates
-        if not 1 <= int(candidates) <= MAX_CANDIDATES:
-            raise InputError(f"candidates must be between 1 and {MAX_CANDIDATES} (got {candidates})")
-        draws = int(candidates) if sampling else 1
+        if num_candidates is None:
+            num_candidates = self.model.config.default_candidates
+        if not 1 <= int(num_candidates) <= MAX_CANDIDATES:
+            raise InputError(f"num_candidates must be between 1 and {MAX_CANDIDATES} (got {num_candidates})")
+        draws = int(num_candidates) if sampling else 1
         # a small decoder's per-token ops are too small to share: one CPU thread (see cpu_threads)
         threads = 1 if str(self.device) == "cpu" and self.model.transformer.hidden_size <= SMALL_DECODER else None
         with cpu_threads(threads), self.autocast():  # precision: bf16 only where the device runs it natively
