@@ -163,5 +163,6 @@ def bench_mesh(report, quick: bool = False, model: str | None = None, limit: int
                 "normal consistency unoriented, F-score at 0.02/0.01. ours: max_faces "
                 f"{max_faces}, seed {seed}, decoding {', '.join(modes)} (sampled = the reference's sampling mode: "
                 f"T 1, top-k 50, top-p 0.95; default = the checkpoint's default_temperature and default_candidates, "
-                f"{_defaults(pipe)}; -bestN = nearest the input points of N draws, Chamfer to the input, the pipeline's `num_candidates`); valid = share of inputs where ours produced a mesh (mc+qem@ours-* runs "
+                f"{_defaults(pipe)}; -bestN = nearest the input points of N draws, Chamfer to the input, the "
+                "pipeline's `num_candidates`); valid = share of inputs where ours produced a mesh (mc+qem@ours-* runs "
                 "only there). Decimation: fast-simplification (quadric error), time excludes the remesh.")

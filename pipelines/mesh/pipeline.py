@@ -8,10 +8,10 @@ Steps: 1. read the input (a mesh is optionally remeshed densely first, `marching
 reference's `--mc`; points + normals are sampled on its surface; an (N, 3) cloud gets PCA normals),
 2. normalise the points as in training, 3. generate tokens under the grammar (greedy, or sampled
 with temperature/top-k/top-p), 4. decode, map back to the input's frame, clean up (merge vertices,
-drop degenerate/duplicate faces, consistent outward normals). With sampling, `num_candidates=N` draws N
-meshes in one batch and keeps the one whose surface is nearest the input points (Chamfer distance,
-our addition: the input is known at inference, so a bad draw can be told from a good one). A model that writes no face gives
-`failed=True` with the reason in `message`; nothing empty is ever saved.
+drop degenerate/duplicate faces, consistent outward normals). With sampling, `num_candidates=N` draws
+N meshes in one batch and keeps the one whose surface is nearest the input points (Chamfer distance;
+our addition: the input is known at inference, so a bad draw can be told from a good one). A model
+that writes no face gives `failed=True` with the reason in `message`; nothing empty is ever saved.
 """
 from __future__ import annotations
 
@@ -97,7 +97,8 @@ def distance_to_input(mesh, points: np.ndarray, seed: int = 0, count: int = 2000
     mesh without area (what ranks several draws of one input)."""
     from genstudio.metrics import chamfer_distance
     try:
-        surface, _ = sample_surface(np.asarray(mesh.vertices), np.asarray(mesh.faces), count, np.random.default_rng(seed))
+        surface, _ = sample_surface(np.asarray(mesh.vertices), np.asarray(mesh.faces), count,
+                                    np.random.default_rng(seed))
     except ValueError:
         return float("inf")
     return chamfer_distance(surface, points)
@@ -176,7 +177,8 @@ class MeshAnythingPipeline(PipelineMixin):
         for tokens in rows:
             quantized = self.model.tokens_to_mesh(tokens)
             mesh = postprocess(self.model.mesh_vertices(quantized) * 2 * half + center, quantized.faces)
-            decoded.append((distance_to_input(mesh, cloud[:, :3], seed) if draws > 1 else 0.0, tokens, quantized, mesh))
+            score = distance_to_input(mesh, cloud[:, :3], seed) if draws > 1 else 0.0
+            decoded.append((score, tokens, quantized, mesh))
         _, tokens, quantized, mesh = min(decoded, key=lambda d: d[0])
         seconds = time.perf_counter() - t0
         how = f"sampled (T={temperature:g}, top-k {top_k}, top-p {top_p:g}, seed {seed})" if sampling else "greedy"
