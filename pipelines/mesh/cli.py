@@ -78,8 +78,8 @@ def mesh(ctx: typer.Context,
 
 def _check_faces(pipe, max_faces: int | None, no_limit: bool = False, candidates: int | None = None):
     """--max-faces above what the checkpoint's context holds is refused (the pipeline would cut it);
-    then the decoding work (tokens for that many faces, greedy + fallback, or one pass per sampled
-    candidate) against WORK_BUDGET."""
+    then the decoding work (tokens for that many faces, a greedy pass + its sampling fallback of one pass
+    per candidate) against WORK_BUDGET."""
     from genstudio.limits import UsageError, check_work
     model = pipe.model
     budget = model.face_budget()
@@ -88,7 +88,7 @@ def _check_faces(pipe, max_faces: int | None, no_limit: bool = False, candidates
     faces = min(max_faces or int(model.config.max_faces), budget)
     per_face = 10 if model.config.tokenization == "amt" else model.config.tokens_per_face  # amt: worst case
     tokens = min(model.token_budget(), per_face * faces + 1)
-    draws = candidates or model.config.default_candidates
-    check_work(f"up to {faces} faces ({tokens} mesh tokens a pass, {max(draws, 2)} passes: greedy + sampling "
-               "fallback or one per candidate)", max(draws, 2) * tokens, WORK_BUDGET, "tokens", no_limit)
+    passes = 1 + (candidates or model.config.default_candidates)  # worst case: greedy, then its sampled fallback
+    check_work(f"up to {faces} faces ({tokens} mesh tokens a pass, {passes} passes: greedy + a sampling fallback "
+               "of one pass per candidate)", passes * tokens, WORK_BUDGET, "tokens", no_limit)
     return pipe
