@@ -20,7 +20,8 @@ def example_meshes() -> tuple[list[str], list[str]]:
 
 
 def convert(mesh_path, max_faces: int | None = None, seed: int | None = 0, marching_cubes: bool = True,
-            candidates: int | None = None, model: str | None = None, progress=progress_default()) -> tuple[str, str, list[str]]:
+            candidates: int | None = None, model: str | None = None,
+            progress=progress_default()) -> tuple[str, str, list[str]]:
     """A mesh file -> (path of the output .glb, summary, paths of the downloads: .glb and .obj).
     Raises ValueError on failure."""
     from genstudio.formats.mesh import load_mesh_input

@@ -123,25 +123,18 @@ class LinearResBlock(nn.Module):
 
 
 class ConvResBlock(nn.Module):
-    def __init__(self, channels: int):
+    """x + 1x1(relu(3x3(relu(x)))). `hidden` defaults to half the channels; `dilation` widens the 3x3's
+    context at no cost in weights; `identity_init` zeroes the 1x1, so a block added to a trained model
+    starts as the identity."""
+
+    def __init__(self, channels: int, dilation: int = 1, hidden: int | None = None, identity_init: bool = False):
         super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels // 2, 3, padding=1)
-        self.conv2 = nn.Conv2d(channels // 2, channels, 1)
-
-    def forward(self, x):
-        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
-
-
-class DilatedResBlock(nn.Module):
-    """A residual 3x3 conv block with dilation `d` (wide context at full resolution, few weights);
-    its second conv starts at zero, so a new block starts as the identity."""
-
-    def __init__(self, channels: int, dilation: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation)
-        self.conv2 = nn.Conv2d(channels, channels, 1)
-        nn.init.zeros_(self.conv2.weight)
-        nn.init.zeros_(self.conv2.bias)
+        hidden = hidden or channels // 2
+        self.conv1 = nn.Conv2d(channels, hidden, 3, padding=dilation, dilation=dilation)
+        self.conv2 = nn.Conv2d(hidden, channels, 1)
+        if identity_init:
+            nn.init.zeros_(self.conv2.weight)
+            nn.init.zeros_(self.conv2.bias)
 
     def forward(self, x):
         return x + self.conv2(F.relu(self.conv1(F.relu(x))))
@@ -192,7 +185,8 @@ class GuidedDecoder(nn.Module):
         self.ref_in = nn.Conv2d(4, channels[-1], 3, padding=1)
         self.ref_downs = nn.ModuleList(nn.Conv2d(b, a, 4, stride=2, padding=1)
                                        for a, b in zip(channels[:-1], channels[1:]))
-        self.refine = nn.Sequential(*[DilatedResBlock(channels[-1], 2 ** (i % 4)) for i in range(refine_blocks)])
+        self.refine = nn.Sequential(*[ConvResBlock(channels[-1], 2 ** (i % 4), hidden=channels[-1], identity_init=True)
+                                      for i in range(refine_blocks)])
 
     def reference_features(self, masked_image, known) -> list[torch.Tensor]:
         """Features of the masked image, coarsest first (one per decoder scale)."""
