@@ -109,6 +109,9 @@ def inpaint(value, num_samples: int = 4, seed: int | None = 0, top_k: int = 50, 
     text = (f"{n} completion{'s' * (n != 1)} of a hole covering {100 * out.info['hole_ratio']:.1f} % of the picture, "
             f"{out.info.get('sampling_steps', '?')} sampling steps at {w}×{h} px, "
             f"{seconds(out.metadata.get('seconds', 0.0))}. Known pixels are kept exactly.")
+    if "residual_weight" in out.info:
+        text += (f" The decoder's residual over its classical fill was kept at weight {out.info['residual_weight']:g}, "
+                 f"chosen on {out.info['validation_masks']} extra holes over known pixels.")
     if note:
         text += " " + note
     return out.images, Image.fromarray(masked), text, files

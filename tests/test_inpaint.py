@@ -368,6 +368,84 @@ def test_pipeline_mask_errors(tiny_put_dir):
         pipe(image, hole, num_samples=0)
 
 
+# ---- known-pixel validation of the residual ----
+
+def test_residual_weight_picks_the_blend_that_fits_the_validation_holes():
+    """The weight in WEIGHTS whose blend reference + w (decoded - reference) is nearest the image on
+    the validation holes: a residual that overshoots twice -> 0.5, a right one -> 1, noise -> 0."""
+    from pipelines.inpaint.validate import WEIGHTS, residual_weight
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(3, 16, 16, generator=g)
+    reference = torch.rand(2, 3, 16, 16, generator=g)
+    holes = torch.zeros(2, 1, 16, 16, dtype=torch.bool)
+    holes[:, :, 4:9, 3:12] = True
+    assert residual_weight(target, reference + 2 * (target - reference), reference, holes) == 0.5
+    assert residual_weight(target, target.expand(2, -1, -1, -1), reference, holes) == 1.0
+    noise = reference + torch.randn(2, 3, 16, 16, generator=g)
+    assert residual_weight(target, noise, reference, holes) == 0.0
+    assert residual_weight(target, noise, reference, torch.zeros_like(holes)) is None
+    assert set(WEIGHTS) >= {0.0, 1.0}
+
+
+def test_validation_holes_lie_on_known_pixels_and_are_seeded():
+    from pipelines.inpaint.validate import validation_holes
+    hole = np.zeros((32, 32), bool)
+    hole[8:20, 5:25] = True
+    a = validation_holes(hole, 3, np.random.default_rng(4))
+    b = validation_holes(hole, 3, np.random.default_rng(4))
+    assert a.shape == (3, 32, 32) and np.array_equal(a, b)
+    assert not (a & hole).any() and all(m.any() for m in a)
+    assert validation_holes(hole, 0, np.random.default_rng(0)).shape == (0, 32, 32)
+
+
+def _biharmonic_pipe(residual_bias: float):
+    """A tiny biharmonic-reference PUT whose decoder residual is the constant `residual_bias`."""
+    from pipelines.inpaint.pipeline import PUTInpaintPipeline
+    vqvae, transformer = _tiny_models()
+    model = PatchVQVAE(**{**PUT_CONFIGS["tiny"]["vqvae"], "reference_fill": "biharmonic"})
+    model.load_state_dict(vqvae.state_dict())
+    torch.nn.init.zeros_(model.decoder.proj_out.weight)
+    torch.nn.init.constant_(model.decoder.proj_out.bias, residual_bias)
+    return PUTInpaintPipeline(model.eval(), transformer, device="cpu")
+
+
+def test_pipeline_validation_drops_a_residual_that_only_adds_error():
+    """With a reference fill, the pipeline weighs the decoder's residual by how well it fills extra
+    holes over known pixels: a residual that shifts every hole pixel by 0.6 is dropped (the output is
+    the biharmonic fill, for every sample), with validation off it is kept; known pixels stay exact."""
+    from genstudio.render import InputError
+    from pipelines.inpaint.bench import biharmonic
+    from pipelines.inpaint.validate import WEIGHTS
+    image = np.asarray(Image.open(FIXTURES / "coffee_128.png").convert("RGB").resize((32, 32)))
+    hole = np.zeros((32, 32), bool)
+    hole[10:18, 6:20] = True
+    pipe = _biharmonic_pipe(0.6)
+    out = pipe(image, hole, num_samples=2, seed=3)
+    assert out.info["residual_weight"] == 0.0 and out.info["validation_masks"] == 3
+    fill = biharmonic(image, hole)
+    for im in out.images:
+        a = np.asarray(im).astype(int)
+        assert np.array_equal(a[~hole], image[~hole])
+        assert np.abs(a[hole] - fill[hole]).max() <= 1  # the classical fill (float32 vs float64 rounding)
+    kept = pipe(image, hole, num_samples=1, seed=3, validation_masks=0)
+    assert "residual_weight" not in kept.info
+    assert np.abs(np.asarray(kept.images[0]).astype(int)[hole] - fill[hole]).mean() > 40  # the 0.6 shift
+    right = _biharmonic_pipe(0.0)(image, hole, num_samples=1, seed=3, validation_masks=2)
+    assert right.info["residual_weight"] in WEIGHTS and right.info["validation_masks"] == 2
+    with pytest.raises(InputError, match="validation_masks"):
+        pipe(image, hole, validation_masks=99)
+
+
+def test_pipeline_validation_needs_a_reference_fill(tiny_put_dir):
+    from genstudio.render import InputError
+    from pipelines.inpaint.pipeline import PUTInpaintPipeline
+    pipe = PUTInpaintPipeline.from_pretrained(tiny_put_dir, device="cpu")
+    image, hole = _image_and_hole(32, 32)
+    assert "residual_weight" not in pipe(image, hole, seed=0).info  # the paper's model: nothing to weigh
+    with pytest.raises(InputError, match="reference fill"):
+        pipe(image, hole, validation_masks=2)
+
+
 # ---- CLI ----
 
 def _cli(*args, cwd=None):
@@ -446,6 +524,13 @@ def test_bench_quick_with_tiny_model(tiny_put_dir, tmp_path, monkeypatch):
     assert all(r["diversity_l1"] == 0 for r in report.rows if not r["method"].startswith("PUT (ours"))
     report.write()
     assert (tmp_path / "inpaint.md").read_text().count("PUT") >= 3
+
+    # A reference-fill model adds the ablation row without validation.
+    pipe = _biharmonic_pipe(0.0)
+    pipe.save_pretrained(tmp_path / "bih")
+    report = Report("inpaint", tmp_path / "b")
+    bench.bench_inpaint(report, quick=True, model=str(tmp_path / "bih"), ceiling=False)
+    assert {"PUT without validation (ablation)", "PUT (ours, top-50)"} <= {r["method"] for r in report.rows}
 
 
 def test_app_editor_value_to_hole_and_inpaint(tiny_put_dir):

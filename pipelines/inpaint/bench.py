@@ -94,7 +94,7 @@ def _scores(result: np.ndarray, image: np.ndarray, hole: np.ndarray) -> dict:
 
 def bench_inpaint(report, quick: bool = False, per_bucket: int = 40, samples: int = 4, size: int | None = None,
                   model: str | None = None, top_k: int = 50, tokens_per_step: int = 4, seed: int = 0,
-                  ceiling: bool = True) -> None:
+                  ceiling: bool = True, validation_masks: int | None = None) -> None:
     from PIL import Image
     from tqdm.auto import tqdm
     if quick:
@@ -109,11 +109,15 @@ def bench_inpaint(report, quick: bool = False, per_bucket: int = 40, samples: in
         pipe = PUTInpaintPipeline.from_pretrained(model)
         size = size or pipe.vqvae.config.sample_size
 
-        def ours(im, h):
+        def ours(im, h, validation=validation_masks):
             out = pipe(Image.fromarray(im), h, num_samples=samples, top_k=top_k, tokens_per_step=tokens_per_step,
-                       seed=seed)
+                       seed=seed, validation_masks=validation)
             return [np.asarray(x) for x in out.images]
         methods[f"PUT (ours, top-{top_k})"] = ours
+        if pipe.vqvae.config.reference_fill != "zeros" and validation_masks != 0:
+            methods["PUT without validation (ablation)"] = lambda im, h: ours(im, h, 0)
+            report.note("PUT without validation (ablation): the same samples with the decoder's residual kept whole "
+                        "(`validation_masks=0`); ours weighs it by how well it fills extra holes over known pixels")
         if ceiling:
             methods["PUT oracle tokens (ceiling)"] = lambda im, h: [oracle_tokens_fill(pipe, im, h)]
             report.note("PUT oracle tokens (ceiling) is not a method: the decoder gets the complete image's tokens "

@@ -35,6 +35,10 @@ def inpaint(ctx: typer.Context,
             resolution: Optional[int] = typer.Option(None, "--resolution", min=8, max=2048,
                                                      help="Long side the model works at (default: its training "
                                                           "size); known pixels are kept at full resolution."),
+            validation_masks: Optional[int] = typer.Option(
+                None, "--validation-masks", min=0, max=16,
+                help="Extra holes drawn over known pixels that decide how much of the decoder's residual over "
+                     "its classical fill to keep (models with a reference fill; default: 3; 0 = off)."),
             model: str = typer.Option(DEFAULT_MODEL, "--model", help="Checkpoint name, folder or hub id."),
             max_seconds: MaxSecondsOpt = None, no_limit: NoLimitOpt = False,
             device: DeviceOpt = None, seed: SeedOpt = None, precision: PrecisionOpt = None):
@@ -50,7 +54,7 @@ def inpaint(ctx: typer.Context,
         check_work(f"{num_samples} sample(s) at --resolution {resolution}", num_samples * resolution ** 2,
                    WORK_BUDGET, "working pixels (samples x resolution^2)", no_limit)
     options = dict(num_samples=num_samples, top_k=top_k, temperature=temperature, tokens_per_step=tokens_per_step,
-                   seed=run.seed, resolution=resolution)
+                   seed=run.seed, resolution=resolution, validation_masks=validation_masks)
     if image.is_dir():
         _folder(image, mask, output, model, run, options, overwrite)
         return
@@ -72,7 +76,9 @@ def inpaint(ctx: typer.Context,
     paths = result.save(out_dir)
     console.print(f"hole {100 * result.info['hole_ratio']:.1f}% of {img.size[0]}x{img.size[1]}, model at "
                   f"{result.work_size[0]}x{result.work_size[1]}, {result.info['masked_tokens']} tokens sampled "
-                  f"in {result.info['sampling_steps']} steps")
+                  f"in {result.info['sampling_steps']} steps"
+                  + (f"; residual weight {result.info['residual_weight']:g} from {result.info['validation_masks']} "
+                     "validation holes" if "residual_weight" in result.info else ""))
     for p in paths:
         console.print(f"wrote {p}")
 

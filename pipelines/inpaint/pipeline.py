@@ -21,6 +21,11 @@ from genstudio.render import InputError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 from . import DEFAULT_MODEL
+from .put import patch_known_mask
+from .validate import residual_weight, validation_holes
+
+DEFAULT_VALIDATION_MASKS = 3  # for models with a reference fill (see validate.py)
+MAX_VALIDATION_MASKS = 16
 
 
 @dataclass
@@ -125,10 +130,22 @@ class PUTInpaintPipeline(PipelineMixin):
     @torch.no_grad()
     def __call__(self, image, mask, num_samples: int = 1, top_k: int = 50, temperature: float = 1.0,
                  tokens_per_step: int = 4, seed: int | None = SEED_DEFAULT, resolution: int | None = None,
-                 progress: bool | None = None, generator: torch.Generator | None = None) -> InpaintOutput:
-        from .put import patch_known_mask, sample_tokens
+                 validation_masks: int | None = None, progress: bool | None = None,
+                 generator: torch.Generator | None = None) -> InpaintOutput:
+        """`validation_masks` (a model with a reference fill only; None: `DEFAULT_VALIDATION_MASKS`,
+        0: off): how many extra holes, drawn over known pixels, decide how much of the decoder's
+        residual over its reference fill to keep (`validate.py`; the weight is in `info`)."""
+        from .put import REFERENCE_FILL_FNS
         if num_samples < 1:
             raise InputError(f"num_samples must be >= 1, got {num_samples}")
+        fill = REFERENCE_FILL_FNS.get(self.vqvae.config.reference_fill)
+        if validation_masks is None:
+            validation_masks = DEFAULT_VALIDATION_MASKS if fill is not None else 0
+        if not 0 <= validation_masks <= MAX_VALIDATION_MASKS:
+            raise InputError(f"validation_masks must be between 0 and {MAX_VALIDATION_MASKS}, got {validation_masks}")
+        if validation_masks and fill is None:
+            raise InputError("validation_masks needs a model with a reference fill (its decoder predicts no "
+                             "residual over one); pass 0")
         started = time.perf_counter()
         # 1. Inputs: the image, its hole mask, the working size.
         source = str(image) if isinstance(image, (str, os.PathLike)) else None
@@ -143,28 +160,45 @@ class PUTInpaintPipeline(PipelineMixin):
         known = torch.from_numpy(~small_hole).float().to(self.device)[None, None].repeat(num_samples, 1, 1, 1)
         x = x.to(self.vqvae.dtype) * known.to(self.vqvae.dtype)
         known = known.to(self.vqvae.dtype)
-        with self.autocast():  # the precision policy: bf16 only where the device runs it natively
-            # 2. Un-quantised features of the masked image; tokens of the fully known patches.
-            features = self.vqvae.encode(x, known)
-            patch_known = patch_known_mask(known, patch)
-            known_tokens = self.vqvae.quantize(features, known).indices.masked_fill(~patch_known, 0)
-            # 3. Fill masked tokens, most confident first (N samples in one batch, one generator).
-            generator, seed = self.make_generator(seed, generator)
-            steps = int(np.ceil((~patch_known[0]).sum().item() / tokens_per_step))
-            show = self.progress_enabled(progress)
-            with self.progress_bar(total=steps, desc="PUT sampling", disable=not show) as bar:
-                tokens = sample_tokens(self.transformer, self.vqvae, features.permute(0, 2, 3, 1), patch_known,
-                                       known_tokens, top_k=top_k, temperature=temperature,
-                                       tokens_per_step=tokens_per_step, generator=generator, progress=bar)
-            # 4. Decode with the masked image as guide; back to full size with known pixels pasted.
-            out = self.vqvae.decode_tokens(tokens, x, known).float().clamp(-1, 1)
+        generator, seed = self.make_generator(seed, generator)
+        # Validation holes over known pixels (seeded like the sampling): one sampled completion each.
+        checks = validation_holes(small_hole, validation_masks, np.random.default_rng(seed))
+        check_known = known[:1] * torch.from_numpy(~checks).to(known)[:, None]
+        masked = (~patch_known_mask(torch.cat([known[:1], check_known]), patch)).sum((1, 2)).tolist()
+        total = sum(int(np.ceil(m / tokens_per_step)) for m in (masked[0], max(masked[1:], default=0)))
+        info = {"hole_ratio": float(hole.mean()), "sampling_steps": total, "masked_tokens": masked[0]}
+        with self.autocast(), self.progress_bar(total=total, desc="PUT sampling",
+                                                 disable=not self.progress_enabled(progress)) as bar:
+            # The precision policy (bf16 only where the device runs it natively) covers every pass.
+            tokens, out = self._complete(x, known, generator, bar, top_k, temperature, tokens_per_step)
+            if validation_masks and checks.any():
+                _, checked = self._complete(x[:1] * check_known, check_known, generator, bar, top_k, temperature,
+                                            tokens_per_step)
+                weight = residual_weight(x[0], checked.float(), fill(x[:1] * check_known, check_known).float(),
+                                         torch.from_numpy(checks)[:, None].to(self.device))
+                weight = 1.0 if weight is None else weight
+                if weight != 1.0:
+                    reference = fill(x[:1], known[:1]).float()
+                    out = reference + weight * (out.float() - reference)
+                info.update(residual_weight=weight, validation_masks=validation_masks)
+        out = out.float().clamp(-1, 1)
         original = np.asarray(image)
         images = []
         for o in out.cpu().numpy():
             filled = Image.fromarray(((o.transpose(1, 2, 0) + 1) * 127.5).round().astype(np.uint8))
             filled = np.asarray(filled.resize(image.size, Image.BICUBIC))
             images.append(Image.fromarray(np.where(hole[..., None], filled, original)))
-        return InpaintOutput(images, hole, size, tokens.cpu(),
-                             {"hole_ratio": float(hole.mean()), "sampling_steps": steps,
-                              "masked_tokens": int((~patch_known[0]).sum())}, source=source,
-                             metadata=self.metadata(seed, steps, started, samples=num_samples))
+        return InpaintOutput(images, hole, size, tokens.cpu(), info, source=source,
+                             metadata=self.metadata(seed, total, started, samples=num_samples))
+
+    def _complete(self, x, known, generator, bar, top_k, temperature, tokens_per_step):
+        """One batch of masked images (each with its own `known`) -> (tokens, decoded images): the
+        fully known patches' tokens, the others sampled most confident first, then the guided decode."""
+        from .put import sample_tokens
+        features = self.vqvae.encode(x, known)
+        patch_known = patch_known_mask(known, self.vqvae.patch_size)
+        known_tokens = self.vqvae.quantize(features, known).indices.masked_fill(~patch_known, 0)
+        tokens = sample_tokens(self.transformer, self.vqvae, features.permute(0, 2, 3, 1), patch_known, known_tokens,
+                               top_k=top_k, temperature=temperature, tokens_per_step=tokens_per_step,
+                               generator=generator, progress=bar)
+        return tokens, self.vqvae.decode_tokens(tokens, x, known)
