@@ -20,7 +20,7 @@ def example_meshes() -> tuple[list[str], list[str]]:
 
 
 def convert(mesh_path, max_faces: int | None = None, seed: int | None = 0, marching_cubes: bool = True,
-            candidates: int | None = None, model: str | None = None,
+            candidates: int | None = None, fit: bool = True, model: str | None = None,
             progress=progress_default()) -> tuple[str, str, list[str]]:
     """A mesh file -> (path of the output .glb, summary, paths of the downloads: .glb and .obj).
     Raises ValueError on failure."""
@@ -32,7 +32,7 @@ def convert(mesh_path, max_faces: int | None = None, seed: int | None = 0, march
     pipe = load_pipeline("mesh", model or DEFAULT_MODEL, progress, "generating the mesh face by face…")
     out = pipe(source, max_faces=int(max_faces) if max_faces else None, seed=0 if seed is None else int(seed),
                marching_cubes=bool(marching_cubes), progress=True,
-               num_candidates=int(candidates) if candidates else None)
+               num_candidates=int(candidates) if candidates else None, fit_steps=None if fit else 0)
     if out.failed:
         raise ValueError(f"{out.message}. Try another seed or turn on marching cubes.")
     folder = temp_folder("mesh")
@@ -62,6 +62,7 @@ def build_tab():
         seed = gr.Number(value=0, precision=0, label="seed")
         marching_cubes = gr.Checkbox(value=True, label="remesh with marching cubes first")
         candidates = gr.Slider(1, 8, value=4, step=1, label="draws (the one nearest your shape is kept)")
+        fit = gr.Checkbox(value=True, label="fit the vertices to your surface (faces unchanged)")
     button = gr.Button("Generate mesh", variant="primary")
     examples, labels = example_meshes()
     if examples:
@@ -70,4 +71,4 @@ def build_tab():
                     cache_examples=False, run_on_click=False)
     info = gr.Markdown(label="face counts")
     download = gr.File(label="download .glb / .obj", file_count="multiple")
-    button.click(run, [inp, max_faces, seed, marching_cubes, candidates], [out, info, download])
+    button.click(run, [inp, max_faces, seed, marching_cubes, candidates, fit], [out, info, download])

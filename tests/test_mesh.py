@@ -564,6 +564,42 @@ def test_pipeline_writes_the_memorised_cube_from_any_input_kind(tiny_mesh_model,
         out.save(tmp_path / "out.txt")
 
 
+def test_surface_fit_moves_vertices_onto_the_target_and_keeps_faces():
+    """fit_to_points: an inflated, shifted sphere is pulled onto points of the unit sphere (Chamfer
+    falls several-fold), faces untouched, any scale (it works in the target's box); 0 steps = no-op."""
+    from genstudio.metrics import chamfer_distance
+    from pipelines.mesh.fit import MAX_FIT_STEPS, fit_to_points
+    sphere = trimesh.creation.icosphere(subdivisions=2)
+    target = trimesh.sample.sample_surface(sphere, 3000, seed=0)[0]
+    for scale in (1.0, 50.0):
+        start = (sphere.vertices * 1.3 + [0.2, 0.0, 0.0]) * scale
+        moved = fit_to_points(start, sphere.faces, target * scale, steps=100, lr=0.01, samples=512, seed=0)
+        before = chamfer_distance(trimesh.Trimesh(start, sphere.faces).sample(3000), target * scale)
+        after = chamfer_distance(trimesh.Trimesh(moved, sphere.faces).sample(3000), target * scale)
+        assert moved.shape == start.shape and after < before / 3, (scale, before, after)
+    assert np.array_equal(fit_to_points(start, sphere.faces, target, steps=0), start)
+    with pytest.raises(ValueError, match="fit steps"):
+        fit_to_points(start, sphere.faces, target, steps=MAX_FIT_STEPS + 1)
+
+
+def test_pipeline_surface_fit_keeps_the_model_mesh_and_reports_it(tiny_mesh_model):
+    """fit_steps > 0: the kept mesh's vertices are fitted to the input (same faces; the decoder's
+    vertices stay in extra), 0 = the decoder's mesh exactly; out of range -> one-line error."""
+    from pipelines.mesh.pipeline import MeshAnythingPipeline
+    pipe = MeshAnythingPipeline(tiny_mesh_model.model)
+    cube = trimesh.creation.box()
+    cube.apply_scale([1.0, 1.4, 0.8])  # the memorised cube is not this box: the fit has work to do
+    plain = pipe(cube, seed=0, fit_steps=0)
+    fitted = pipe(cube, seed=0, fit_steps=40)
+    assert "unfitted_vertices" not in plain.extra and "fitted" not in plain.message
+    assert np.array_equal(fitted.faces, plain.faces) and "fitted to the input" in fitted.message
+    assert np.allclose(fitted.extra["unfitted_vertices"], plain.vertices)
+    assert not np.allclose(fitted.vertices, plain.vertices)
+    assert np.abs(fitted.mesh.bounds - cube.bounds).sum() < np.abs(plain.mesh.bounds - cube.bounds).sum()
+    with pytest.raises(InputError, match="fit_steps"):
+        pipe(cube, seed=0, fit_steps=-1)
+
+
 def test_candidates_keep_the_draw_nearest_the_input(tiny_mesh_model, monkeypatch):
     """num_candidates=N generates N rows in one batch and keeps the one whose surface is nearest the
     input points: here the planted draws are a wrong half of the cube, nothing, and the cube."""

@@ -11,6 +11,7 @@ the unit cube) is remeshed densely (the same voxelise + marching cubes as the tr
 - mc+qem@ours-<decoding>: the dense mesh decimated by quadric error (fast-simplification) to the face
   count ours produced on the same input (skipped where ours produced nothing);
 - mc+qem@gt: the same, to the ground truth's face count;
+- ours-*-unfitted: the same meshes before the pipeline's surface fit (`fit.py`), when the checkpoint fits;
 - mc-dense: the dense mesh itself (the geometry both start from; tens of thousands of faces).
 
 Metrics against the ground-truth artist mesh, on 10,000 area-sampled points each: Chamfer distance
@@ -126,7 +127,7 @@ def bench_mesh(report, quick: bool = False, model: str | None = None, limit: int
     runs = [(f"ours-{m}", m, None if m == "default" else 1) for m in modes if m != "sampled"]
     runs += [("ours-sampled" + (f"-best{c}" if c > 1 else ""), "sampled", c) for c in counts if "sampled" in modes]
     names = [n for r, _, _ in runs for n in (r, f"mc+qem@{r}")] + ["mc+qem@gt", "mc-dense"]
-    rows: dict[str, list[dict]] = {m: [] for m in names}
+    rows: dict[str, list[dict]] = {m: [] for m in names + [f"{r}-unfitted" for r, _, _ in runs]}
     for k, item in enumerate(tqdm(items, desc="bench mesh", unit="mesh")):
         with np.load(item["path"]) as z:
             gt_v, gt_f = z["vertices"].astype(np.float64), z["faces"].astype(np.int64)
@@ -143,6 +144,9 @@ def bench_mesh(report, quick: bool = False, model: str | None = None, limit: int
                 if not out.failed:
                     targets[f"mc+qem@{run}"] = out.num_faces
                     rows[run].append(measure(out.vertices, out.faces, gt, out.seconds, seed))
+                    if "unfitted_vertices" in out.extra:  # the same mesh before the pipeline's surface fit
+                        rows[f"{run}-unfitted"].append(measure(out.extra["unfitted_vertices"], out.faces, gt,
+                                                               out.seconds, seed))
         for name, target in targets.items():
             t = time.perf_counter()
             v, f = decimate(dense_v, dense_f, target)
@@ -151,6 +155,7 @@ def bench_mesh(report, quick: bool = False, model: str | None = None, limit: int
     attempted = {"mc+qem@gt": len(items), "mc-dense": len(items)}
     for run, _, _ in runs:
         attempted[run] = len(items) if pipe is not None else 0
+        attempted[f"{run}-unfitted"] = len(rows[run]) if rows[f"{run}-unfitted"] else 0
         attempted[f"mc+qem@{run}"] = len(rows[run])
     for method, method_rows in rows.items():
         if attempted[method]:
@@ -165,4 +170,7 @@ def bench_mesh(report, quick: bool = False, model: str | None = None, limit: int
                 f"T 1, top-k 50, top-p 0.95; default = the checkpoint's default_temperature and default_candidates, "
                 f"{_defaults(pipe)}; -bestN = nearest the input points of N draws, Chamfer to the input, the "
                 "pipeline's `num_candidates`); valid = share of inputs where ours produced a mesh (mc+qem@ours-* runs "
-                "only there). Decimation: fast-simplification (quadric error), time excludes the remesh.")
+                "only there). Decimation: fast-simplification (quadric error), time excludes the remesh. "
+                f"ours rows include the pipeline's surface fit ({pipe.model.config.default_fit_steps if pipe else 0} "
+                "steps: the kept mesh's vertices moved to fit the input's surface, faces unchanged; our addition, "
+                "not the paper's); -unfitted = the same meshes with the decoder's vertices (the paper's output).")

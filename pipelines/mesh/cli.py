@@ -42,6 +42,10 @@ def mesh(ctx: typer.Context,
          candidates: Optional[int] = typer.Option(None, "--candidates", min=1, max=16,
                                                   help="Sampling: draw this many meshes in one batch and keep the "
                                                        "one nearest the input points (default: the checkpoint's)."),
+         fit_steps: Optional[int] = typer.Option(None, "--fit-steps", min=0, max=2000,
+                                                 help="Steps of the surface fit that moves the kept mesh's vertices "
+                                                      "onto the input's surface, faces unchanged (default: the "
+                                                      "checkpoint's; 0 = the decoder's vertices as they are)."),
          overwrite: OverwriteOpt = False, max_seconds: MaxSecondsOpt = None, no_limit: NoLimitOpt = False,
          device: DeviceOpt = None, seed: SeedOpt = None, precision: PrecisionOpt = None):
     """Turn a dense mesh or point cloud (or a folder of them) into a compact mesh; print #V/#F and the output path."""
@@ -53,7 +57,7 @@ def mesh(ctx: typer.Context,
     run = run_options(ctx, device, seed, precision)
     limit_time(ctx, max_seconds)
     options = dict(max_faces=max_faces, seed=run.seed, temperature=temperature, top_k=top_k, top_p=top_p,
-                   marching_cubes=marching_cubes, num_candidates=candidates)
+                   marching_cubes=marching_cubes, num_candidates=candidates, fit_steps=fit_steps)
     if input.is_dir():
         files = files_in(input, MESH_SUFFIXES + (".npy",), "meshes or point clouds")
         out_dir = output_folder(output, Path("outputs/mesh") / input.resolve().name)

@@ -49,6 +49,8 @@ class MeshAnythingConfig(PretrainedConfig):
     reference's; a small checkpoint whose greedy decodes loop can ship 1.0, its benchmarked better mode).
     `default_candidates`: sampled draws per input, of which the pipeline keeps the one nearest the input
     points (1 = the reference's single draw).
+    `default_fit_steps`: steps of the pipeline's surface fit of the kept mesh's vertices to the input
+    (`fit.py`, our addition; 0 = the decoder's vertices as they are, the reference's output).
     """
 
     model_type = "genstudio-meshanything"
@@ -59,7 +61,7 @@ class MeshAnythingConfig(PretrainedConfig):
                  qkv_bias: bool = False, lm_size: str = "tiny", lm_overrides: dict | None = None,
                  max_faces: int = 800, vq_num_quantizers: int = 3, vq_codebook_size: int = 256, vq_dim: int = 64,
                  vq_width: int = 128, vq_layers: int = 2, vq_heads: int = 4, default_temperature: float = 0.0,
-                 default_candidates: int = 1, **kwargs):
+                 default_candidates: int = 1, default_fit_steps: int = 0, **kwargs):
         if tokenization not in TOKENIZATIONS:
             raise ValueError(f"tokenization must be one of {TOKENIZATIONS}, got {tokenization!r}")
         if point_width % point_heads:
@@ -70,7 +72,7 @@ class MeshAnythingConfig(PretrainedConfig):
         self.point_decoder_layers, self.num_freqs, self.include_pi = point_decoder_layers, num_freqs, include_pi
         self.qkv_bias, self.lm_size, self.lm_overrides = qkv_bias, lm_size, dict(lm_overrides or {})
         self.max_faces, self.default_temperature = max_faces, float(default_temperature)
-        self.default_candidates = int(default_candidates)
+        self.default_candidates, self.default_fit_steps = int(default_candidates), int(default_fit_steps)
         self.vq_num_quantizers, self.vq_codebook_size, self.vq_dim = vq_num_quantizers, vq_codebook_size, vq_dim
         self.vq_width, self.vq_layers, self.vq_heads = vq_width, vq_layers, vq_heads
         for name, value in (("bos_token_id", BOS), ("eos_token_id", EOS), ("pad_token_id", PAD)):

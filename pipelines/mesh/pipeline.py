@@ -32,6 +32,7 @@ from .data import dense_remesh, normalize_points, sample_surface
 from .tokenize import postprocess
 
 MAX_CANDIDATES = 16  # draws per input (one batch): bounds the time and memory of `num_candidates`
+FIT_POINTS = 8192    # input-surface points the surface fit draws from
 SMALL_DECODER = 512  # hidden size up to which CPU decoding runs on one thread (XS: 192, official: 1024)
 
 
@@ -128,7 +129,8 @@ class MeshAnythingPipeline(PipelineMixin):
     def __call__(self, points_or_mesh, max_faces: int | None = None, seed: int | None = SEED_DEFAULT,
                  temperature: float | None = None, top_k: int = 50, top_p: float = 0.95, marching_cubes: bool = False,
                  mc_resolution: int = 64, progress: bool | None = None, fallback: bool = True,
-                 generator=None, constrained: bool = True, num_candidates: int | None = None) -> MeshOutput:
+                 generator=None, constrained: bool = True, num_candidates: int | None = None,
+                 fit_steps: int | None = None) -> MeshOutput:
         """One input -> MeshOutput. temperature 0 = greedy; > 0 samples (with top_k / top_p); None = the
         checkpoint's `default_temperature` (greedy unless its config names one).
         max_faces: None = the checkpoint's (what it was trained for). fallback: when greedy decoding
@@ -137,8 +139,12 @@ class MeshAnythingPipeline(PipelineMixin):
         constrained: decode under the full grammar (default), which also forbids zero-area and repeated
         faces, so greedy and sampled decodes always end with faces; False = syntax and ordering only.
         num_candidates: with sampling, draw this many meshes in one batch and keep the one nearest the input
-        points (Chamfer); None = the checkpoint's `default_candidates` (1 unless its config names one)."""
+        points (Chamfer); None = the checkpoint's `default_candidates` (1 unless its config names one).
+        fit_steps: move the kept mesh's vertices to fit the input's surface (`fit.py`; faces unchanged; the
+        decoder's vertices stay in `extra["unfitted_vertices"]`); None = the checkpoint's `default_fit_steps`
+        (0 unless its config names some), 0 = off (the reference's output)."""
         import torch
+        from .fit import MAX_FIT_STEPS, fit_to_points
         if max_faces is None:
             max_faces = int(self.model.config.max_faces)
         if max_faces < 1:
@@ -165,6 +171,10 @@ class MeshAnythingPipeline(PipelineMixin):
         if not 1 <= int(num_candidates) <= MAX_CANDIDATES:
             raise InputError(f"num_candidates must be between 1 and {MAX_CANDIDATES} (got {num_candidates})")
         draws = int(num_candidates) if sampling else 1
+        if fit_steps is None:
+            fit_steps = self.model.config.default_fit_steps
+        if not 0 <= int(fit_steps) <= MAX_FIT_STEPS:
+            raise InputError(f"fit_steps must be between 0 and {MAX_FIT_STEPS} (got {fit_steps})")
         # a small decoder's per-token ops are too small to share: one CPU thread (see cpu_threads)
         threads = 1 if str(self.device) == "cpu" and self.model.transformer.hidden_size <= SMALL_DECODER else None
         with cpu_threads(threads), self.autocast():  # precision: bf16 only where the device runs it natively
@@ -180,10 +190,19 @@ class MeshAnythingPipeline(PipelineMixin):
             score = distance_to_input(mesh, cloud[:, :3], seed) if draws > 1 else 0.0
             decoded.append((score, tokens, quantized, mesh))
         _, tokens, quantized, mesh = min(decoded, key=lambda d: d[0])
+        extra = {}
+        if fit_steps and len(mesh.faces):  # 5. fit the vertices to a denser sample of the input's surface
+            import trimesh
+            target = condition_from(source, FIT_POINTS, marching_cubes, mc_resolution, seed=seed + 1)[:, :3]
+            extra["unfitted_vertices"] = np.asarray(mesh.vertices)
+            fitted = fit_to_points(mesh.vertices, mesh.faces, target, int(fit_steps), seed=seed)
+            mesh = trimesh.Trimesh(fitted, np.asarray(mesh.faces), process=False)
         seconds = time.perf_counter() - t0
         how = f"sampled (T={temperature:g}, top-k {top_k}, top-p {top_p:g}, seed {seed})" if sampling else "greedy"
         if draws > 1:
             how += f", nearest the input of {draws} draws"
+        if extra:
+            how += f", fitted to the input's surface ({fit_steps} steps)"
         tokens_np = tokens.numpy()
         if len(mesh.faces) == 0 and fallback and not sampling:
             out = self(source,
@@ -204,5 +223,5 @@ class MeshAnythingPipeline(PipelineMixin):
         message = f"{how}, {len(tokens_np)} tokens" + (f"; stopped at the {max_faces}-face limit" if limit else "")
         return MeshOutput(mesh, np.asarray(mesh.vertices), np.asarray(mesh.faces), tokens_np, message=message,
                           seconds=seconds, source=source_path, input_faces=input_faces,
-                          extra={"hit_face_limit": limit},
+                          extra={"hit_face_limit": limit, **extra},
                           metadata=self.metadata(seed, None, t0, max_faces=max_faces))
