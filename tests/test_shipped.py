@@ -25,15 +25,24 @@ def test_svg_default_checkpoint_writes_a_valid_svg_that_resembles_the_input():
 
 
 def test_inpaint_default_checkpoint_keeps_known_pixels():
+    """Known pixels exact; the sampled tokens differ between samples (pluralistic). In pixels the samples
+    differ on the textured example; on the smooth one v3's decoder trusts its biharmonic fill whatever the
+    tokens (and the validation of its residual may drop it: then the samples are that fill, alike)."""
     from pipelines.inpaint.pipeline import DEFAULT_MODEL, PUTInpaintPipeline
-    image = Image.open(EXAMPLES / "inpaint" / "green.png").convert("RGB")
-    mask = Image.open(EXAMPLES / "inpaint" / "green_mask.png")
-    out = PUTInpaintPipeline.from_pretrained(DEFAULT_MODEL)(image, mask, num_samples=2, seed=0)
-    assert len(out.images) == 2 and out.images[0].size == image.size
-    known = ~out.hole
-    for result in out.images:
-        assert np.array_equal(np.asarray(result)[known], np.asarray(image)[known])
-    assert not np.array_equal(np.asarray(out.images[0]), np.asarray(out.images[1]))  # pluralistic
+    pipe = PUTInpaintPipeline.from_pretrained(DEFAULT_MODEL)
+    for name in ("green", "rocket"):
+        image = Image.open(EXAMPLES / "inpaint" / f"{name}.png").convert("RGB")
+        out = pipe(image, Image.open(EXAMPLES / "inpaint" / f"{name}_mask.png"), num_samples=2, seed=0)
+        assert len(out.images) == 2 and out.images[0].size == image.size
+        known = ~out.hole
+        for result in out.images:
+            assert np.array_equal(np.asarray(result)[known], np.asarray(image)[known])
+        assert (out.tokens[0] != out.tokens[1]).any()
+        same = np.array_equal(np.asarray(out.images[0]), np.asarray(out.images[1]))
+        if out.info["residual_weight"] == 0.0:
+            assert same, name
+        if name == "rocket":
+            assert not same
 
 
 def test_video_default_checkpoint_predicts_with_given_frames_exact():
