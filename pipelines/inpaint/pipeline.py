@@ -21,7 +21,7 @@ from genstudio.render import InputError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 from . import DEFAULT_MODEL
-from .put import patch_known_mask
+from .put import REFERENCE_FILL_FNS, PatchVQVAE, UnquantizedTransformer, patch_known_mask, sample_tokens, save_put
 from .validate import residual_weight, validation_holes
 
 DEFAULT_VALIDATION_MASKS = 3  # for models with a reference fill (see validate.py)
@@ -112,7 +112,6 @@ class PUTInpaintPipeline(PipelineMixin):
     @classmethod
     def _from_folder(cls, folder: Path, dtype, **kwargs) -> "PUTInpaintPipeline":
         from genstudio.hub import resolve
-        from .put import PatchVQVAE, UnquantizedTransformer
         vqvae = PatchVQVAE.from_pretrained(resolve(folder, "vqvae"), torch_dtype=dtype)
         transformer = UnquantizedTransformer.from_pretrained(resolve(folder, "transformer"), torch_dtype=dtype)
         return cls(vqvae, transformer, "cpu", **kwargs)
@@ -124,7 +123,6 @@ class PUTInpaintPipeline(PipelineMixin):
 
     def save_pretrained(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
         """Writes vqvae/ and transformer/ (optionally cast, e.g. torch.float16 to ship)."""
-        from .put import save_put
         return save_put(self.vqvae, self.transformer, path, dtype)
 
     @torch.no_grad()
@@ -135,7 +133,6 @@ class PUTInpaintPipeline(PipelineMixin):
         """`validation_masks` (a model with a reference fill only; None: `DEFAULT_VALIDATION_MASKS`,
         0: off): how many extra holes, drawn over known pixels, decide how much of the decoder's
         residual over its reference fill to keep (`validate.py`; the weight is in `info`)."""
-        from .put import REFERENCE_FILL_FNS
         if num_samples < 1:
             raise InputError(f"num_samples must be >= 1, got {num_samples}")
         fill = REFERENCE_FILL_FNS.get(self.vqvae.config.reference_fill)
@@ -194,7 +191,6 @@ class PUTInpaintPipeline(PipelineMixin):
     def _complete(self, x, known, generator, bar, top_k, temperature, tokens_per_step):
         """One batch of masked images (each with its own `known`) -> (tokens, decoded images): the
         fully known patches' tokens, the others sampled most confident first, then the guided decode."""
-        from .put import sample_tokens
         features = self.vqvae.encode(x, known)
         patch_known = patch_known_mask(known, self.vqvae.patch_size)
         known_tokens = self.vqvae.quantize(features, known).indices.masked_fill(~patch_known, 0)
