@@ -167,15 +167,18 @@ class PUTInpaintPipeline(PipelineMixin):
         with self.autocast(), self.progress_bar(total=total, desc="PUT sampling",
                                                  disable=not self.progress_enabled(progress)) as bar:
             # The precision policy (bf16 only where the device runs it natively) covers every pass.
-            tokens, out = self._complete(x, known, generator, bar, top_k, temperature, tokens_per_step)
+            # The reference fill, once for the N identical samples (the decoder would solve it per sample).
+            reference = fill(x[:1], known[:1]).float() if fill is not None else None
+            tokens, out = self._complete(x, known, generator, bar, top_k, temperature, tokens_per_step,
+                                         None if reference is None else reference.expand(num_samples, -1, -1, -1))
             if validation_masks and checks.any():
+                check_reference = fill(x[:1] * check_known, check_known).float()
                 _, checked = self._complete(x[:1] * check_known, check_known, generator, bar, top_k, temperature,
-                                            tokens_per_step)
-                weight = residual_weight(x[0], checked.float(), fill(x[:1] * check_known, check_known).float(),
+                                            tokens_per_step, check_reference)
+                weight = residual_weight(x[0], checked.float(), check_reference,
                                          torch.from_numpy(checks)[:, None].to(self.device))
                 weight = 1.0 if weight is None else weight
                 if weight != 1.0:
-                    reference = fill(x[:1], known[:1]).float()
                     out = reference + weight * (out.float() - reference)
                 info.update(residual_weight=weight, validation_masks=validation_masks)
         out = out.float().clamp(-1, 1)
@@ -188,13 +191,14 @@ class PUTInpaintPipeline(PipelineMixin):
         return InpaintOutput(images, hole, size, tokens.cpu(), info, source=source,
                              metadata=self.metadata(seed, total, started, samples=num_samples))
 
-    def _complete(self, x, known, generator, bar, top_k, temperature, tokens_per_step):
+    def _complete(self, x, known, generator, bar, top_k, temperature, tokens_per_step, reference=None):
         """One batch of masked images (each with its own `known`) -> (tokens, decoded images): the
-        fully known patches' tokens, the others sampled most confident first, then the guided decode."""
+        fully known patches' tokens, the others sampled most confident first, then the guided decode
+        (on `reference`, the batch's reference fill, when given)."""
         features = self.vqvae.encode(x, known)
         patch_known = patch_known_mask(known, self.vqvae.patch_size)
         known_tokens = self.vqvae.quantize(features, known).indices.masked_fill(~patch_known, 0)
         tokens = sample_tokens(self.transformer, self.vqvae, features.permute(0, 2, 3, 1), patch_known, known_tokens,
                                top_k=top_k, temperature=temperature, tokens_per_step=tokens_per_step,
                                generator=generator, progress=bar)
-        return tokens, self.vqvae.decode_tokens(tokens, x, known)
+        return tokens, self.vqvae.decode_tokens(tokens, x, known, reference)

@@ -197,9 +197,14 @@ class GuidedDecoder(nn.Module):
             feats.append(f)
         return feats[::-1]
 
-    def forward(self, z, masked_image, known):
+    def forward(self, z, masked_image, known, reference=None):
+        """`reference`: the reference fill of (masked_image, known), when the caller already has it."""
         fill = REFERENCE_FILL_FNS.get(self.reference_fill)
-        reference = fill(masked_image, known).to(masked_image.dtype) if fill else masked_image
+        if fill is None:
+            reference = masked_image
+        elif reference is None:
+            reference = fill(masked_image, known)
+        reference = reference.to(masked_image.dtype)
         refs = self.reference_features(reference, known)
         x = self.res_blocks(self.proj_in(z))
         for i, ref in enumerate(refs):
@@ -251,14 +256,14 @@ class PatchVQVAE(ModelMixin, ConfigMixin):
         """(B, h, w) known-codebook ids -> (B, h, w, D) code vectors."""
         return self.vq.known.decode_indices(tokens)
 
-    def decode(self, quantized, masked_image, known) -> torch.Tensor:
+    def decode(self, quantized, masked_image, known, reference=None) -> torch.Tensor:
         """Quantised features (B, D, h, w) + the masked image -> image; known pixels pasted back."""
-        out = self.decoder(quantized, masked_image, known)
+        out = self.decoder(quantized, masked_image, known, reference)
         return out * (1 - known) + masked_image * known
 
-    def decode_tokens(self, tokens, masked_image, known) -> torch.Tensor:
+    def decode_tokens(self, tokens, masked_image, known, reference=None) -> torch.Tensor:
         q = self.vq.decode_indices(tokens).permute(0, 3, 1, 2)
-        return self.decode(q, masked_image, known)
+        return self.decode(q, masked_image, known, reference)
 
     def forward(self, image, known, erase=None) -> dict:
         """Training pass. The encoder sees the image with `erase` holes (patches touched by them

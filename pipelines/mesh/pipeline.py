@@ -77,19 +77,17 @@ def estimate_normals(points: np.ndarray, neighbours: int = 16) -> np.ndarray:
     return normals
 
 
-def condition_from(source, num_points: int, marching_cubes: bool = False, resolution: int = 64,
-                   seed: int = 0) -> np.ndarray:
-    """Loaded input -> (num_points, 6) points + normals in the input's frame."""
+def condition_from(source, num_points: int, seed: int = 0) -> np.ndarray:
+    """Loaded input (a mesh, remeshed by the caller if asked, or points) -> (num_points, 6) points +
+    normals in the input's frame."""
     rng = np.random.default_rng(seed)
     if isinstance(source, np.ndarray):
         cloud = source if source.shape[1] == 6 else np.concatenate([source, estimate_normals(source)], 1)
         if np.any(np.linalg.norm(cloud[:, 3:], axis=1) < 1e-8):
             raise InputError("input: some normals are zero; give unit normals or (N, 3) points only")
         return cloud[rng.choice(len(cloud), num_points, replace=len(cloud) < num_points)]
-    vertices, faces = np.asarray(source.vertices, dtype=np.float64), np.asarray(source.faces)
-    if marching_cubes:
-        vertices, faces = dense_remesh(vertices, faces, resolution)
-    points, normals = sample_surface(vertices, faces, num_points, rng)
+    points, normals = sample_surface(np.asarray(source.vertices, dtype=np.float64), np.asarray(source.faces),
+                                     num_points, rng)
     return np.concatenate([points, normals], 1)
 
 
@@ -158,8 +156,12 @@ class MeshAnythingPipeline(PipelineMixin):
         # 1. read and sample the condition
         source = load_mesh_input(points_or_mesh)
         input_faces = None if isinstance(source, np.ndarray) else len(source.faces)
-        cloud = condition_from(source, self.model.config.num_points, marching_cubes, mc_resolution,
-                               seed=seed)
+        surface = source  # what the condition (and the surface fit) sample: the input, remeshed once if asked
+        if marching_cubes and not isinstance(source, np.ndarray):
+            import trimesh
+            surface = trimesh.Trimesh(*dense_remesh(np.asarray(source.vertices, np.float64), np.asarray(source.faces),
+                                                    mc_resolution), process=False)
+        cloud = condition_from(surface, self.model.config.num_points, seed=seed)
         # 2. normalise as in training
         points, center, half = normalize_points(cloud)
         # 3. generate
@@ -193,7 +195,7 @@ class MeshAnythingPipeline(PipelineMixin):
         extra = {}
         if fit_steps and len(mesh.faces):  # 5. fit the vertices to a denser sample of the input's surface
             import trimesh
-            target = condition_from(source, FIT_POINTS, marching_cubes, mc_resolution, seed=seed + 1)[:, :3]
+            target = condition_from(surface, FIT_POINTS, seed=seed + 1)[:, :3]
             extra["unfitted_vertices"] = np.asarray(mesh.vertices)
             fitted = fit_to_points(mesh.vertices, mesh.faces, target, int(fit_steps), seed=seed)
             mesh = trimesh.Trimesh(fitted, np.asarray(mesh.faces), process=False)
