@@ -267,6 +267,17 @@ def test_training_losses_decrease_on_a_fixed_batch():
     assert ce[-1] < 0.7 * ce[0] and 0.0 <= acc <= 1.0
 
 
+def test_masked_photo_dataset_greyscale_share():
+    from pipelines.inpaint.train import MaskedPhotoDataset
+    photo = np.asarray(Image.open(FIXTURES / "coffee_128.png").convert("RGB"), np.float32) / 127.5 - 1
+    crops = [{"image": torch.from_numpy(photo[y:y + 32, :32].transpose(2, 0, 1).copy())} for y in range(0, 96, 4)]
+    grey = lambda ds: [bool(torch.equal(it["image"][0], it["image"][1])) for it in (ds[k] for k in range(len(ds)))]  # noqa: E731
+    assert not any(grey(MaskedPhotoDataset(crops, deterministic=True)))
+    assert all(grey(MaskedPhotoDataset(crops, deterministic=True, grey_prob=1.0)))
+    some = grey(MaskedPhotoDataset(crops, deterministic=True, grey_prob=0.5))
+    assert 0 < sum(some) < len(some) and some == grey(MaskedPhotoDataset(crops, deterministic=True, grey_prob=0.5))
+
+
 def test_transformer_loss_is_zero_without_masked_patches_and_any_grid_works():
     vqvae, transformer = _tiny_models()
     x = torch.rand(2, 3, 32, 32) * 2 - 1
@@ -289,6 +300,21 @@ def test_pipeline_keeps_known_pixels_bit_identical_at_any_size(tiny_put_dir):
         assert a.shape == image.shape
         assert np.array_equal(a[~hole], image[~hole])
     assert out.tokens.shape[0] == 2 and (out.tokens < pipe.vqvae.num_known_codes).all()
+
+
+def test_pipeline_keeps_a_greyscale_picture_greyscale(tiny_put_dir):
+    from pipelines.inpaint.pipeline import PUTInpaintPipeline, is_greyscale
+    pipe = PUTInpaintPipeline.from_pretrained(tiny_put_dir, device="cpu")
+    image, hole = _image_and_hole(40, 32)
+    colour = pipe(image, hole, num_samples=2, seed=3)
+    assert not colour.info["greyscale"]
+    assert any(not is_greyscale(im) for im in colour.images)  # the tiny untrained decoder does add colour...
+    grey = np.repeat(image[..., :1], 3, axis=-1)
+    out = pipe(grey, hole, num_samples=2, seed=3)
+    assert out.info["greyscale"]
+    for im in out.images:  # ... which a greyscale input never gets back
+        a = np.asarray(im)
+        assert is_greyscale(im) and np.array_equal(a[~hole], grey[~hole])
 
 
 def test_pipeline_is_pluralistic_and_seeded(tiny_put_dir):

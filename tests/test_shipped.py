@@ -26,7 +26,7 @@ def test_svg_default_checkpoint_writes_a_valid_svg_that_resembles_the_input():
 
 def test_inpaint_default_checkpoint_keeps_known_pixels():
     """Known pixels exact; the sampled tokens differ between samples (pluralistic). In pixels the samples
-    differ on the textured example; on the smooth one v3's decoder trusts its biharmonic fill whatever the
+    differ on the textured example; on the smooth one the decoder trusts its biharmonic fill whatever the
     tokens (and the validation of its residual may drop it: then the samples are that fill, alike)."""
     from pipelines.inpaint.pipeline import DEFAULT_MODEL, PUTInpaintPipeline
     pipe = PUTInpaintPipeline.from_pretrained(DEFAULT_MODEL)

@@ -76,6 +76,17 @@ def _as_image(image, what: str) -> Image.Image:
     return flatten_alpha(image) if image.mode in ("RGBA", "LA", "P") else image.convert("RGB")
 
 
+def is_greyscale(image: Image.Image) -> bool:
+    """True when every pixel of the (RGB) image has R == G == B: its hidden pixels are grey too."""
+    a = np.asarray(image)
+    return bool((a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all())
+
+
+def _to_grey(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) -> the same with every channel the mean of the three."""
+    return images.float().mean(1, keepdim=True).expand_as(images)
+
+
 def prepare_hole(mask, size: tuple[int, int]) -> np.ndarray:
     """Mask (white = hole) -> (H, W) bool, with the checks a user needs to hear about."""
     m = _as_image(mask, "mask")
@@ -148,6 +159,8 @@ class PUTInpaintPipeline(PipelineMixin):
         source = str(image) if isinstance(image, (str, os.PathLike)) else None
         image = _as_image(image, "image")
         hole = prepare_hole(mask, image.size)
+        # A greyscale picture stays greyscale: the decoder's channels are averaged (it may add faint colour).
+        grey = is_greyscale(image)
         patch = self.vqvae.patch_size
         size = work_size(*image.size, resolution or self.vqvae.config.sample_size, patch)
         small = np.asarray(image.resize(size, Image.BICUBIC), np.float32) / 127.5 - 1
@@ -163,7 +176,8 @@ class PUTInpaintPipeline(PipelineMixin):
         check_known = known[:1] * torch.from_numpy(~checks).to(known)[:, None]
         masked = (~patch_known_mask(torch.cat([known[:1], check_known]), patch)).sum((1, 2)).tolist()
         total = sum(int(np.ceil(m / tokens_per_step)) for m in (masked[0], max(masked[1:], default=0)))
-        info = {"hole_ratio": float(hole.mean()), "sampling_steps": total, "masked_tokens": masked[0]}
+        info = {"hole_ratio": float(hole.mean()), "sampling_steps": total, "masked_tokens": masked[0],
+                "greyscale": grey}
         with self.autocast(), self.progress_bar(total=total, desc="PUT sampling",
                                                  disable=not self.progress_enabled(progress)) as bar:
             # The precision policy (bf16 only where the device runs it natively) covers every pass.
@@ -171,10 +185,12 @@ class PUTInpaintPipeline(PipelineMixin):
             reference = fill(x[:1], known[:1]).float() if fill is not None else None
             tokens, out = self._complete(x, known, generator, bar, top_k, temperature, tokens_per_step,
                                          None if reference is None else reference.expand(num_samples, -1, -1, -1))
+            out = _to_grey(out) if grey else out
             if validation_masks and checks.any():
                 check_reference = fill(x[:1] * check_known, check_known).float()
                 _, checked = self._complete(x[:1] * check_known, check_known, generator, bar, top_k, temperature,
                                             tokens_per_step, check_reference)
+                checked = _to_grey(checked) if grey else checked
                 weight = residual_weight(x[0], checked.float(), check_reference,
                                          torch.from_numpy(checks)[:, None].to(self.device))
                 weight = 1.0 if weight is None else weight

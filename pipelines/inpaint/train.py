@@ -26,12 +26,14 @@ class MaskedPhotoDataset(torch.utils.data.Dataset):
     `known` guides the decoder, `erase` (all known half of the time) is what the encoder sees.
     With probability `no_reference_prob` the decoder gets no known pixels at all (as the
     reference's zero_mask): it must then rebuild the image from the tokens alone, which keeps
-    the known codebook informative instead of collapsing onto the reference path."""
+    the known codebook informative instead of collapsing onto the reference path. With
+    probability `grey_prob` the crop is made greyscale (the mean of its channels): photo sets mix
+    colour and greyscale pictures, and a model that rarely sees the latter fills them badly."""
 
     def __init__(self, crops, ratio=(0.1, 0.6), erase_prob: float = 0.5, no_reference_prob: float = 0.0,
-                 deterministic: bool = False, seed: int = 0):
+                 deterministic: bool = False, seed: int = 0, grey_prob: float = 0.0):
         self.crops, self.ratio, self.erase_prob = crops, ratio, erase_prob
-        self.no_reference_prob = no_reference_prob
+        self.no_reference_prob, self.grey_prob = no_reference_prob, grey_prob
         self.deterministic, self.seed = deterministic, seed
 
     def __len__(self):
@@ -41,6 +43,8 @@ class MaskedPhotoDataset(torch.utils.data.Dataset):
         image = self.crops[k]["image"]
         rng = np.random.default_rng((self.seed, k, 7)) if self.deterministic else np.random.default_rng()
         h, w = image.shape[-2:]
+        if self.grey_prob and rng.random() < self.grey_prob:
+            image = image.mean(0, keepdim=True).expand_as(image).contiguous()
         known = ~random_hole_mask(h, w, self.ratio, rng)
         if rng.random() < self.no_reference_prob:
             known[:] = False
@@ -164,12 +168,12 @@ def evaluate_transformer(model, vqvae, dataset, batch_size: int = 32) -> dict:
     return {"val_ce": float(np.mean(losses)), "val_token_accuracy": float(np.mean(accs))}
 
 
-def _datasets(size: int, eval_items: int, ratio, no_reference_prob: float = 0.0):
+def _datasets(size: int, eval_items: int, ratio, no_reference_prob: float = 0.0, grey_prob: float = 0.0):
     from genstudio.data import load_manifest, prepare
     from genstudio.data.photos import PhotoCropDataset
     prepare("photos", quiet=True)
     train = MaskedPhotoDataset(PhotoCropDataset(load_manifest("photos", "train"), size=size, length=100_000), ratio,
-                               no_reference_prob=no_reference_prob)
+                               no_reference_prob=no_reference_prob, grey_prob=grey_prob)
     val = MaskedPhotoDataset(PhotoCropDataset(load_manifest("photos", "val"), size=size, length=eval_items,
                                               deterministic=True, seed=1234), ratio, deterministic=True, seed=1234)
     return train, val
@@ -200,6 +204,7 @@ class PUTOptions:
     pixel_loss: Literal["l1", "mse", "psnr"] = "l1"  # vqvae stage: l1 | mse | psnr (log10 of each image's MSE)
     gradient_weight: float = 1.0       # vqvae stage: weight of the image-gradient L1 term
     hole_weight: float = 2.0           # vqvae stage: extra weight of the hole pixels' error (known ones are pasted back)
+    grey_prob: float = 0.0             # share of training crops made greyscale (both stages)
     vqvae_kwargs: dict = field(default_factory=dict)        # PatchVQVAE arguments over the preset's
     transformer_kwargs: dict = field(default_factory=dict)  # UnquantizedTransformer arguments over the preset's
 
@@ -233,7 +238,8 @@ def recipe(cfg: dict):
                 raise ValueError("decoder_only needs init_from: the frozen encoder and codebooks come from it")
             model.encoder.requires_grad_(False)
             model.vq.requires_grad_(False)
-        train_set, val_set = _datasets(model.config.sample_size, opts.eval_items, opts.mask_ratio, opts.no_reference_prob)
+        train_set, val_set = _datasets(model.config.sample_size, opts.eval_items, opts.mask_ratio, opts.no_reference_prob,
+                                       opts.grey_prob)
         sampler, loss_kwargs = None, {"pixel_loss": opts.pixel_loss, "gradient_weight": opts.gradient_weight,
                                         "hole_weight": opts.hole_weight}
 
@@ -255,7 +261,7 @@ def recipe(cfg: dict):
     vqvae = PatchVQVAE.from_pretrained(run_weights(opts.vqvae)).eval().requires_grad_(False)
     model = UnquantizedTransformer(feature_dim=vqvae.config.latent_dim, num_tokens=vqvae.config.codebook_size_known,
                                    **{**preset["transformer"], **opts.transformer_kwargs})
-    train_set, val_set = _datasets(vqvae.config.sample_size, opts.eval_items, opts.mask_ratio)
+    train_set, val_set = _datasets(vqvae.config.sample_size, opts.eval_items, opts.mask_ratio, grey_prob=opts.grey_prob)
 
     def loss_fn(m, batch):
         loss, acc = transformer_loss(m, vqvae.to(batch["image"].device), batch["image"], batch["known"],
