@@ -660,6 +660,11 @@ def test_greedy_that_loops_falls_back_to_sampling(tiny_mesh_model, monkeypatch):
     out = pipe(trimesh.creation.box(), seed=0)
     assert calls == [False, True] and not out.failed and out.num_faces > 0
     assert out.message.startswith("greedy decoding gave no faces, so sampled")
+    assert out.input_faces == 12  # the box's, not the remeshed surface's the retry decoded from
+    calls.clear()
+    fitted = pipe(trimesh.creation.box(), seed=0, fit_steps=5, marching_cubes=True)  # the retry keeps the fit
+    assert calls == [False, True] and "fitted to the input's surface (5 steps)" in fitted.message
+    assert "unfitted_vertices" in fitted.extra and fitted.input_faces == 12
     strict = pipe(trimesh.creation.box(), seed=0, fallback=False)
     assert strict.failed and "no faces" in strict.message and strict.num_faces == 0
 

@@ -207,13 +207,13 @@ class MeshAnythingPipeline(PipelineMixin):
             how += f", fitted to the input's surface ({fit_steps} steps)"
         tokens_np = tokens.numpy()
         if len(mesh.faces) == 0 and fallback and not sampling:
-            out = self(source,
-                       max_faces=max_faces, seed=seed, temperature=1.0, top_k=50, top_p=0.95,
-                       marching_cubes=marching_cubes, mc_resolution=mc_resolution, progress=progress, fallback=False,
-                       constrained=constrained)
+            # the input as already remeshed (not twice), with the caller's draws and fit
+            out = self(surface, max_faces=max_faces, seed=seed, temperature=1.0, top_k=50, top_p=0.95,
+                       progress=progress, fallback=False, constrained=constrained, num_candidates=num_candidates,
+                       fit_steps=fit_steps)
             out.message = f"greedy decoding gave no faces, so {out.message}"
             out.seconds += seconds
-            out.source = source_path
+            out.source, out.input_faces = source_path, input_faces
             out.metadata["seconds"] = round(out.seconds, 3)
             return out
         if len(mesh.faces) == 0:
