@@ -137,6 +137,7 @@ def diffusion_loss(
     generator: torch.Generator | None = None,
     timesteps: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
+    snr_gamma: float = 0.0,
     **model_kwargs,
 ) -> torch.Tensor:
     """Denoising MSE at uniformly random timesteps.
@@ -145,7 +146,10 @@ def diffusion_loss(
     mask: broadcastable to x0; 1 = unknown (noised, scored), 0 = known (shown clean, not
     scored). The loss is the mean over masked elements only.
     timesteps / noise: fixed values instead of random ones (tests, evaluation).
+    snr_gamma: > 0 weights each sample's MSE by Min-SNR-gamma (`min_snr_weights`); 0 = plain MSE.
     """
+    if snr_gamma > 0 and mask is not None:
+        raise ValueError("snr_gamma is not supported with a mask")
     batch = x0.shape[0]
     if timesteps is None:
         timesteps = torch.randint(
@@ -170,6 +174,9 @@ def diffusion_loss(
         generate = _generate_mask(mask, x0)
         x_t = torch.where(generate, x_t, x0)
     prediction = drop_learned_sigma(model_fn(x_t, timesteps, **model_kwargs), x0).float()
+    if generate is None and snr_gamma > 0:
+        per_sample = (prediction - target.float()).pow(2).flatten(1).mean(1)
+        return (per_sample * min_snr_weights(scheduler, timesteps, snr_gamma, prediction_type)).mean()
     if generate is None:
         return F.mse_loss(prediction, target.float())
     # where(), not multiply: NaN/inf predictions at known positions must not leak into the loss.

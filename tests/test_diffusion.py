@@ -49,6 +49,19 @@ def test_min_snr_weights_clip_the_x0_weight_at_gamma():
         min_snr_weights(sched, t, 0.0)
 
 
+def test_snr_gamma_weights_each_sample_by_min_snr():
+    sched = make_scheduler("ddpm")
+    x0, noise, t = randn(), randn(seed=1), torch.tensor([5, 900])
+    wrong = lambda x, t: noise + 1.0                                         # the same error at every timestep
+    plain = diffusion_loss(wrong, x0, sched, timesteps=t, noise=noise)
+    weighted = diffusion_loss(wrong, x0, sched, timesteps=t, noise=noise, snr_gamma=5.0)
+    assert plain == pytest.approx(1.0)
+    assert weighted == pytest.approx(float(min_snr_weights(sched, t, 5.0).mean()), rel=1e-5)
+    assert weighted < 0.6 * plain                                           # the low-noise sample counts for ~0
+    with pytest.raises(ValueError, match="mask"):
+        diffusion_loss(wrong, x0, sched, mask=half_mask(), snr_gamma=5.0)
+
+
 def test_epsilon_and_v_losses_are_zero_for_the_exact_target():
     sched = make_scheduler("ddpm")
     x0, noise, t = randn(), randn(seed=1), torch.tensor([10, 900])

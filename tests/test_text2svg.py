@@ -311,6 +311,15 @@ def test_latent_table_round_trip_and_the_dit_recipe_on_it(tmp_path):
         read_latent_table(tmp_path / "bad.npz")
 
 
+def test_train_sets_default_to_the_captioned_sets_and_reject_unknown_ones():
+    from pipelines.text2svg.data import SETS
+    from pipelines.text2svg.train import train_sets
+    assert train_sets("") == SETS
+    assert train_sets("tabler, game-icons") == ("tabler", "game-icons")
+    with pytest.raises(ValueError, match="unknown icon set"):
+        train_sets("tabler,noto")
+
+
 def test_the_gpu_box_scripts_parse():
     """scripts/gpu-*.sh run only on a lent GPU box (dry-run there by hand); here at least bash must parse them."""
     import subprocess

@@ -29,7 +29,7 @@ from genstudio.dit import DiT
 from genstudio.train import Recipe, parse_config
 
 from .clip import IconCLIP, embed_images, embed_texts
-from .data import TextSVGDataset, TextTokens, captions, collate, label_of, load_items, pad, render
+from .data import SETS, TextSVGDataset, TextTokens, captions, collate, label_of, load_items, pad, render
 from .svgfusion import VPVAE, RowCodec, make_vsdit, reconstruction_loss, to_dit, vae_loss
 
 LATENT_STATS = "latent_stats.json"
@@ -105,6 +105,8 @@ class DiTOptions:
     text_encoder: str = "minilm"
     init_from: Optional[str] = None   # start from these VS-DiT weights (a run, its checkpoint-N, or a pipeline folder)
     latent_table: Optional[str] = None  # precomputed latents + captions (write_latent_table) instead of icons + VAE
+    train_sets: str = ""              # comma-separated icon sets to train on ("" = data.SETS); val stays on data.SETS
+    snr_gamma: float = 0.0            # > 0: Min-SNR-gamma loss weighting (genstudio.diffusion.min_snr_weights)
 
 
 @torch.no_grad()
@@ -197,6 +199,16 @@ def read_latent_table(path: str | Path) -> dict:
         raise DataError(f"{path} is not a latent table (write_latent_table): {e}") from None
 
 
+def train_sets(names: str) -> tuple[str, ...]:
+    """DiTOptions.train_sets -> the icon sets ("" = data.SETS); each must be a captioned set of the icons build."""
+    from genstudio.data.icons import ICON_SETS
+    sets = tuple(s.strip() for s in names.split(",") if s.strip()) or SETS
+    unknown = [s for s in sets if s not in ICON_SETS]
+    if unknown:
+        raise ValueError(f"unknown icon set(s) {', '.join(unknown)}; choose from {', '.join(sorted(ICON_SETS))}")
+    return sets
+
+
 def dit_recipe(cfg: dict) -> Recipe:
     train_cfg, opts = parse_config(cfg, DiTOptions, recipe="svgfusion-dit", output_dir="runs/svgfusion-dit",
                                    steps=4000, batch_size=64, lr=3e-4, warmup_steps=200, save_every=500,
@@ -211,7 +223,7 @@ def dit_recipe(cfg: dict) -> Recipe:
     else:
         vae = None if raw else load_vae(opts.vae)
         max_rows = opts.max_rows if raw else vae.config.max_rows
-        items = load_items("train", max_rows)
+        items = load_items("train", max_rows, sets=train_sets(opts.train_sets))
         mean, std = encode_latents(vae, items, max_rows)
         val_items = load_items("val", max_rows)[:VAL_ICONS]
         val_mean, _ = encode_latents(vae, val_items, max_rows)
@@ -256,7 +268,7 @@ def dit_recipe(cfg: dict) -> Recipe:
         return {"latent": torch.stack([b["latent"] for b in batch]), "context": context, "context_mask": mask}
 
     def loss_fn(m, batch):
-        return diffusion_loss(m, batch["latent"], scheduler, opts.prediction_type,
+        return diffusion_loss(m, batch["latent"], scheduler, opts.prediction_type, snr_gamma=opts.snr_gamma,
                               context=batch["context"].to(m.dtype), context_mask=batch["context_mask"])
 
     return Recipe(model, LatentCaptions(mean, std, caption_ids, scaling_factor), loss_fn, train_cfg,
