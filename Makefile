@@ -295,10 +295,12 @@ gpu-prep: install
 	#        bash scripts/gpu-meshanything.sh $$OUT 2.2  (1,497 steps at batch 64)
 
 # SVGFusion's VS-DiT there, in two calls of one lease (see scripts/gpu-text2svg.sh): the VP-VAE posteriors and
-# captions of the icons (latent table), MiniLM pruned to the captions' tokens; the genstudio wheel from gpu-prep
+# captions of the icons (latent table), MiniLM pruned to the captions' tokens; the genstudio wheel from gpu-prep.
+# T2S_SETS: the training icon sets (default pipelines.text2svg.data.SETS; v6 adds game-icons: T2S_SETS=tabler,...,game-icons)
 gpu-prep-text2svg: install
-	$(VENV)/bin/python -c "from pipelines.text2svg.train import write_latent_table as w; \
-	  w('.gpu/svgf-latents.npz', 'checkpoints/svgfusion-icons-S')"
+	$(VENV)/bin/python -c "from pipelines.text2svg.train import write_latent_table as w, train_sets; \
+	  from pipelines.text2svg.data import load_items; \
+	  w('.gpu/svgf-latents.npz', 'checkpoints/svgfusion-icons-S', load_items('train', sets=train_sets('$(T2S_SETS)')))"
 	$(VENV)/bin/python -c "import json; from pipelines.text2svg.train import read_latent_table, _caption_table; \
 	  from genstudio.text import write_pruned_encoder; t = read_latent_table('.gpu/svgf-latents.npz'); \
 	  c = {k: t[k] for k in ('captions', 'val_captions')}; json.dump(c, open('.gpu/svgf-captions.json', 'w')); \

@@ -85,6 +85,7 @@ class Report:
         self.task, self.out_dir = task, Path(out_dir)
         self.rows: list[dict] = []
         self.notes: list[str] = []
+        self.figures: dict = {}       # name -> PIL image, written as TASK-NAME.png next to the table
         self.meta = machine_info()
         self.t0 = time.time()
 
@@ -97,6 +98,10 @@ class Report:
 
     def note(self, text: str) -> None:
         self.notes.append(text)
+
+    def figure(self, name: str, image, caption: str) -> None:
+        """A picture to commit with the table (TASK-NAME.png, linked from the markdown under `caption`)."""
+        self.figures[name] = (image, caption)
 
     def compare(self, reference: str, metrics: list[str] | None = None) -> None:
         """Add `ratio_to_<reference>` columns: each row's metric / the reference row's (same dataset)."""
@@ -117,6 +122,11 @@ class Report:
         tmp = jp.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(data, indent=2))
         os.replace(tmp, jp)
+        for name, (image, _) in self.figures.items():
+            path = self.out_dir / f"{self.task}-{name}.png"
+            tmp = path.with_suffix(".tmp.png")
+            image.save(tmp, format="PNG", optimize=True)
+            os.replace(tmp, path)
         tmp = mp.with_suffix(".md.tmp")
         tmp.write_text(self.markdown())
         os.replace(tmp, mp)
@@ -134,6 +144,8 @@ class Report:
         lines += ["| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |" for r in self.rows]
         if self.notes:
             lines += [""] + [f"- {n}" for n in self.notes]
+        for name, (_, caption) in self.figures.items():
+            lines += ["", f"{caption}", "", f"![{name}]({self.task}-{name}.png)"]
         return "\n".join(lines) + "\n"
 
 

@@ -7,7 +7,8 @@
 #   bash scripts/gpu-text2svg.sh train OUT MINUTES [PRESET INIT BATCH LR STEPS WARMUP NAME WORKERS SEED] ...
 #       carry .gpu/svgf-latents.npz .gpu/whl checkpoints/svgfusion-icons-S; trains one VS-DiT per group of 9
 #       arguments (INIT: a checkpoint or none), all at once on the one GPU (--set latent_table: the icons' VP-VAE posteriors and captions,
-#       train.write_latent_table), each exported in fp16 to OUT/NAME.tar.part-* (the VAE: the shipped one), logs and metrics in OUT/logs.tar
+#       train.write_latent_table), each exported in fp16 to OUT/NAME.tar.part-* (the VAE: the shipped one), logs and metrics in OUT/logs.tar;
+#       SNR_GAMMA=5 for the Min-SNR-weighted loss (v6's recipe)
 #
 # Made on the CPU machine by `make gpu-prep-text2svg`. Runs under that box's own python3, torch and transformers.
 set -uo pipefail
@@ -47,7 +48,8 @@ while [ $# -ge 9 ]; do
   $G train svgfusion-dit --set vae='"checkpoints/svgfusion-icons-S"' --set latent_table='".gpu/svgf-latents.npz"' \
     --set preset="\"$preset\"" "${initset[@]}" --set batch_size=$batch --set lr=$lr --set steps=$steps \
     --set warmup_steps=$warmup --set save_every=${SAVE_EVERY:-2000} --set num_workers=$workers --set seed=$seed \
-    --set progress=false --set log_every=200 --set max_minutes="$minutes" --output-dir /tmp/runs/$name \
+    --set progress=false --set log_every=200 --set max_minutes="$minutes" --set snr_gamma=${SNR_GAMMA:-0} \
+    --output-dir /tmp/runs/$name \
     > $logs/$name.log 2>&1 &
   names+=("$name")
 done

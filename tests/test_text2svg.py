@@ -284,6 +284,24 @@ def test_bench_scorer_and_icon_search_on_tiny_items(tmp_path):
     assert index == [0, 0] and svgs[0] == SQUARE                # the caption that matches the prompt comes first
 
 
+def test_bench_gallery_is_written_with_the_table(tmp_path):
+    """One row per prompt, each column's renders of that prompt in place; blank cells for None / broken SVGs."""
+    from genstudio.bench import Report
+    from pipelines.text2svg.bench import CELL, LABEL_WIDTH, gallery
+    sheet = gallery(["a", "b"], [("real", [SQUARE, None], [0, 1], 1), ("model", [None, "<svg", SQUARE, SQUARE], [0, 0, 1, 1], 2)])
+    assert sheet.size == (LABEL_WIDTH + 3 * CELL + 8, CELL // 2 + 2 * CELL)
+    pixels = np.asarray(sheet)
+    cell = lambda col, row: pixels[CELL // 2 + row * CELL:CELL // 2 + (row + 1) * CELL, col:col + CELL]
+    assert (cell(LABEL_WIDTH, 0) != 255).any() and (cell(LABEL_WIDTH, 1) == 255).all()          # real: a, then None
+    model = LABEL_WIDTH + CELL + 4
+    assert (cell(model, 0) == 255).all() and (cell(model, 1) != 255).any() and (cell(model + CELL, 1) != 255).any()
+    report = Report("t2s", tmp_path)
+    report.add("x", a=1.0)
+    report.figure("gallery", sheet, "Gallery: two prompts.")
+    _, md = report.write()
+    assert (tmp_path / "t2s-gallery.png").is_file() and "![gallery](t2s-gallery.png)" in md.read_text()
+
+
 def test_latent_table_round_trip_and_the_dit_recipe_on_it(tmp_path):
     """What a GPU box gets instead of the icons and the VAE: quantised posteriors + captions, enough for the recipe."""
     from pipelines.text2svg.data import DataError

@@ -18,6 +18,8 @@ Metrics, per method (samples = prompts x samples per prompt):
 - novelty: 1 - cosine similarity to the nearest training icon (IconCLIP image space);
 - diversity: mean 1 - cosine similarity between samples of one prompt;
 - paths, commands per SVG; seconds per SVG (wall clock, this machine).
+The run also commits `text2svg-gallery.png`: for the first prompts, the held-out icon, the search
+result and each model's samples at the last guidance scale, so that anyone can judge by eye.
 IconCLIP (`text2svg-clip`) is a small contrastive model trained here on the training split: these
 are NOT CLIP scores or FID and compare only with each other.
 """
@@ -37,6 +39,7 @@ from .data import load_items, render
 from .pipeline import SVGFusionPipeline
 
 RENDER = 64  # IconCLIP's input size
+GALLERY_PROMPTS, CELL, LABEL_WIDTH = 12, 64, 200
 
 
 def _weights_digest(module: torch.nn.Module) -> str:
@@ -131,6 +134,32 @@ def _search(prompts: list[str], train: list[dict], samples: int) -> tuple[list, 
     return svgs, index, time.perf_counter() - t0
 
 
+def gallery(prompts: list[str], columns: list[tuple[str, list, list[int], int]]):
+    """A contact sheet: one row per prompt (its text, then per column up to `n` renders of that prompt's SVGs);
+    columns are (title, svgs, prompt index of each svg, n). None / unrenderable SVGs are blank cells."""
+    from PIL import Image, ImageDraw
+    width = LABEL_WIDTH + sum(n for *_, n in columns) * CELL + 4 * len(columns)
+    sheet = Image.new("RGB", (width, CELL // 2 + len(prompts) * CELL), "white")
+    draw = ImageDraw.Draw(sheet)
+    x = LABEL_WIDTH
+    for title, svgs, index, n in columns:
+        draw.text((x + 2, 4), title[:(n * CELL) // 6], fill="black")
+        for k in range(len(prompts)):
+            mine = [svg for svg, i in zip(svgs, index) if i == k][:n]
+            for j, svg in enumerate(mine):
+                try:
+                    cell = Image.fromarray(rasterize_svg(svg, CELL)) if svg else None
+                except Exception:  # noqa: BLE001 - a sample that does not render stays a blank cell
+                    cell = None
+                if cell is not None:
+                    sheet.paste(cell, (x + j * CELL, CELL // 2 + k * CELL))
+        x += n * CELL + 4
+        draw.line([(x - 2, 0), (x - 2, sheet.height)], fill=(200, 200, 200))
+    for k, prompt in enumerate(prompts):
+        draw.text((4, CELL // 2 + k * CELL + CELL // 2 - 6), prompt[:LABEL_WIDTH // 6], fill="black")
+    return sheet
+
+
 @torch.no_grad()
 def vae_reconstruction(pipe: SVGFusionPipeline, items: list[dict]) -> dict:
     """How well the VP-VAE's latent (posterior mean) gives back held-out icons: the ceiling of any sample."""
@@ -171,10 +200,11 @@ def bench_text2svg(report, quick: bool = False, model: str = "svgfusion-icons-S"
 
     # The real icons of each prompt (up to `samples`): the ceiling.
     real = [(k, it) for k, label in enumerate(chosen) for it in by_label[label][:samples]]
-    report.add("test icons (ceiling)", dataset, **scorer([open(it["path"], encoding="utf-8").read() for _, it in real],
-                                                         [k for k, _ in real], 0.0))
+    real_svgs = [open(it["path"], encoding="utf-8").read() for _, it in real]
+    report.add("test icons (ceiling)", dataset, **scorer(real_svgs, [k for k, _ in real], 0.0))
     svgs, index, seconds = _search(chosen, bank, samples)
     report.add("icon search (MiniLM)", dataset, **scorer(svgs, index, seconds))
+    columns = [("held-out icon", real_svgs, [k for k, _ in real], 1), ("icon search", svgs, index, 1)]
     models = [m for m in str(model).split(",") if m]  # several: candidates side by side, same prompts and seeds
     named = [("svgfusion" if len(models) == 1 else f"svgfusion {Path(m).name}", m) for m in models]
     vae_done = set()
@@ -190,6 +220,10 @@ def bench_text2svg(report, quick: bool = False, model: str = "svgfusion-icons-S"
         for g in guidances:
             svgs, index, seconds = _generate(pipe, chosen, samples, steps, g, seed)
             report.add(f"{name} cfg{g:g}", dataset, **scorer(svgs, index, seconds))
+        columns.append((f"{name} cfg{g:g}", svgs, index, samples))
+    report.figure("gallery", gallery(chosen[:GALLERY_PROMPTS], columns),
+                  f"Gallery: the first {min(GALLERY_PROMPTS, len(chosen))} held-out prompts; per row the held-out icon, the icon "
+                  "search's first result and each model's samples (same seeds as the table, last guidance scale).")
     report.note("IconCLIP (`text2svg-clip`, trained here on the training split) is the feature space of align, "
                 "R@k, FD, novelty and diversity: these are NOT CLIP scores or FID.")
     report.note(f"{len(chosen)} held-out prompts (labels of test-split icons; the split is by label), {samples} "
