@@ -204,7 +204,7 @@ def bench_text2svg(report, quick: bool = False, model: str = "svgfusion-icons-S"
     report.add("test icons (ceiling)", dataset, **scorer(real_svgs, [k for k, _ in real], 0.0))
     svgs, index, seconds = _search(chosen, bank, samples)
     report.add("icon search (MiniLM)", dataset, **scorer(svgs, index, seconds))
-    columns = [("held-out icon", real_svgs, [k for k, _ in real], 1), ("icon search", svgs, index, 1)]
+    columns = [("held-out", real_svgs, [k for k, _ in real], 1), ("search", svgs, index, 1)]
     models = [m for m in str(model).split(",") if m]  # several: candidates side by side, same prompts and seeds
     named = [("svgfusion" if len(models) == 1 else f"svgfusion {Path(m).name}", m) for m in models]
     vae_done = set()
