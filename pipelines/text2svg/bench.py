@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genstudio.formats.svg import rasterize_svg, svg_stats
+from genstudio.formats.svg import SVGError, rasterize_svg, svg_stats
 
 from .clip import embed_images, embed_texts, load_clip
 from .data import load_items, render
@@ -149,7 +149,7 @@ def gallery(prompts: list[str], columns: list[tuple[str, list, list[int], int]])
             for j, svg in enumerate(mine):
                 try:
                     cell = Image.fromarray(rasterize_svg(svg, CELL)) if svg else None
-                except Exception:  # noqa: BLE001 - a sample that does not render stays a blank cell
+                except SVGError:  # a sample that does not render stays a blank cell
                     cell = None
                 if cell is not None:
                     sheet.paste(cell, (x + j * CELL, CELL // 2 + k * CELL))
