@@ -96,6 +96,22 @@ def _velocity(scheduler, x0, noise, timesteps):
     return alphas.sqrt() * noise - (1 - alphas).sqrt() * x0
 
 
+def predicted_x0(scheduler, x_t, timesteps, prediction, prediction_type: str = "epsilon") -> torch.Tensor:
+    """The x0 a prediction (epsilon, v or x0) implies at x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps."""
+    if not hasattr(scheduler, "alphas_cumprod"):
+        raise ValueError(f"{type(scheduler).__name__} has no alphas_cumprod: use ddpm, ddim or dpm")
+    a = scheduler.alphas_cumprod.to(x_t.device)[torch.as_tensor(timesteps, device=x_t.device).long()].float()
+    a = a.reshape(-1, *([1] * (x_t.ndim - 1)))
+    x_t, prediction = x_t.float(), prediction.float()
+    if prediction_type == "epsilon":
+        return (x_t - (1 - a).sqrt() * prediction) / a.sqrt()
+    if prediction_type == "v_prediction":
+        return a.sqrt() * x_t - (1 - a).sqrt() * prediction
+    if prediction_type == "sample":
+        return prediction
+    raise ValueError(f"prediction_type must be 'epsilon', 'v_prediction' or 'sample', got {prediction_type!r}")
+
+
 def _generate_mask(mask, like) -> torch.Tensor:
     """Boolean mask broadcast to `like`: True where values are to be generated."""
     mask = torch.as_tensor(mask, device=like.device)
@@ -138,6 +154,7 @@ def diffusion_loss(
     timesteps: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
     snr_gamma: float = 0.0,
+    self_condition: bool = False,
     **model_kwargs,
 ) -> torch.Tensor:
     """Denoising MSE at uniformly random timesteps.
@@ -147,9 +164,11 @@ def diffusion_loss(
     scored). The loss is the mean over masked elements only.
     timesteps / noise: fixed values instead of random ones (tests, evaluation).
     snr_gamma: > 0 weights each sample's MSE by Min-SNR-gamma (`min_snr_weights`); 0 = plain MSE.
+    self_condition: for a random half of the batch the model first predicts without gradient and
+        then gets that x0 estimate as `x_self_cond` (Chen et al. 2022); the other half gets zeros.
     """
-    if snr_gamma > 0 and mask is not None:
-        raise ValueError("snr_gamma is not supported with a mask")
+    if (snr_gamma > 0 or self_condition) and mask is not None:
+        raise ValueError("snr_gamma and self_condition are not supported with a mask")
     batch = x0.shape[0]
     if timesteps is None:
         timesteps = torch.randint(
@@ -173,6 +192,13 @@ def diffusion_loss(
     if mask is not None:
         generate = _generate_mask(mask, x0)
         x_t = torch.where(generate, x_t, x0)
+    if self_condition:
+        zeros = torch.zeros_like(x_t)
+        with torch.no_grad():
+            first = drop_learned_sigma(model_fn(x_t, timesteps, x_self_cond=zeros, **model_kwargs), x0)
+            estimate = predicted_x0(scheduler, x_t, timesteps, first, prediction_type).to(x_t.dtype)
+        use = torch.rand(batch, device=x0.device, generator=generator) < 0.5
+        model_kwargs["x_self_cond"] = torch.where(use.reshape(-1, *([1] * (x0.ndim - 1))), estimate, zeros)
     prediction = drop_learned_sigma(model_fn(x_t, timesteps, **model_kwargs), x0).float()
     if generate is None and snr_gamma > 0:
         per_sample = (prediction - target.float()).pow(2).flatten(1).mean(1)
@@ -273,6 +299,7 @@ def sample(
     progress: bool = True,
     device=None,
     dtype: torch.dtype = torch.float32,
+    self_condition: bool = False,
     **model_kwargs,
 ) -> torch.Tensor:
     """Run the reverse diffusion from noise of `shape`; returns the final sample x0.
@@ -285,6 +312,8 @@ def sample(
     known / mask: inpainting or frame conditioning. mask 1 = generate, 0 = keep `known`. The
         model sees the known values clean at every step (as trained by `diffusion_loss`) and
         the returned sample equals `known` bit for bit there.
+    self_condition: pass each step's (guided) x0 estimate to the next as `x_self_cond` (zeros at
+        the first step), for models trained with `diffusion_loss(self_condition=True)`.
     """
     if (known is None) != (mask is None):
         raise ValueError("known and mask go together: pass both or neither")
@@ -305,6 +334,10 @@ def sample(
     scheduler.set_timesteps(num_inference_steps, device=device)
     x = randn_tensor(shape, generator=generator, device=torch.device(device), dtype=dtype) * scheduler.init_noise_sigma
     step_kwargs = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
+    if self_condition:
+        if not hasattr(scheduler, "alphas_cumprod") or isinstance(scheduler, EulerDiscreteScheduler):
+            raise ValueError("self_condition needs a ddpm, ddim or dpm scheduler")
+        model_kwargs = {**model_kwargs, "x_self_cond": torch.zeros_like(x)}
     for t in tqdm(scheduler.timesteps, desc="sampling", disable=not progress, leave=False):
         check_time()  # --max-seconds
         if generate is not None:
@@ -321,6 +354,9 @@ def sample(
         if negative_guidance != 0.0:
             negative = _predict(negative_model_fn, model_input, t_batch, x, model_kwargs)
         prediction = guided_prediction(cond, uncond, guidance_scale, negative, negative_guidance)
+        if self_condition:
+            model_kwargs["x_self_cond"] = predicted_x0(scheduler, x, t_batch, prediction,
+                                                       scheduler.config.prediction_type).to(x.dtype)
         x = scheduler.step(prediction, t, x, **step_kwargs).prev_sample
     if generate is not None:
         x = torch.where(generate, x, known)

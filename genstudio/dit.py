@@ -264,7 +264,11 @@ class FinalLayer(nn.Module):
 class DiT(ModelMixin, ConfigMixin):
     """Diffusion Transformer over latents/pixels (B, C, H, W), or videos (B, T, C, H, W) when
     `num_frames` > 1. `forward(x, t, y=None, context=None, context_mask=None)` returns the same
-    layout with `out_channels` channels (2 * in_channels when `learn_sigma`: [eps | sigma])."""
+    layout with `out_channels` channels (2 * in_channels when `learn_sigma`: [eps | sigma]).
+
+    self_condition: the model also reads its own previous x0 estimate, `x_self_cond` (same shape
+    as x; zeros = none), concatenated to x along the channels (Chen et al. 2022, "Analog Bits";
+    `diffusion_loss(self_condition=True)` trains it, `sample(self_condition=True)` feeds it)."""
 
     _supports_gradient_checkpointing = True
     _no_split_modules = ["DiTBlock", "SpatioTemporalBlock"]
@@ -284,6 +288,7 @@ class DiT(ModelMixin, ConfigMixin):
         learn_sigma: bool = True,
         context_dim: int | None = None,
         num_frames: int = 1,
+        self_condition: bool = False,
     ):
         super().__init__()
         grid_h, grid_w = _pair(input_size)
@@ -297,7 +302,7 @@ class DiT(ModelMixin, ConfigMixin):
         self.num_frames = num_frames
         self.gradient_checkpointing = False
 
-        self.x_embedder = PatchEmbed(patch_size, in_channels, hidden_size)
+        self.x_embedder = PatchEmbed(patch_size, in_channels * (2 if self_condition else 1), hidden_size)
         self.t_embedder = TimestepEmbedder(hidden_size)
         self.y_embedder = LabelEmbedder(num_classes, hidden_size, class_dropout_prob) if num_classes > 0 else None
         if context_dim is not None:
@@ -409,13 +414,20 @@ class DiT(ModelMixin, ConfigMixin):
         c = c + self.context_embedder(pooled.to(c.dtype))
         return c, context, context_mask
 
-    def forward(self, x, t, y=None, context=None, context_mask=None):
+    def forward(self, x, t, y=None, context=None, context_mask=None, x_self_cond=None):
         """x: (B, C, H, W) or (B, T, C, H, W); t: (B,) or scalar diffusion timesteps;
         y: (B,) class labels (None = null class); context: (B, S, context_dim) text tokens;
-        context_mask: (B, S), 1 = real token."""
+        context_mask: (B, S), 1 = real token; x_self_cond: like x, the previous x0 estimate
+        (self_condition models only; None = zeros)."""
         self._check_input(x)
         B = x.shape[0]
         frames = x.shape[1] if x.ndim == 5 else 1
+        if self.config.self_condition:
+            if x_self_cond is not None and x_self_cond.shape != x.shape:
+                raise ValueError(f"x_self_cond has shape {tuple(x_self_cond.shape)}; expected {tuple(x.shape)}")
+            x = torch.cat([x, torch.zeros_like(x) if x_self_cond is None else x_self_cond.to(x.dtype)], dim=-3)
+        elif x_self_cond is not None:
+            raise ValueError("x_self_cond was given but this DiT has no self-conditioning (self_condition=False)")
         h = self.x_embedder(x.reshape(B * frames, *x.shape[-3:])) + self.pos_embed
         c, context, context_mask = self._condition(t, y, context, context_mask, B)
         if self.num_frames > 1:
@@ -464,6 +476,16 @@ class DiT(ModelMixin, ConfigMixin):
         _check_keys(converted, model)
         model.load_state_dict(converted, strict=True)
         return model.eval()
+
+
+def widen_input(state: dict, model: DiT) -> dict:
+    """DiT weights `state` for `model`: weights of a DiT without self-conditioning start a self-conditioned
+    one with zero weights on the estimate's channels (the same function until it learns to use them)."""
+    key = "x_embedder.proj.weight"
+    target = model.state_dict()[key].shape
+    if state[key].shape != target and state[key].shape[1] * 2 == target[1]:
+        state = {**state, key: torch.cat([state[key], torch.zeros_like(state[key])], 1)}
+    return state
 
 
 # ---- Official-checkpoint conversion ----

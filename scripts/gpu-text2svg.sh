@@ -8,7 +8,7 @@
 #       carry .gpu/svgf-latents.npz .gpu/whl checkpoints/svgfusion-icons-S; trains one VS-DiT per group of 9
 #       arguments (INIT: a checkpoint or none), all at once on the one GPU (--set latent_table: the icons' VP-VAE posteriors and captions,
 #       train.write_latent_table), each exported in fp16 to OUT/NAME.tar.part-* (the VAE: the shipped one), logs and metrics in OUT/logs.tar;
-#       SNR_GAMMA=5 for the Min-SNR-weighted loss (v6's recipe)
+#       SNR_GAMMA=5 for the Min-SNR-weighted loss (v6's recipe); SELF_COND=true: a self-conditioned VS-DiT (an INIT without it is widened)
 #
 # Made on the CPU machine by `make gpu-prep-text2svg`. Runs under that box's own python3, torch and transformers.
 set -uo pipefail
@@ -49,6 +49,7 @@ while [ $# -ge 9 ]; do
     --set preset="\"$preset\"" "${initset[@]}" --set batch_size=$batch --set lr=$lr --set steps=$steps \
     --set warmup_steps=$warmup --set save_every=${SAVE_EVERY:-2000} --set num_workers=$workers --set seed=$seed \
     --set progress=false --set log_every=200 --set max_minutes="$minutes" --set snr_gamma=${SNR_GAMMA:-0} \
+    --set self_condition=${SELF_COND:-false} \
     --output-dir /tmp/runs/$name \
     > $logs/$name.log 2>&1 &
   names+=("$name")

@@ -8,6 +8,7 @@ from genstudio.diffusion import (
     guided_prediction,
     make_scheduler,
     min_snr_weights,
+    predicted_x0,
     sample,
 )
 from genstudio.dit import dit_from_name
@@ -60,6 +61,55 @@ def test_snr_gamma_weights_each_sample_by_min_snr():
     assert weighted < 0.6 * plain                                           # the low-noise sample counts for ~0
     with pytest.raises(ValueError, match="mask"):
         diffusion_loss(wrong, x0, sched, mask=half_mask(), snr_gamma=5.0)
+
+
+def test_predicted_x0_inverts_the_forward_process_for_each_target():
+    sched = make_scheduler("ddpm")
+    x0, noise, t = randn(), randn(seed=1), torch.tensor([10, 700])
+    x_t = sched.add_noise(x0, noise, t)
+    assert torch.allclose(predicted_x0(sched, x_t, t, noise), x0, atol=1e-4)
+    assert torch.allclose(predicted_x0(sched, x_t, t, sched.get_velocity(x0, noise, t), "v_prediction"), x0, atol=1e-4)
+    assert torch.equal(predicted_x0(sched, x_t, t, x0, "sample"), x0)
+
+
+def test_self_conditioning_trains_on_the_models_own_estimate_for_half_the_batch():
+    sched = make_scheduler("ddpm")
+    x0, noise, t = randn((8, 3, 4, 4)), randn((8, 3, 4, 4), seed=1), torch.full((8,), 300)
+    seen = []
+
+    def model(x, t, x_self_cond):
+        seen.append(x_self_cond.clone())
+        return 0.5 * x
+    diffusion_loss(model, x0, sched, timesteps=t, noise=noise, self_condition=True,
+                   generator=torch.Generator().manual_seed(0))
+    first, second = seen
+    assert torch.equal(first, torch.zeros_like(x0))                          # the estimate comes from zeros
+    estimate = predicted_x0(sched, sched.add_noise(x0, noise, t), t, 0.5 * sched.add_noise(x0, noise, t))
+    fed = [bool(torch.allclose(s, e)) for s, e in zip(second, estimate)]
+    zero = [bool((s == 0).all()) for s in second]
+    assert all(f or z for f, z in zip(fed, zero)) and any(fed) and any(zero)
+    with pytest.raises(ValueError, match="mask"):
+        diffusion_loss(model, x0, sched, mask=half_mask((8, 3, 4, 4)), self_condition=True)
+
+
+def test_self_conditioned_sampling_feeds_each_steps_guided_estimate_to_the_next():
+    sched = make_scheduler("ddim")
+    calls = []
+
+    def model(x, t, x_self_cond, y=None):
+        calls.append((x.clone(), t.clone(), x_self_cond.clone()))
+        return 0.1 * x + 0.01 * x_self_cond + (0 if y is None else 0.05 * y.float().reshape(-1, 1, 1, 1))
+    y = torch.tensor([1, 1])
+    sample(model, SHAPE, sched, 3, generator=torch.Generator().manual_seed(0), guidance_scale=2.0,
+           uncond_kwargs={"y": torch.zeros(2, dtype=torch.long)}, progress=False, self_condition=True, y=y)
+    assert len(calls) == 3 and torch.equal(calls[0][2], torch.zeros(4, 3, 8, 8))  # cond + uncond in one batch
+    x, t, sc = calls[0]
+    out = model(x, t, sc, torch.cat([y, torch.zeros(2, dtype=torch.long)]))
+    guided = out[2:] + 2.0 * (out[:2] - out[2:])
+    expected = predicted_x0(sched, x[:2], t[:2], guided)
+    assert torch.allclose(calls[1][2][:2], expected, atol=1e-5) and torch.equal(calls[1][2][:2], calls[1][2][2:])
+    with pytest.raises(ValueError, match="scheduler"):
+        sample(model, SHAPE, make_scheduler("euler"), 2, progress=False, self_condition=True)
 
 
 def test_epsilon_and_v_losses_are_zero_for_the_exact_target():

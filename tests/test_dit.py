@@ -247,3 +247,26 @@ def test_zero_init_model_still_receives_gradient():
     (out - torch.randn_like(out)).square().mean().backward()  # an MSE against a target, as in training
     assert model.final_layer.linear.weight.grad.abs().sum() > 0
     assert model.final_layer.adaLN_modulation[-1].weight.grad.abs().sum() == 0  # opens on the next step
+
+
+def test_self_conditioned_dit_reads_the_estimate_and_widens_an_old_model():
+    from genstudio.dit import widen_input
+    torch.manual_seed(0)
+    old = DiT(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=1, num_heads=2, num_classes=0,
+              learn_sigma=False).eval()
+    new = DiT(**{**old.config, "self_condition": True}).eval()
+    with torch.no_grad():
+        for p in old.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    new.load_state_dict(widen_input(old.state_dict(), new))
+    x, t, sc = torch.randn(2, 4, 8, 8), torch.tensor([3, 500]), torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(new(x, t), old(x, t), atol=1e-6)                  # zero weights on the estimate
+        assert torch.allclose(new(x, t, x_self_cond=sc), old(x, t), atol=1e-6)
+        new.x_embedder.proj.weight[:, 4:].normal_()
+        assert not torch.allclose(new(x, t, x_self_cond=sc), new(x, t))        # now it reads the estimate
+        assert torch.equal(new(x, t), new(x, t, x_self_cond=torch.zeros_like(x)))
+    with pytest.raises(ValueError, match="self-conditioning"):
+        old(x, t, x_self_cond=sc)
+    with pytest.raises(ValueError, match="x_self_cond"):
+        new(x, t, x_self_cond=sc[:, :2])

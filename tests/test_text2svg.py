@@ -145,13 +145,13 @@ def _wake(module: torch.nn.Module, seed: int = 0) -> None:
             p.add_(torch.randn(p.shape, generator=g) * 0.05)
 
 
-def build_tiny_pipeline(folder: Path, raw: bool = False) -> Path:
+def build_tiny_pipeline(folder: Path, raw: bool = False, self_condition: bool = False) -> Path:
     from genstudio.diffusion import make_scheduler
     from pipelines.text2svg.svgfusion import RowCodec, make_vsdit
     from pipelines.text2svg.train import write_model_index
     vae = None if raw else tiny_vae()
     channels = RowCodec.features if raw else vae.config.latent_dim
-    dit = make_vsdit("tiny", channels, 16)
+    dit = make_vsdit("tiny", channels, 16, self_condition=self_condition)
     _wake(dit)
     dit.save_pretrained(folder / "transformer")
     if vae is not None:
@@ -209,6 +209,19 @@ def _sample(pipe, guidance: float) -> torch.Tensor:
     cfg = dict(guidance_scale=guidance, uncond_kwargs={"context_mask": torch.zeros_like(mask)}) if guidance != 1 else {}
     return sample(t, (1, t.in_channels, 16, 1), pipe._scheduler(None), 3, generator=torch.Generator().manual_seed(0),
                   progress=False, context=context, context_mask=mask, **cfg)
+
+
+def test_self_conditioned_pipeline_feeds_its_estimates(tmp_path, monkeypatch):
+    from pipelines.text2svg import pipeline as module
+    folder = build_tiny_pipeline(tmp_path / "sc", self_condition=True)
+    pipe = module.SVGFusionPipeline.from_pretrained(folder, device="cpu", precision="fp32")
+    seen = []
+    forward = pipe.transformer.forward
+    monkeypatch.setattr(pipe.transformer, "forward", lambda x, t, **kw: (seen.append(kw["x_self_cond"]), forward(x, t, **kw))[1])
+    a = pipe("a rocket", num_samples=2, num_inference_steps=3, seed=1, progress=False)
+    b = pipe("a rocket", num_samples=2, num_inference_steps=3, seed=1, progress=False)
+    assert a.svgs == b.svgs and len(seen) == 6
+    assert not seen[0].any() and seen[1].abs().sum() > 0                     # zeros first, then the estimate
 
 
 def test_raw_ablation_pipeline_loads_and_runs(tmp_path):
@@ -324,6 +337,18 @@ def test_latent_table_round_trip_and_the_dit_recipe_on_it(tmp_path):
     loss = recipe.loss_fn(recipe.model, batch)
     loss = loss[0] if isinstance(loss, tuple) else loss
     assert torch.isfinite(loss) and set(recipe.eval_fn(recipe.model)) == {"val_loss", "val_loss_no_text"}
+    # a self-conditioned VS-DiT started from that one: widened input, the same function at the start
+    recipe.model.save_pretrained(tmp_path / "dit")
+    sc = dit_recipe({"vae": str(tmp_path / "vae"), "latent_table": str(tmp_path / "t.npz"), "preset": "tiny",
+                     "output_dir": str(tmp_path / "run-sc"), "batch_size": 2, "self_condition": True,
+                     "init_from": str(tmp_path / "dit")})
+    assert sc.model.config.self_condition and sc.model.x_embedder.proj.weight.shape[1] == 8
+    x, t = batch["latent"], torch.tensor([5, 600])
+    with torch.no_grad():
+        assert torch.allclose(sc.model.eval()(x, t, x_self_cond=torch.randn_like(x)), recipe.model.eval()(x, t), atol=1e-6)
+    loss = sc.loss_fn(sc.model.train(), batch)
+    assert torch.isfinite(loss[0] if isinstance(loss, tuple) else loss)
+    assert set(sc.eval_fn(sc.model)) == {"val_loss", "val_loss_no_text", "val_loss_self_cond"}
     (tmp_path / "bad.npz").write_bytes(b"not a table")
     with pytest.raises(DataError, match="not a latent table"):
         read_latent_table(tmp_path / "bad.npz")

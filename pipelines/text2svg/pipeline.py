@@ -186,7 +186,8 @@ class SVGFusionPipeline(DiffusionPipeline, PipelineMixin):
                 samples.append(sample(lambda x, tt, **kw: t(x.to(t.dtype), tt, **kw), (len(context), *shape),
                                       self._scheduler(scheduler), num_inference_steps, generator=generator,
                                       progress=self.progress_enabled(progress), device=device,
-                                      context=context, context_mask=mask, **cfg).float())
+                                      self_condition=t.config.self_condition, context=context,
+                                      context_mask=mask, **cfg).float())
         # 3. decoding: latent -> matrix -> sanitised SVG -> render
         matrices = self.decode(torch.cat(samples))
         svgs = [self.to_svg(m) for m in matrices]
@@ -208,4 +209,4 @@ class SVGFusionPipeline(DiffusionPipeline, PipelineMixin):
         shape = (num_samples, t.in_channels, *[g * t.patch_size for g in t.grid_size])
         return sample(lambda x, tt, **kw: t(x.to(t.dtype), tt, **kw), shape, self._scheduler(None),
                       num_inference_steps, generator=generator, progress=False, device=t.device,
-                      context=context, context_mask=mask)
+                      self_condition=t.config.self_condition, context=context, context_mask=mask)

@@ -193,12 +193,15 @@ VSDIT_CONFIGS = {  # hidden, depth, heads
 }
 
 
-def make_vsdit(preset: str, channels: int, max_rows: int, text_dim: int = 384, text_dropout: float = 0.1) -> DiT:
-    """The core DiT over a (channels, max_rows, 1) latent sequence, cross-attending to text tokens."""
+def make_vsdit(preset: str, channels: int, max_rows: int, text_dim: int = 384, text_dropout: float = 0.1,
+               self_condition: bool = False) -> DiT:
+    """The core DiT over a (channels, max_rows, 1) latent sequence, cross-attending to text tokens
+    (self_condition: it also reads its previous x0 estimate; not in the paper, see DiT)."""
     if preset not in VSDIT_CONFIGS:
         raise ValueError(f"unknown VS-DiT preset {preset!r}; choose from {sorted(VSDIT_CONFIGS)}")
     return DiT(input_size=(max_rows, 1), patch_size=1, in_channels=channels, num_classes=0, learn_sigma=False,
-               context_dim=text_dim, class_dropout_prob=text_dropout, **VSDIT_CONFIGS[preset])
+               context_dim=text_dim, class_dropout_prob=text_dropout, self_condition=self_condition,
+               **VSDIT_CONFIGS[preset])
 
 
 def to_dit(z: torch.Tensor) -> torch.Tensor:

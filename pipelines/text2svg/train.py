@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 from genstudio.diffusion import diffusion_loss, make_scheduler
 from genstudio.data.registry import DataError
-from genstudio.dit import DiT
+from genstudio.dit import DiT, widen_input
 from genstudio.train import Recipe, parse_config
 
 from .clip import IconCLIP, embed_images, embed_texts
@@ -107,6 +107,7 @@ class DiTOptions:
     latent_table: Optional[str] = None  # precomputed latents + captions (write_latent_table) instead of icons + VAE
     train_sets: str = ""              # comma-separated icon sets to train on ("" = data.SETS); val stays on data.SETS
     snr_gamma: float = 0.0            # > 0: Min-SNR-gamma loss weighting (genstudio.diffusion.min_snr_weights)
+    self_condition: bool = False      # the DiT also reads its previous x0 estimate (Analog Bits; not in the paper)
 
 
 @torch.no_grad()
@@ -235,12 +236,13 @@ def dit_recipe(cfg: dict) -> Recipe:
     out.mkdir(parents=True, exist_ok=True)
     (out / LATENT_STATS).write_text(json.dumps({"vae": "raw" if raw else str(Path(opts.vae).resolve()),
                                                 "scaling_factor": scaling_factor, "max_rows": max_rows}))
-    model = make_vsdit(opts.preset, mean.shape[-1], max_rows, tokens.flat.shape[1], opts.text_dropout)
+    model = make_vsdit(opts.preset, mean.shape[-1], max_rows, tokens.flat.shape[1], opts.text_dropout,
+                       opts.self_condition)
     if opts.init_from:
         from genstudio.export import run_weights
         source = Path(opts.init_from)
         source = source / "transformer" if (source / "transformer" / "config.json").exists() else run_weights(source)
-        model.load_state_dict(DiT.from_pretrained(source).float().state_dict())
+        model.load_state_dict(widen_input(DiT.from_pretrained(source).float().state_dict(), model))
     print(f"[svgfusion-dit] {opts.preset}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters on "
           f"{'raw rows' if raw else 'VP-VAE latents'} ({mean.shape[-1]}x{max_rows}), {len(mean)} icons, "
           f"{len(texts)} captions, scaling factor {scaling_factor:.3f}")
@@ -261,7 +263,13 @@ def dit_recipe(cfg: dict) -> Recipe:
                               noise=val_noise.to(d), context=val_context.to(d), context_mask=val_mask.to(d))
         uncond = diffusion_loss(m, val_x0.to(d), scheduler, opts.prediction_type, timesteps=val_t.to(d),
                                 noise=val_noise.to(d))
-        return {"val_loss": float(cond), "val_loss_no_text": float(uncond)}
+        logs = {"val_loss": float(cond), "val_loss_no_text": float(uncond)}
+        if opts.self_condition:  # half of the items get the model's own first estimate
+            logs["val_loss_self_cond"] = float(diffusion_loss(
+                m, val_x0.to(d), scheduler, opts.prediction_type, timesteps=val_t.to(d), noise=val_noise.to(d),
+                self_condition=True, generator=torch.Generator(d).manual_seed(0), context=val_context.to(d),
+                context_mask=val_mask.to(d)))
+        return logs
 
     def collate_fn(batch):
         context, mask = tokens.batch([b["text_id"] for b in batch])
@@ -269,7 +277,8 @@ def dit_recipe(cfg: dict) -> Recipe:
 
     def loss_fn(m, batch):
         return diffusion_loss(m, batch["latent"], scheduler, opts.prediction_type, snr_gamma=opts.snr_gamma,
-                              context=batch["context"].to(m.dtype), context_mask=batch["context_mask"])
+                              self_condition=opts.self_condition, context=batch["context"].to(m.dtype),
+                              context_mask=batch["context_mask"])
 
     return Recipe(model, LatentCaptions(mean, std, caption_ids, scaling_factor), loss_fn, train_cfg,
                   collate_fn=collate_fn, eval_fn=evaluate, name="svgfusion-dit", options=opts)
