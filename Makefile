@@ -240,14 +240,13 @@ train-text2svg: install
 	  --set init_from='"checkpoints/svgfusion-icons-S"' --set batch_size=512 --set lr=5e-4 --set steps=10000 \
 	  --set warmup_steps=200 --set save_every=2000 --set max_minutes=$(or $(T2S_MINUTES),8.4) --output-dir runs/svgfusion-dit5
 	$(VENV)/bin/genstudio export runs/svgfusion-dit5 --to checkpoints/svgfusion-icons-S --overwrite
-	# v6 continued v5 on 2 CPU threads with game-icons added and the Min-SNR-5 loss; v6 = its step-3,500 EMA checkpoint
-	# (the run was stopped by hand there, ~85 min on an Intel Xeon; on a slower CPU resume it with
-	# `--config runs/svgfusion-dit7/train_config.json` until checkpoint-3500 exists)
+	# v6 and v7 continued v5 on 2 CPU threads with game-icons added and the Min-SNR-5 loss: v6 = the run's step-3,500
+	# EMA checkpoint (stopped by hand there, ~85 min on an Intel Xeon), v7 = the run resumed to the end of its cosine
+	# (6,000 steps, ~2 h 25 min in all there; on a slower CPU resume it with `--config runs/svgfusion-dit7/train_config.json`)
 	$(VENV)/bin/genstudio train svgfusion-dit --set vae='"checkpoints/svgfusion-icons-S"' \
 	  --set init_from='"checkpoints/svgfusion-icons-S"' --set train_sets='"tabler,lucide,mdi,phosphor,twemoji,openmoji,game-icons"' \
 	  --set snr_gamma=5.0 --set batch_size=64 --set lr=8e-5 --set steps=6000 --set warmup_steps=100 --set keep_checkpoints=12 \
-	  --set max_minutes=90 --output-dir runs/svgfusion-dit7
-	rm -rf runs/svgfusion-dit7/final && cp -r runs/svgfusion-dit7/checkpoint-3500 runs/svgfusion-dit7/final
+	  --set max_minutes=160 --output-dir runs/svgfusion-dit7
 	$(VENV)/bin/genstudio export runs/svgfusion-dit7 --to checkpoints/svgfusion-icons-S --overwrite
 	# the ablation: 2,000 steps (41 min on the AMD EPYC; on a slower CPU resume it with
 	# `genstudio train svgfusion-dit --config runs/svgfusion-raw/train_config.json` until it reaches them)
