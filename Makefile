@@ -305,10 +305,12 @@ gpu-prep: install
 # SVGFusion's VS-DiT there, in two calls of one lease (see scripts/gpu-text2svg.sh): the VP-VAE posteriors and
 # captions of the icons (latent table), MiniLM pruned to the captions' tokens; the genstudio wheel from gpu-prep.
 # T2S_SETS: the training icon sets (default pipelines.text2svg.data.SETS; v6 adds game-icons: T2S_SETS=tabler,...,game-icons)
+# T2S_VAE: the VP-VAE whose posteriors the DiT learns (default the shipped one; carry it and pass VAE=... there)
+T2S_VAE ?= checkpoints/svgfusion-icons-S
 gpu-prep-text2svg: install
 	$(VENV)/bin/python -c "from pipelines.text2svg.train import write_latent_table as w, train_sets; \
 	  from pipelines.text2svg.data import load_items; \
-	  w('.gpu/svgf-latents.npz', 'checkpoints/svgfusion-icons-S', load_items('train', sets=train_sets('$(T2S_SETS)')))"
+	  w('.gpu/svgf-latents.npz', '$(T2S_VAE)', load_items('train', sets=train_sets('$(T2S_SETS)')))"
 	$(VENV)/bin/python -c "import json; from pipelines.text2svg.train import read_latent_table, _caption_table; \
 	  from genstudio.text import write_pruned_encoder; t = read_latent_table('.gpu/svgf-latents.npz'); \
 	  c = {k: t[k] for k in ('captions', 'val_captions')}; json.dump(c, open('.gpu/svgf-captions.json', 'w')); \

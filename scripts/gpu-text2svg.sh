@@ -8,7 +8,8 @@
 #       carry .gpu/svgf-latents.npz .gpu/whl checkpoints/svgfusion-icons-S; trains one VS-DiT per group of 9
 #       arguments (INIT: a checkpoint or none), all at once on the one GPU (--set latent_table: the icons' VP-VAE posteriors and captions,
 #       train.write_latent_table), each exported in fp16 to OUT/NAME.tar.part-* (the VAE: the shipped one), logs and metrics in OUT/logs.tar;
-#       SNR_GAMMA=5 for the Min-SNR-weighted loss (v6's recipe); SELF_COND=true: a self-conditioned VS-DiT (an INIT without it is widened)
+#       SNR_GAMMA=5 for the Min-SNR-weighted loss (v6's recipe); SELF_COND=true: a self-conditioned VS-DiT (an INIT without it is widened);
+#       VAE=FOLDER: the VP-VAE the latent table was made with (make gpu-prep-text2svg T2S_VAE=FOLDER; carry the folder)
 #
 # Made on the CPU machine by `make gpu-prep-text2svg`. Runs under that box's own python3, torch and transformers.
 set -uo pipefail
@@ -45,7 +46,7 @@ names=()
 while [ $# -ge 9 ]; do
   preset=$1 init=$2 batch=$3 lr=$4 steps=$5 warmup=$6 name=$7 workers=$8 seed=$9; shift 9
   initset=(); [ "$init" != none ] && initset=(--set init_from="\"$init\"")
-  $G train svgfusion-dit --set vae='"checkpoints/svgfusion-icons-S"' --set latent_table='".gpu/svgf-latents.npz"' \
+  $G train svgfusion-dit --set vae="\"${VAE:-checkpoints/svgfusion-icons-S}\"" --set latent_table='".gpu/svgf-latents.npz"' \
     --set preset="\"$preset\"" "${initset[@]}" --set batch_size=$batch --set lr=$lr --set steps=$steps \
     --set warmup_steps=$warmup --set save_every=${SAVE_EVERY:-2000} --set num_workers=$workers --set seed=$seed \
     --set progress=false --set log_every=200 --set max_minutes="$minutes" --set snr_gamma=${SNR_GAMMA:-0} \
