@@ -7,7 +7,7 @@
 #   bash scripts/gpu-text2svg.sh train OUT MINUTES [PRESET INIT BATCH LR STEPS WARMUP NAME WORKERS SEED] ...
 #       carry .gpu/svgf-latents.npz .gpu/whl checkpoints/svgfusion-icons-S; trains one VS-DiT per group of 9
 #       arguments (INIT: a checkpoint or none), all at once on the one GPU (--set latent_table: the icons' VP-VAE posteriors and captions,
-#       train.write_latent_table), each exported in fp16 to OUT/NAME.tar.part-* (the VAE: the shipped one), logs and metrics in OUT/logs.tar;
+#       train.write_latent_table), each exported in fp16 to OUT/NAME.tar.part-* (with the VAE named by VAE, default the shipped one), logs and metrics in OUT/logs.tar;
 #       SNR_GAMMA=5 for the Min-SNR-weighted loss (v6's recipe); SELF_COND=true: a self-conditioned VS-DiT (an INIT without it is widened);
 #       VAE=FOLDER: the VP-VAE the latent table was made with (make gpu-prep-text2svg T2S_VAE=FOLDER; carry the folder)
 #
