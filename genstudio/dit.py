@@ -488,6 +488,18 @@ def widen_input(state: dict, model: DiT) -> dict:
     return state
 
 
+def load_trunk(model: DiT, state: dict, partial: bool = False) -> list[str]:
+    """Load DiT weights `state` into `model` (widened as widen_input does). A DiT of another latent width fits
+    only with `partial`: the layers whose shapes differ (the input and output projections) keep `model`'s fresh
+    weights. Returns those layers' names."""
+    state, own = widen_input(state, model), model.state_dict()
+    fresh = sorted(k for k, v in state.items() if k in own and v.shape != own[k].shape)
+    if fresh and not partial:
+        raise ValueError(f"these DiT weights do not fit the model ({', '.join(fresh)} differ in shape)")
+    model.load_state_dict({**state, **{k: own[k] for k in fresh}})
+    return fresh
+
+
 # ---- Official-checkpoint conversion ----
 #
 # facebookresearch/DiT key               -> genstudio DiT key

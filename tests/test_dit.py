@@ -270,3 +270,20 @@ def test_self_conditioned_dit_reads_the_estimate_and_widens_an_old_model():
         old(x, t, x_self_cond=sc)
     with pytest.raises(ValueError, match="x_self_cond"):
         new(x, t, x_self_cond=sc[:, :2])
+
+
+def test_load_trunk_moves_the_blocks_to_another_latent_width_only_when_asked():
+    from genstudio.dit import load_trunk
+    torch.manual_seed(0)
+    old = DiT(input_size=(8, 1), patch_size=1, in_channels=16, hidden_size=32, depth=2, num_heads=2, num_classes=0,
+              learn_sigma=False)
+    new = DiT(**{**old.config, "in_channels": 8})
+    before = {k: v.clone() for k, v in new.state_dict().items()}
+    with pytest.raises(ValueError, match="x_embedder.proj.weight"):
+        load_trunk(new, old.state_dict())
+    assert all(torch.equal(v, before[k]) for k, v in new.state_dict().items())   # refused: nothing loaded
+    fresh = load_trunk(new, old.state_dict(), partial=True)
+    assert fresh == ["final_layer.linear.bias", "final_layer.linear.weight", "x_embedder.proj.weight"]
+    assert torch.equal(new.blocks[1].attn.qkv.weight, old.blocks[1].attn.qkv.weight)
+    assert all(torch.equal(new.state_dict()[k], before[k]) for k in fresh)
+    assert load_trunk(DiT(**old.config), old.state_dict()) == []

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 from genstudio.diffusion import diffusion_loss, make_scheduler
 from genstudio.data.registry import DataError
-from genstudio.dit import DiT, widen_input
+from genstudio.dit import DiT, load_trunk
 from genstudio.train import Recipe, parse_config
 
 from .clip import IconCLIP, embed_images, embed_texts
@@ -108,6 +108,7 @@ class DiTOptions:
     train_sets: str = ""              # comma-separated icon sets to train on ("" = data.SETS); val stays on data.SETS
     snr_gamma: float = 0.0            # > 0: Min-SNR-gamma loss weighting (genstudio.diffusion.min_snr_weights)
     self_condition: bool = False      # the DiT also reads its previous x0 estimate (Analog Bits; not in the paper)
+    init_partial: bool = False        # init_from a DiT of another latent width: its trunk; the in/out layers start fresh
 
 
 @torch.no_grad()
@@ -242,7 +243,12 @@ def dit_recipe(cfg: dict) -> Recipe:
         from genstudio.export import run_weights
         source = Path(opts.init_from)
         source = source / "transformer" if (source / "transformer" / "config.json").exists() else run_weights(source)
-        model.load_state_dict(widen_input(DiT.from_pretrained(source).float().state_dict(), model))
+        try:
+            fresh = load_trunk(model, DiT.from_pretrained(source).float().state_dict(), opts.init_partial)
+        except ValueError as err:
+            raise ValueError(f"init_from {opts.init_from}: {err}; --set init_partial=true starts them fresh") from None
+        if fresh:
+            print(f"[svgfusion-dit] init_from {opts.init_from}: trunk only; fresh {', '.join(fresh)}")
     print(f"[svgfusion-dit] {opts.preset}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters on "
           f"{'raw rows' if raw else 'VP-VAE latents'} ({mean.shape[-1]}x{max_rows}), {len(mean)} icons, "
           f"{len(texts)} captions, scaling factor {scaling_factor:.3f}")
