@@ -9,7 +9,8 @@
 #       arguments (INIT: a checkpoint or none), all at once on the one GPU (--set latent_table: the icons' VP-VAE posteriors and captions,
 #       train.write_latent_table), each exported in fp16 to OUT/NAME.tar.part-* (with the VAE named by VAE, default the shipped one), logs and metrics in OUT/logs.tar;
 #       SNR_GAMMA=5 for the Min-SNR-weighted loss (v6's recipe); SELF_COND=true: a self-conditioned VS-DiT (an INIT without it is widened);
-#       VAE=FOLDER: the VP-VAE the latent table was made with (make gpu-prep-text2svg T2S_VAE=FOLDER; carry the folder)
+#       VAE=FOLDER: the VP-VAE the latent table was made with (make gpu-prep-text2svg T2S_VAE=FOLDER; carry the folder);
+#       INIT_PARTIAL=true: an INIT on another VP-VAE's latent width gives its trunk (in/out layers start fresh)
 #
 # Made on the CPU machine by `make gpu-prep-text2svg`. Runs under that box's own python3, torch and transformers.
 set -uo pipefail
@@ -50,7 +51,7 @@ while [ $# -ge 9 ]; do
     --set preset="\"$preset\"" "${initset[@]}" --set batch_size=$batch --set lr=$lr --set steps=$steps \
     --set warmup_steps=$warmup --set save_every=${SAVE_EVERY:-2000} --set num_workers=$workers --set seed=$seed \
     --set progress=false --set log_every=200 --set max_minutes="$minutes" --set snr_gamma=${SNR_GAMMA:-0} \
-    --set self_condition=${SELF_COND:-false} \
+    --set self_condition=${SELF_COND:-false} --set init_partial=${INIT_PARTIAL:-false} \
     --output-dir /tmp/runs/$name \
     > $logs/$name.log 2>&1 &
   names+=("$name")
