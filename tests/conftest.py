@@ -47,3 +47,13 @@ def tiny_tokenizer_dir(tmp_path_factory):
     VQTokenizer(**TOKENIZER_CONFIGS["tiny"]).save_pretrained(d)
     (d / "README.md").write_text("tiny test tokenizer")
     return d
+
+
+@pytest.fixture
+def no_npm_check(monkeypatch):
+    """The fixture tree (tests/fixtures/npm_icons) stands in for npm, so icon builds must not need the npm command."""
+    from genstudio.data import SOURCES
+    from genstudio.data.registry import _register_all
+    _register_all()
+    for name in ("icons", "iconify"):
+        monkeypatch.setattr(SOURCES[name], "requires", ())

@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("cairosvg")
 pytest.importorskip("svgelements")
 
-from genstudio.data import DataError, SOURCES, load_manifest, prepare  # noqa: E402
+from genstudio.data import DataError, load_manifest, prepare  # noqa: E402
 from genstudio.data.icons import (ICON_SETS, IconRasterDataset, _phosphor_meta, describe,  # noqa: E402
                                   emoji_label)
 from genstudio.formats.svg import SVGError, normalize_svg, rasterize_svg, svg_stats  # noqa: E402
@@ -238,12 +238,6 @@ def test_text_helpers():
     assert _phosphor_meta(FIXTURE / "@phosphor-icons" / "core") == {"leaf": ["nature", "plant", "tree"]}
 
 
-@pytest.fixture
-def no_npm_check(monkeypatch):
-    # The fixture tree stands in for npm, so the build must not need the npm command.
-    monkeypatch.setattr(SOURCES["icons"], "requires", ())
-
-
 def build(root: Path, **options) -> list[dict]:
     prepare("icons", root=root, packages_dir=FIXTURE, quiet=True, force=True, **options)
     return load_manifest("icons", root=root)
@@ -299,3 +293,28 @@ def test_icon_raster_dataset(tmp_path, no_npm_check):
     assert aug.shape == (3, 32, 32) and float(aug.max()) <= 1.0
     with pytest.raises(DataError):
         IconRasterDataset([])
+
+
+# ---- the iconify source (@iconify/json, only the sets DATA.md allows for training) ----
+
+def test_iconify_names_split_into_label_style_and_size():
+    from genstudio.data.iconify import split_name
+    assert split_name("rocket-24-filled", "fluent") == ("rocket", "filled", "24")
+    assert split_name("outline-local-airport", "ic") == ("local airport", "outline", "")
+    assert split_name("auto-delete-outline-rounded", "material-symbols") == ("auto delete", "outline", "")
+    assert split_name("bxs-tree", "bx") == ("tree", "filled", "")
+    assert split_name("traffic-light", "carbon") == ("traffic light", "", "")  # no style words in carbon names
+    assert split_name("line", "mingcute") == ("line", "", "")                   # a label is never emptied
+
+
+def test_iconify_build_keeps_one_size_and_tone_and_refuses_reserved_sets(tmp_path, no_npm_check):
+    prepare("iconify", root=tmp_path, packages_dir=FIXTURE, quiet=True, sets="fluent,noto")
+    by_id = {it["id"]: it for it in load_manifest("iconify", root=tmp_path)}
+    assert set(by_id) == {"fluent/anchor-24-filled", "fluent/rocket-24-filled", "fluent/rocket-launch-24-regular",
+                          "fluent/bar-24-regular", "noto/kite"}  # 20 px and the dark-skin-tone variant dropped
+    assert by_id["fluent/anchor-24-filled"]["text"] == "anchor, filled icon"
+    assert by_id["noto/kite"]["text"] == "kite, colour emoji: travel"
+    assert by_id["noto/kite"]["licence"] == "Apache-2.0"
+    assert Path(by_id["noto/kite"]["path"]).read_text().startswith(PREFIX)
+    with pytest.raises(DataError, match="not allowed for training"):
+        prepare("iconify", root=tmp_path, packages_dir=FIXTURE, quiet=True, force=True, sets="fluent,mdi")

@@ -359,8 +359,29 @@ def test_train_sets_default_to_the_captioned_sets_and_reject_unknown_ones():
     from pipelines.text2svg.train import train_sets
     assert train_sets("") == SETS
     assert train_sets("tabler, game-icons") == ("tabler", "game-icons")
+    assert {"tabler", "game-icons", "fluent", "noto"} <= set(train_sets("+iconify"))
     with pytest.raises(ValueError, match="unknown icon set"):
-        train_sets("tabler,noto")
+        train_sets("tabler,nope")
+
+
+def test_extra_sets_add_only_training_icons_far_from_held_out_labels(tmp_path, no_npm_check):
+    """'rocket' is a val label: fluent's rocket stays out of training, and so does 'rocket launch' (one word
+    away); 'anchor' and 'bar' come in, and never into val / test, which stay on the six captioned sets."""
+    from genstudio.data import prepare
+    from genstudio.data.registry import split_of
+    from pipelines.text2svg.data import load_items
+    assert split_of("text2svg:rocket") == "val" and split_of("text2svg:rocket launch") == "train"
+    prepare("icons", root=tmp_path, packages_dir=FIXTURE, quiet=True, sets="tabler")
+    prepare("iconify", root=tmp_path, packages_dir=FIXTURE, quiet=True, sets="fluent")
+    train = {it["id"] for it in load_items("train", sets=("tabler", "fluent"), root=tmp_path)}
+    assert {"fluent/anchor-24-filled", "fluent/bar-24-regular"} <= train
+    assert not {"fluent/rocket-24-filled", "fluent/rocket-launch-24-regular"} & train
+    for split in ("val", "test"):
+        try:
+            held = load_items(split, sets=("tabler", "fluent"), root=tmp_path)
+        except Exception:  # the tiny fixture may hold no icon of this split
+            held = []
+        assert all(it["set"] == "tabler" for it in held)
 
 
 def test_the_gpu_box_scripts_parse():

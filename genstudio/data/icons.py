@@ -249,63 +249,71 @@ def build_icons(out: Path, log: BuildLog, sets=None, limit_per_set: int | None =
     else:
         scratch = out / "_npm"
         nm = _npm_install(scratch, sorted({ICON_SETS[s].package for s in chosen}), log)
-    seen: dict[str, str] = {}  # sha1 of the normalised SVG -> first id with that drawing
-    ids: set[str] = set()
-    totals = Counter()
     try:
-        for set_name in chosen:
-            spec = ICON_SETS[set_name]
-            root = nm / spec.package
-            if not root.is_dir():
-                log(f"{set_name}: package {spec.package} not found under {nm}; skipped")
-                continue
-            package = f"{spec.package}@{_version(root)}"
-            (out / "svg" / set_name).mkdir(parents=True, exist_ok=True)
-            stats, reasons = Counter(), Counter()
-            for name, svg, tags, extra in spec.read(root):
-                if limit_per_set is not None and stats["kept"] >= limit_per_set:
-                    break
-                stats["read"] += 1
-                name = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-.") or "icon"
-                item_id = f"{set_name}/{name}"
-                if item_id in ids:  # two files whose names sanitise alike: keep the first
-                    stats["duplicate"] += 1
-                    continue
-                try:
-                    norm = normalize_svg(svg, size=size, precision=precision)
-                    if rasterize_svg(norm, check_size).min() == 255:  # nothing on the white canvas
-                        raise SVGError("renders blank")
-                except Exception as e:  # one odd file must not stop a 50k-icon build
-                    stats["failed"] += 1
-                    reason = str(e) if isinstance(e, SVGError) else f"{type(e).__name__}: {e}"
-                    reasons[reason[:80]] += 1
-                    if stats["failed"] <= 3:
-                        log(f"  {item_id}: dropped ({reason[:160]})")
-                    continue
-                digest = hashlib.sha1(norm.encode("utf-8")).hexdigest()
-                if digest in seen:
-                    stats["duplicate"] += 1
-                    continue
-                label, kind = extra.pop("label", name), extra.pop("kind", spec.kind)
-                seen[digest] = item_id
-                ids.add(item_id)
-                rel = f"svg/{set_name}/{name}.svg"
-                (out / rel).write_text(norm, encoding="utf-8")
-                stats["kept"] += 1
-                st = svg_stats(norm)
-                yield {"id": item_id, "path": rel, "set": set_name, "name": name,
-                       "text": describe(label, kind, tags), "tags": [t for t in tags if t][:16],
-                       "licence": spec.licence, "package": package, "bytes": st["bytes"],
-                       "paths": st["paths"], "commands": st["commands"], "sha1": digest[:16], **extra}
-            totals.update(stats)
-            top = "; ".join(f"{n}x {r}" for r, n in reasons.most_common(3))
-            log(f"{set_name} ({package}, {spec.licence}): read {stats['read']}, kept {stats['kept']}, "
-                f"failed {stats['failed']}, duplicates {stats['duplicate']}" + (f" [{top}]" if top else ""))
-        log(f"icons: kept {totals['kept']} of {totals['read']} "
-            f"(failed {totals['failed']}, duplicates {totals['duplicate']})")
+        yield from build_sets(out, log, {s: ICON_SETS[s] for s in chosen}, nm, size, precision, check_size,
+                              limit_per_set)
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)  # the packages are not part of the dataset
+
+
+def build_sets(out: Path, log: BuildLog, specs: dict[str, IconSet], nm: Path, size: int = 256, precision: int = 1,
+               check_size: int = 32, limit_per_set: int | None = None) -> Iterator[dict]:
+    """Read each set's icons from the node_modules tree `nm`, normalise, vet (renders, not blank), dedupe
+    (by the normalised drawing, across all sets of this build) and yield one manifest item per kept icon."""
+    seen: dict[str, str] = {}  # sha1 of the normalised SVG -> first id with that drawing
+    ids: set[str] = set()
+    totals = Counter()
+    for set_name in specs:
+        spec = specs[set_name]
+        root = nm / spec.package
+        if not root.is_dir():
+            log(f"{set_name}: package {spec.package} not found under {nm}; skipped")
+            continue
+        package = f"{spec.package}@{_version(root)}"
+        (out / "svg" / set_name).mkdir(parents=True, exist_ok=True)
+        stats, reasons = Counter(), Counter()
+        for name, svg, tags, extra in spec.read(root):
+            if limit_per_set is not None and stats["kept"] >= limit_per_set:
+                break
+            stats["read"] += 1
+            name = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-.") or "icon"
+            item_id = f"{set_name}/{name}"
+            if item_id in ids:  # two files whose names sanitise alike: keep the first
+                stats["duplicate"] += 1
+                continue
+            try:
+                norm = normalize_svg(svg, size=size, precision=precision)
+                if rasterize_svg(norm, check_size).min() == 255:  # nothing on the white canvas
+                    raise SVGError("renders blank")
+            except Exception as e:  # one odd file must not stop a 50k-icon build
+                stats["failed"] += 1
+                reason = str(e) if isinstance(e, SVGError) else f"{type(e).__name__}: {e}"
+                reasons[reason[:80]] += 1
+                if stats["failed"] <= 3:
+                    log(f"  {item_id}: dropped ({reason[:160]})")
+                continue
+            digest = hashlib.sha1(norm.encode("utf-8")).hexdigest()
+            if digest in seen:
+                stats["duplicate"] += 1
+                continue
+            label, kind = extra.pop("label", name), extra.pop("kind", spec.kind)
+            seen[digest] = item_id
+            ids.add(item_id)
+            rel = f"svg/{set_name}/{name}.svg"
+            (out / rel).write_text(norm, encoding="utf-8")
+            stats["kept"] += 1
+            st = svg_stats(norm)
+            yield {"id": item_id, "path": rel, "set": set_name, "name": name,
+                   "text": describe(label, kind, tags), "tags": [t for t in tags if t][:16],
+                   "licence": spec.licence, "package": package, "bytes": st["bytes"],
+                   "paths": st["paths"], "commands": st["commands"], "sha1": digest[:16], **extra}
+        totals.update(stats)
+        top = "; ".join(f"{n}x {r}" for r, n in reasons.most_common(3))
+        log(f"{set_name} ({package}, {spec.licence}): read {stats['read']}, kept {stats['kept']}, "
+            f"failed {stats['failed']}, duplicates {stats['duplicate']}" + (f" [{top}]" if top else ""))
+    log(f"icons: kept {totals['kept']} of {totals['read']} "
+        f"(failed {totals['failed']}, duplicates {totals['duplicate']})")
 
 
 # ---- Training view ----

@@ -46,19 +46,37 @@ def captions(item: dict) -> list[str]:
 def load_items(split: str, max_rows: int = 64, sets=SETS, root: Path | None = None) -> list[dict]:
     """Icons of `split` with at most `max_rows` drawing commands, each with its matrix ("matrix").
 
-    Matrices are cached in the icons build folder (text2svg-matrices.npz, ~30 s to build once)."""
-    items = [i for i in load_manifest("icons", root=root) if i["set"] in sets]
+    `sets` may name sets of the `icons` build and of the `iconify` build (`genstudio data prepare iconify`).
+    Sets outside SETS only add training icons, and conservatively: an icon of theirs is dropped when its
+    label with its first or last word removed is a held-out label, or when its drawing is a held-out icon's.
+    Matrices are cached in the icons build folder (text2svg-matrices-*.npz, ~30 s per 25k icons to build once)."""
+    from genstudio.data.iconify import ICONIFY_SETS
+    base = load_manifest("icons", root=root)
+    items = [i for i in base if i["set"] in sets]
+    if any(s in ICONIFY_SETS for s in sets):
+        items += [i for i in load_manifest("iconify", root=root) if i["set"] in sets]
     if not items:
         raise DataError("no captioned icons: run `genstudio data prepare icons` (see shared/DATA.md)")
+    held_out = {i["sha1"] for i in base if i["set"] in SETS and text_split(i) != "train"}
     matrices = _matrices(items, root)
     out = []
     for item in items:
         m = matrices.get(item["id"])
-        if m is not None and len(m) <= max_rows and text_split(item) == split:
-            out.append({**item, "label": label_of(item), "matrix": m})
+        if m is None or len(m) > max_rows or text_split(item) != split:
+            continue
+        if item["set"] not in SETS and (split != "train" or _near_held_out(label_of(item))
+                                        or item["sha1"] in held_out):
+            continue
+        out.append({**item, "label": label_of(item), "matrix": m})
     if not out:
         raise DataError(f"no icons in split {split!r} with <= {max_rows} rows")
     return out
+
+
+def _near_held_out(label: str) -> bool:
+    """Is the label one word away (at either end) from a val / test label? ('rocket sharp' when 'rocket' is test)"""
+    words = label.split()
+    return len(words) > 1 and any(split_of("text2svg:" + " ".join(w)) != "train" for w in (words[1:], words[:-1]))
 
 
 def _matrices(items: list[dict], root: Path | None) -> dict[str, np.ndarray]:
