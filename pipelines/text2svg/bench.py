@@ -185,25 +185,35 @@ def vae_reconstruction(pipe: SVGFusionPipeline, items: list[dict]) -> dict:
 
 def bench_text2svg(report, quick: bool = False, model: str = "svgfusion-icons-S", raw_model: str | None = None,
                    clip: str = "text2svg-clip", prompts: int = 64, samples: int = 4, steps: int = 50,
-                   guidance="1,3", seed: int = 0, train_bank: int = 8000) -> None:
-    """See the module docstring. `raw_model`: the ablation's checkpoint (skipped when None)."""
+                   guidance="1,3", seed: int = 0, train_bank: int = 8000, split: str = "test",
+                   search_sets: str = "") -> None:
+    """See the module docstring. `raw_model`: the ablation's checkpoint (skipped when None). `split="val"`: tune
+    on val prompts (the test prompts stay for the committed table). `search_sets` (e.g. "+iconify", as the DiT's
+    train_sets): one more icon-search row over that larger training library (what a user with it would do)."""
+    if split not in ("val", "test"):
+        raise ValueError(f"split must be val or test, not {split!r}")
     if quick:
         prompts, samples, steps, train_bank = 6, 2, 5, 300
     guidances = [float(g) for g in (guidance.split(",") if isinstance(guidance, str) else
                                     (guidance if isinstance(guidance, (list, tuple)) else [guidance]))]
-    test = load_items("test")
+    test = load_items(split)
     train = load_items("train")
     chosen, by_label = _prompts(test, prompts)
     bank = [train[i] for i in np.random.default_rng(0).permutation(len(train))[:train_bank]]
     scorer = Scorer(clip, chosen, [it for label in chosen for it in by_label[label]], bank)
-    dataset = f"test prompts ({len(chosen)})"
+    dataset = f"{split} prompts ({len(chosen)})"
 
     # The real icons of each prompt (up to `samples`): the ceiling.
     real = [(k, it) for k, label in enumerate(chosen) for it in by_label[label][:samples]]
     real_svgs = [open(it["path"], encoding="utf-8").read() for _, it in real]
-    report.add("test icons (ceiling)", dataset, **scorer(real_svgs, [k for k, _ in real], 0.0))
+    report.add(f"{split} icons (ceiling)", dataset, **scorer(real_svgs, [k for k, _ in real], 0.0))
     svgs, index, seconds = _search(chosen, bank, samples)
     report.add("icon search (MiniLM)", dataset, **scorer(svgs, index, seconds))
+    if search_sets:
+        from .train import train_sets
+        library = load_items("train", sets=train_sets(search_sets))
+        wide = [library[i] for i in np.random.default_rng(0).permutation(len(library))[:train_bank]]
+        report.add(f"icon search (MiniLM, {search_sets})", dataset, **scorer(*_search(chosen, wide, samples)))
     columns = [("held-out", real_svgs, [k for k, _ in real], 1), ("search", svgs, index, 1)]
     models = [m for m in str(model).split(",") if m]  # several: candidates side by side, same prompts and seeds
     named = [("svgfusion" if len(models) == 1 else f"svgfusion {Path(m).name}", m) for m in models]
@@ -215,7 +225,7 @@ def bench_text2svg(report, quick: bool = False, model: str = "svgfusion-icons-S"
         vae_key = None if pipe.vae is None else _weights_digest(pipe.vae)
         if vae_key is not None and vae_key not in vae_done:  # one row per distinct VP-VAE
             vae_done.add(vae_key)
-            report.add("VP-VAE reconstruction", f"test icons ({min(len(test), 256)})",
+            report.add("VP-VAE reconstruction", f"{split} icons ({min(len(test), 256)})",
                        **vae_reconstruction(pipe, test[:256]))
         for g in guidances:
             svgs, index, seconds = _generate(pipe, chosen, samples, steps, g, seed)
@@ -226,6 +236,6 @@ def bench_text2svg(report, quick: bool = False, model: str = "svgfusion-icons-S"
                   "search's first result and each model's samples (same seeds as the table, last guidance scale).")
     report.note("IconCLIP (`text2svg-clip`, trained here on the training split) is the feature space of align, "
                 "R@k, FD, novelty and diversity: these are NOT CLIP scores or FID.")
-    report.note(f"{len(chosen)} held-out prompts (labels of test-split icons; the split is by label), {samples} "
+    report.note(f"{len(chosen)} held-out prompts (labels of {split}-split icons; the split is by label), {samples} "
                 f"samples each, DDIM {steps} steps; icon search and novelty use {len(bank)} training icons.")
     report.note("align_shuffled is the random-prompt baseline: the same renders against a random other test prompt.")

@@ -109,6 +109,8 @@ class DiTOptions:
     snr_gamma: float = 0.0            # > 0: Min-SNR-gamma loss weighting (genstudio.diffusion.min_snr_weights)
     self_condition: bool = False      # the DiT also reads its previous x0 estimate (Analog Bits; not in the paper)
     init_partial: bool = False        # init_from a DiT of another latent width: its trunk; the in/out layers start fresh
+    iconify_share: float = 0.0        # > 0: each batch draws this share from the iconify sets (0: uniform over icons)
+    scaling_factor: float = 0.0       # > 0: use this latent scale (e.g. init_from's, when its data grows); 0: 1 / std
 
 
 @torch.no_grad()
@@ -223,6 +225,9 @@ def dit_recipe(cfg: dict) -> Recipe:
     raw = opts.vae == "raw"
     if opts.latent_table and raw:
         raise ValueError("latent_table holds VP-VAE latents: it cannot train the raw-row ablation (vae='raw')")
+    if opts.latent_table and opts.iconify_share:
+        raise ValueError("iconify_share needs the icons (a latent table does not record each icon's set)")
+    sampler = None
     if opts.latent_table:  # a GPU box: no icons, no renderer; the VAE folder is only exported
         table = read_latent_table(opts.latent_table)
         max_rows, mean, std, train_captions = table["max_rows"], table["mean"], table["std"], table["captions"]
@@ -235,7 +240,18 @@ def dit_recipe(cfg: dict) -> Recipe:
         val_items = load_items("val", max_rows)[:VAL_ICONS]
         val_mean, _ = encode_latents(vae, val_items, max_rows)
         train_captions, val_captions = [captions(it) for it in items], [captions(it) for it in val_items]
-    scaling_factor = 1.0 if raw else float(1.0 / mean.std())
+        if opts.iconify_share:
+            from genstudio.data.iconify import ICONIFY_SETS
+            from genstudio.train import CurriculumBatchSampler
+            extra = [i for i, it in enumerate(items) if it["set"] in ICONIFY_SETS]
+            base = [i for i, it in enumerate(items) if it["set"] not in ICONIFY_SETS]
+            sampler = CurriculumBatchSampler(base, extra, train_cfg.batch_size, warm=0, ramp=1,
+                                             final_share=opts.iconify_share, seed=train_cfg.seed)
+            print(f"[svgfusion-dit] batches: {opts.iconify_share:.0%} from {len(extra)} iconify icons, "
+                  f"the rest from {len(base)} others")
+    scaling_factor = 1.0 if raw else float(opts.scaling_factor or 1.0 / mean.std())
+    if not raw and opts.scaling_factor:
+        print(f"[svgfusion-dit] scaling factor {opts.scaling_factor} (this data's own: {float(1.0 / mean.std()):.3f})")
     texts, caption_ids = _caption_table(train_captions)
     tokens = TextTokens(texts, None if opts.text_encoder == "minilm" else opts.text_encoder)
     out = Path(train_cfg.output_dir)
@@ -292,7 +308,7 @@ def dit_recipe(cfg: dict) -> Recipe:
                               context_mask=batch["context_mask"])
 
     return Recipe(model, LatentCaptions(mean, std, caption_ids, scaling_factor), loss_fn, train_cfg,
-                  collate_fn=collate_fn, eval_fn=evaluate, name="svgfusion-dit", options=opts)
+                  collate_fn=collate_fn, batch_sampler=sampler, eval_fn=evaluate, name="svgfusion-dit", options=opts)
 
 
 def write_model_index(folder: Path, **extra) -> None:
