@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
-from .icons import Icon, IconSet, _json, _npm_install, build_sets
+from .icons import Icon, IconSet, _json, _npm_install, build_sets, select_sets
 from .registry import BuildLog, DataError, register_source
 
 PACKAGE = "@iconify/json"
@@ -106,24 +106,14 @@ def _reader(prefix: str):
 ICONIFY_SETS: dict[str, IconSet] = {p: IconSet(PACKAGE, lic, kind, _reader(p)) for p, (lic, kind) in ALLOWED.items()}
 
 
-def _select(sets) -> list[str]:
-    if sets is None:
-        return list(ICONIFY_SETS)
-    names = [s.strip() for s in (sets.split(",") if isinstance(sets, str) else sets) if s.strip()]
-    bad = [s for s in names if s not in ICONIFY_SETS]
-    if bad:
-        raise DataError(f"iconify set(s) {bad} are not allowed for training (shared/DATA.md reserves them for "
-                        f"evaluation); allowed: {', '.join(ICONIFY_SETS)}")
-    return names
-
-
 @register_source("iconify", "More captioned icons from @iconify/json (only the sets shared/DATA.md allows for "
                  "training: carbon, fluent, material-symbols, ic, mingcute, solar, ...), normalised to 256x256",
                  licence="per item (MIT, Apache-2.0, CC-BY-4.0)", requires=("npm",))
 def build_iconify(out: Path, log: BuildLog, sets=None, limit_per_set: int | None = None,
                   packages_dir: str | Path | None = None, size: int = 256, precision: int = 1,
                   check_size: int = 32) -> Iterator[dict]:
-    chosen = _select(sets)
+    chosen = select_sets(sets, ICONIFY_SETS, "iconify set(s) {} are not allowed for training (shared/DATA.md "
+                                            "reserves them for evaluation)")
     scratch = None
     if packages_dir is not None:
         nm = Path(packages_dir)

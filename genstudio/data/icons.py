@@ -202,13 +202,16 @@ def describe(label: str, kind: str, tags: list[str], max_tags: int = 8) -> str:
     return text + (": " + ", ".join(extra[:max_tags]) if extra else "")
 
 
-def _select(sets) -> list[str]:
+def select_sets(sets, table: dict[str, IconSet] | None = None, refusal: str = "unknown icon set(s) {}") -> list[str]:
+    """The `sets` option ("a,b", a list, or None = every set of `table`) -> set names; names not in the
+    table raise a DataError whose message starts with `refusal` (formatted with those names)."""
+    table = ICON_SETS if table is None else table
     if sets is None:
-        return list(ICON_SETS)
+        return list(table)
     names = [s.strip() for s in (sets.split(",") if isinstance(sets, str) else sets) if s.strip()]
-    unknown = [s for s in names if s not in ICON_SETS]
+    unknown = [s for s in names if s not in table]
     if unknown:
-        raise DataError(f"unknown icon set(s) {unknown}; available: {', '.join(ICON_SETS)}")
+        raise DataError(f"{refusal.format(unknown)}; available: {', '.join(table)}")
     return names
 
 
@@ -232,7 +235,7 @@ def _version(pkg_dir: Path) -> str:
 def build_icons(out: Path, log: BuildLog, sets=None, limit_per_set: int | None = None,
                 packages_dir: str | Path | None = None, size: int = 256, precision: int = 1,
                 check_size: int = 32) -> Iterator[dict]:
-    chosen = _select(sets)
+    chosen = select_sets(sets)
     try:
         import cairosvg  # noqa: F401
         import svgelements  # noqa: F401
