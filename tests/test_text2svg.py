@@ -358,7 +358,7 @@ def test_latent_table_round_trip_and_the_dit_recipe_on_it(tmp_path):
 
 def test_train_sets_default_to_the_captioned_sets_and_reject_unknown_ones():
     from pipelines.text2svg.data import SETS
-    from pipelines.text2svg.train import train_sets
+    from pipelines.text2svg.data import train_sets
     assert train_sets("") == SETS
     assert train_sets("tabler, game-icons") == ("tabler", "game-icons")
     assert {"tabler", "game-icons", "fluent", "noto"} <= set(train_sets("+iconify"))

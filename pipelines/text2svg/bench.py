@@ -35,7 +35,7 @@ import torch
 from genstudio.formats.svg import SVGError, rasterize_svg, svg_stats
 
 from .clip import embed_images, embed_texts, load_clip
-from .data import load_items, render
+from .data import load_items, render, train_sets
 from .pipeline import SVGFusionPipeline
 
 RENDER = 64  # IconCLIP's input size
@@ -210,7 +210,6 @@ def bench_text2svg(report, quick: bool = False, model: str = "svgfusion-icons-S"
     svgs, index, seconds = _search(chosen, bank, samples)
     report.add("icon search (MiniLM)", dataset, **scorer(svgs, index, seconds))
     if search_sets:
-        from .train import train_sets
         library = load_items("train", sets=train_sets(search_sets))
         wide = [library[i] for i in np.random.default_rng(0).permutation(len(library))[:train_bank]]
         report.add(f"icon search (MiniLM, {search_sets})", dataset, **scorer(*_search(chosen, wide, samples)))

@@ -73,6 +73,21 @@ def load_items(split: str, max_rows: int = 64, sets=SETS, root: Path | None = No
     return out
 
 
+def train_sets(names: str) -> tuple[str, ...]:
+    """DiTOptions.train_sets -> the icon sets ("" = data.SETS; "+iconify": data.SETS, game-icons and every
+    iconify set); each must be a set of the icons or the iconify build."""
+    from genstudio.data.iconify import ICONIFY_SETS
+    from genstudio.data.icons import ICON_SETS
+    sets = tuple(s.strip() for s in names.split(",") if s.strip()) or SETS
+    if "+iconify" in sets:
+        sets = tuple(dict.fromkeys([s for s in sets if s != "+iconify"] + [*SETS, "game-icons", *ICONIFY_SETS]))
+    known = {**ICON_SETS, **ICONIFY_SETS}
+    unknown = [s for s in sets if s not in known]
+    if unknown:
+        raise ValueError(f"unknown icon set(s) {', '.join(unknown)}; choose from {', '.join(sorted(known))}")
+    return sets
+
+
 def _near_held_out(label: str) -> bool:
     """Is the label one word away (at either end) from a val / test label? ('rocket sharp' when 'rocket' is test)"""
     words = label.split()

@@ -29,7 +29,7 @@ from genstudio.dit import DiT, load_trunk
 from genstudio.train import Recipe, parse_config
 
 from .clip import IconCLIP, embed_images, embed_texts
-from .data import SETS, TextSVGDataset, TextTokens, captions, collate, label_of, load_items, pad, render
+from .data import SETS, TextSVGDataset, TextTokens, captions, collate, label_of, load_items, pad, render, train_sets
 from .svgfusion import VPVAE, RowCodec, make_vsdit, reconstruction_loss, to_dit, vae_loss
 
 LATENT_STATS = "latent_stats.json"
@@ -201,21 +201,6 @@ def read_latent_table(path: str | Path) -> dict:
                     "val_mean": torch.from_numpy(z["val_mean"].astype(np.float32)), **meta}
     except (OSError, KeyError, ValueError) as e:
         raise DataError(f"{path} is not a latent table (write_latent_table): {e}") from None
-
-
-def train_sets(names: str) -> tuple[str, ...]:
-    """DiTOptions.train_sets -> the icon sets ("" = data.SETS; "+iconify": data.SETS, game-icons and every
-    iconify set); each must be a set of the icons or the iconify build."""
-    from genstudio.data.iconify import ICONIFY_SETS
-    from genstudio.data.icons import ICON_SETS
-    sets = tuple(s.strip() for s in names.split(",") if s.strip()) or SETS
-    if "+iconify" in sets:
-        sets = tuple(dict.fromkeys([s for s in sets if s != "+iconify"] + [*SETS, "game-icons", *ICONIFY_SETS]))
-    known = {**ICON_SETS, **ICONIFY_SETS}
-    unknown = [s for s in sets if s not in known]
-    if unknown:
-        raise ValueError(f"unknown icon set(s) {', '.join(unknown)}; choose from {', '.join(sorted(known))}")
-    return sets
 
 
 def dit_recipe(cfg: dict) -> Recipe:
