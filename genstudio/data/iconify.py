@@ -13,11 +13,10 @@ Sets that ship one icon in several pixel sizes (fluent) keep one size. Options: 
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Iterator
 
-from .icons import Icon, IconSet, _json, _npm_install, build_sets, select_sets
+from .icons import Icon, IconSet, _json, build_from_packages, iconify_svg, select_sets
 from .registry import BuildLog, DataError, register_source
 
 PACKAGE = "@iconify/json"
@@ -86,16 +85,13 @@ def _reader(prefix: str):
         for category, names in (data.get("categories") or {}).items():
             for n in names:
                 tags.setdefault(n, []).append(category)
-        w, h = data.get("width", 16), data.get("height", 16)
         kind = ALLOWED[prefix][1]
         icons = data.get("icons", {})
         for name in sorted(icons):
             label, style, size = split_name(name, prefix)
             if (prefix == "fluent" and size != _FLUENT_SIZE) or ("emoji" in kind and _variant_of_tone(name, icons)):
                 continue
-            icon = icons[name]
-            vb = f'{icon.get("left", 0)} {icon.get("top", 0)} {icon.get("width", w)} {icon.get("height", h)}'
-            svg = f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="{vb}">{icon["body"]}</svg>'
+            svg = iconify_svg(data, name)
             extra = {"label": label, "kind": f"{style} {kind}" if style and "emoji" not in kind else kind}
             if style:
                 extra["style"] = style
@@ -114,19 +110,5 @@ def build_iconify(out: Path, log: BuildLog, sets=None, limit_per_set: int | None
                   check_size: int = 32) -> Iterator[dict]:
     chosen = select_sets(sets, ICONIFY_SETS, "iconify set(s) {} are not allowed for training (shared/DATA.md "
                                             "reserves them for evaluation)")
-    scratch = None
-    if packages_dir is not None:
-        nm = Path(packages_dir)
-        nm = nm / "node_modules" if (nm / "node_modules").is_dir() else nm
-        if not (nm / PACKAGE).is_dir():
-            raise DataError(f"packages_dir {packages_dir} has no {PACKAGE}")
-        log(f"reading {PACKAGE} from {nm}")
-    else:
-        scratch = out / "_npm"
-        nm = _npm_install(scratch, [PACKAGE], log)
-    try:
-        yield from build_sets(out, log, {s: ICONIFY_SETS[s] for s in chosen}, nm, size, precision, check_size,
-                              limit_per_set)
-    finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+    yield from build_from_packages(out, log, {s: ICONIFY_SETS[s] for s in chosen}, packages_dir, size, precision,
+                                   check_size, limit_per_set)

@@ -164,14 +164,17 @@ def _read_openmoji(root: Path) -> Iterator[Icon]:
         yield f.stem.lower(), f.read_text(encoding="utf-8"), tags, extra
 
 
+def iconify_svg(data: dict, name: str) -> str:
+    """One icon of an Iconify JSON set as a standalone SVG (its body in the icon's or the set's viewBox)."""
+    icon, w, h = data["icons"][name], data.get("width", 16), data.get("height", 16)
+    vb = f'{icon.get("left", 0)} {icon.get("top", 0)} {icon.get("width", w)} {icon.get("height", h)}'
+    return f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="{vb}">{icon["body"]}</svg>'
+
+
 def _read_iconify(root: Path) -> Iterator[Icon]:
     data = _json(root / "icons.json") or {}
-    w, h = data.get("width", 16), data.get("height", 16)
     for name in sorted(data.get("icons", {})):
-        icon = data["icons"][name]
-        vb = f'{icon.get("left", 0)} {icon.get("top", 0)} {icon.get("width", w)} {icon.get("height", h)}'
-        svg = f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="{vb}">{icon["body"]}</svg>'
-        yield name, svg, [], {}
+        yield name, iconify_svg(data, name), [], {}
 
 
 ICON_SETS: dict[str, IconSet] = {
@@ -242,6 +245,15 @@ def build_icons(out: Path, log: BuildLog, sets=None, limit_per_set: int | None =
     except ImportError as e:
         raise DataError(f"building icons needs the svg extra ({e.name} is missing): "
                         "pip install 'genstudio[svg]'") from None
+    yield from build_from_packages(out, log, {s: ICON_SETS[s] for s in chosen}, packages_dir, size, precision,
+                                   check_size, limit_per_set)
+
+
+def build_from_packages(out: Path, log: BuildLog, specs: dict[str, IconSet], packages_dir: str | Path | None,
+                        size: int = 256, precision: int = 1, check_size: int = 32,
+                        limit_per_set: int | None = None) -> Iterator[dict]:
+    """`build_sets` on an existing node_modules tree (`packages_dir`), else on the sets' packages npm-installed
+    into a scratch folder of the build, removed afterwards (the packages are not part of the dataset)."""
     scratch = None
     if packages_dir is not None:
         nm = Path(packages_dir)
@@ -251,13 +263,12 @@ def build_icons(out: Path, log: BuildLog, sets=None, limit_per_set: int | None =
         log(f"reading icon packages from {nm}")
     else:
         scratch = out / "_npm"
-        nm = _npm_install(scratch, sorted({ICON_SETS[s].package for s in chosen}), log)
+        nm = _npm_install(scratch, sorted({spec.package for spec in specs.values()}), log)
     try:
-        yield from build_sets(out, log, {s: ICON_SETS[s] for s in chosen}, nm, size, precision, check_size,
-                              limit_per_set)
+        yield from build_sets(out, log, specs, nm, size, precision, check_size, limit_per_set)
     finally:
         if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)  # the packages are not part of the dataset
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def build_sets(out: Path, log: BuildLog, specs: dict[str, IconSet], nm: Path, size: int = 256, precision: int = 1,

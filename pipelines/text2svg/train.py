@@ -29,7 +29,7 @@ from genstudio.dit import DiT, load_trunk
 from genstudio.train import Recipe, parse_config
 
 from .clip import IconCLIP, embed_images, embed_texts
-from .data import SETS, TextSVGDataset, TextTokens, captions, collate, label_of, load_items, pad, render, train_sets
+from .data import TextSVGDataset, TextTokens, captions, collate, label_of, load_items, pad, render, train_sets
 from .svgfusion import VPVAE, RowCodec, make_vsdit, reconstruction_loss, to_dit, vae_loss
 
 LATENT_STATS = "latent_stats.json"
