@@ -6,22 +6,22 @@ from __future__ import annotations
 
 from apps import load_pipeline, progress_default, seconds, temp_folder, ui_errors
 
-MAX_SAMPLES = 16  # per click: the tab stays responsive on a CPU
+MAX_SAMPLES, MAX_CANDIDATES = 16, 4  # per click: the tab stays responsive on a CPU
 EXAMPLE_PROMPTS = ["a rocket", "house", "arrow left", "smiling face"]
 
 
 def run_text2svg(prompt: str, num: int = 4, guidance: float = 3.0, steps: int = 50, seed: int | None = 0,
-                 model: str | None = None, progress=progress_default()):
+                 candidates: int = 1, model: str | None = None, progress=progress_default()):
     """(gallery of (render, caption), summary, the valid SVG files for download)."""
     from pipelines.text2svg import DEFAULT_MODEL
     prompt = (prompt or "").strip()
     if not prompt:
         raise ValueError("Type what to draw, e.g. 'a rocket'.")
-    if int(num) > MAX_SAMPLES:
-        raise ValueError(f"At most {MAX_SAMPLES} samples per run here.")
+    if int(num) > MAX_SAMPLES or not 1 <= int(candidates) <= MAX_CANDIDATES:
+        raise ValueError(f"At most {MAX_SAMPLES} samples and {MAX_CANDIDATES} candidates per sample per run here.")
     pipe = load_pipeline("text2svg", model or DEFAULT_MODEL, progress)
     out = pipe(prompt, num_samples=int(num), guidance_scale=float(guidance), num_inference_steps=int(steps),
-               seed=None if seed is None else int(seed), progress=True)
+               seed=None if seed is None else int(seed), candidates=int(candidates), progress=True)
     if out.failed:
         raise ValueError(out.message)
     folder = temp_folder("text2svg")
@@ -47,10 +47,11 @@ def build_tab():
         guidance = gr.Slider(1.0, 10.0, value=3.0, step=0.5, label="guidance (1 = off)")
         steps = gr.Slider(5, 200, value=50, step=5, label="sampling steps")
         seed = gr.Number(value=0, precision=0, label="seed")
+        candidates = gr.Slider(1, MAX_CANDIDATES, value=1, step=1, label="candidates per sample (keeps the best by the model's own score)")
     button = gr.Button("Draw", variant="primary")
     gr.Examples(examples=[[e] for e in EXAMPLE_PROMPTS], inputs=[prompt], label="examples (short prompts)",
                 cache_examples=False, run_on_click=False)
     gallery = gr.Gallery(label="samples (rendered SVGs)", columns=4, height="auto")
     info = gr.Markdown(label="run")
     files = gr.File(label="download .svg", file_count="multiple")
-    button.click(run, [prompt, num, guidance, steps, seed, model], [gallery, info, files])
+    button.click(run, [prompt, num, guidance, steps, seed, candidates, model], [gallery, info, files])

@@ -202,6 +202,33 @@ def test_pipeline_seeds_guidance_and_outputs(tiny_folder, tmp_path):
         pipe("x", guidance_scale=0.5, **kw)
 
 
+def test_candidates_keep_the_best_the_dit_itself_rates(tiny_folder, monkeypatch):
+    from genstudio.diffusion import denoising_errors
+    from pipelines.text2svg.pipeline import RERANK_TIMESTEPS, SVGFusionPipeline
+    pipe = SVGFusionPipeline.from_pretrained(tiny_folder, device="cpu", precision="fp32")
+    kw = dict(num_inference_steps=3, progress=False, seed=2)
+    plain = pipe("a rocket", num_samples=6, **kw)                    # six draws, in drawing order
+    seen = []
+    scorer = pipe.self_scores
+    monkeypatch.setattr(pipe, "self_scores", lambda *a, **k: seen.extend(scorer(*a, **k)) or list(seen))
+    best = pipe("a rocket", num_samples=2, candidates=3, **kw)      # the same six draws; the best two kept
+    assert plain.scores is None and len(seen) == 6 and best.metadata["candidates"] == 3
+    assert best.prompts == ["a rocket"] * 2 and set(best.svgs) <= set(plain.svgs)
+    order = sorted(range(6), key=lambda j: (plain.svgs[j] is None, -seen[j]))
+    assert best.svgs == [plain.svgs[j] for j in order[:2]] and best.scores == [seen[j] for j in order[:2]]
+    monkeypatch.undo()
+    # the score is the drop of the DiT's denoising error when it reads the prompt (seeded noises, shared by the batch)
+    context, mask = pipe.encode_prompts(["a rocket"] * 2)
+    t = pipe.transformer
+    x = torch.randn(2, t.in_channels, 16, 1, generator=torch.Generator().manual_seed(0))
+    errors = [denoising_errors(t, x, pipe.scheduler, RERANK_TIMESTEPS, generator=torch.Generator().manual_seed(0),
+                               context=context, context_mask=m) for m in (mask, torch.zeros_like(mask))]
+    assert pipe.self_scores(x, ["a rocket"] * 2) == pytest.approx((errors[1] - errors[0]).tolist(), rel=1e-4, abs=1e-7)
+    assert errors[0][0] != errors[0][1]                              # two latents, two scores
+    with pytest.raises(Exception, match="candidates"):
+        pipe("a rocket", num_samples=1, candidates=99, **kw)
+
+
 def _sample(pipe, guidance: float) -> torch.Tensor:
     from genstudio.diffusion import sample
     context, mask = pipe.encode_prompts(["a rocket"])
@@ -255,9 +282,11 @@ def test_cli_one_prompt_a_file_and_a_prompts_file(tiny_folder, tmp_path):
         assert "Traceback" not in r.stderr + r.stdout and not list((tmp_path / "out").glob("*.svg"))
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("# icons\na house\n\nstar\n")
-    r = run_genstudio("text2svg", "--prompts", prompts, "-m", tiny_folder, "-n", "1", "-s", "2", "-o", tmp_path / "many")
+    r = run_genstudio("text2svg", "--prompts", prompts, "-m", tiny_folder, "-n", "1", "-s", "2", "-c", "2",
+                      "-o", tmp_path / "many")
     assert "Traceback" not in r.stderr + r.stdout
     assert "a-house" in " ".join(p.name for p in (tmp_path / "many").iterdir()) or r.returncode == 1
+    assert len(list((tmp_path / "many").glob("*/*.svg"))) <= 2      # --candidates keeps -n per prompt
 
 
 def test_cli_bad_input_is_one_line_and_nonzero(tiny_folder, tmp_path):

@@ -110,12 +110,12 @@ class Scorer:
 
 
 def _generate(pipe: SVGFusionPipeline, prompts: list[str], samples: int, steps: int, guidance: float,
-              seed: int) -> tuple[list, list[int], float]:
+              seed: int, candidates: int = 1) -> tuple[list, list[int], float]:
     svgs, index = [], []
     t0 = time.perf_counter()
     for k, prompt in enumerate(prompts):
         out = pipe(prompt, num_samples=samples, guidance_scale=guidance, num_inference_steps=steps,
-                   seed=seed + k, progress=False)
+                   seed=seed + k, progress=False, candidates=candidates)
         svgs += out.svgs
         index += [k] * samples
     return svgs, index, time.perf_counter() - t0
@@ -186,10 +186,12 @@ def vae_reconstruction(pipe: SVGFusionPipeline, items: list[dict]) -> dict:
 def bench_text2svg(report, quick: bool = False, model: str = "svgfusion-icons-S", raw_model: str | None = None,
                    clip: str = "text2svg-clip", prompts: int = 64, samples: int = 4, steps: int = 50,
                    guidance="1,3", seed: int = 0, train_bank: int = 8000, split: str = "test",
-                   search_sets: str = "") -> None:
+                   search_sets: str = "", candidates: str = "1") -> None:
     """See the module docstring. `raw_model`: the ablation's checkpoint (skipped when None). `split="val"`: tune
     on val prompts (the test prompts stay for the committed table). `search_sets` (e.g. "+iconify", as the DiT's
-    train_sets): one more icon-search row over that larger training library (what a user with it would do)."""
+    train_sets): one more icon-search row over that larger training library (what a user with it would do).
+    `candidates` (e.g. "1,4"): rows that draw that many times more samples and keep the ones the VS-DiT itself
+    rates most about the prompt (SVGFusionPipeline.self_scores)."""
     if split not in ("val", "test"):
         raise ValueError(f"split must be val or test, not {split!r}")
     if quick:
@@ -227,9 +229,11 @@ def bench_text2svg(report, quick: bool = False, model: str = "svgfusion-icons-S"
             report.add("VP-VAE reconstruction", f"{split} icons ({min(len(test), 256)})",
                        **vae_reconstruction(pipe, test[:256]))
         for g in guidances:
-            svgs, index, seconds = _generate(pipe, chosen, samples, steps, g, seed)
-            report.add(f"{name} cfg{g:g}", dataset, **scorer(svgs, index, seconds))
-        columns.append((f"{name} cfg{g:g}", svgs, index, samples))
+            for c in [int(c) for c in str(candidates).split(",")]:
+                label = f"{name} cfg{g:g}" + (f" best-of-{c}" if c > 1 else "")
+                svgs, index, seconds = _generate(pipe, chosen, samples, steps, g, seed, c)
+                report.add(label, dataset, **scorer(svgs, index, seconds))
+        columns.append((label, svgs, index, samples))
     report.figure("gallery", gallery(chosen[:GALLERY_PROMPTS], columns),
                   f"Gallery: the first {min(GALLERY_PROMPTS, len(chosen))} held-out prompts; per row the held-out icon, the icon "
                   "search's first result and each model's samples (same seeds as the table, last guidance scale).")

@@ -60,6 +60,9 @@ def text2svg(ctx: typer.Context,
              guidance: float = typer.Option(3.0, "--guidance", "-g", min=1.0, max=50.0,
                                             help="Classifier-free guidance scale (1 = off)."),
              steps: int = typer.Option(50, "--steps", "-s", min=1, max=1000, help="Sampling steps."),
+             candidates: int = typer.Option(1, "--candidates", "-c", min=1, max=16,
+                                            help="Draw C x NUM samples per prompt and keep the NUM the model itself "
+                                                 "rates most about the prompt (slower; 1 = off)."),
              scheduler: Optional[str] = typer.Option(None, "--scheduler",
                                                      help="ddim, dpm, euler or ddpm (default: the checkpoint's, DDIM)."),
              model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Checkpoint name, folder or hub id."),
@@ -82,7 +85,7 @@ def text2svg(ctx: typer.Context,
             raise InputError("the prompt is empty: give a text to draw, e.g. 'a rocket'")
         _check_prompt(prompt.strip(), "the prompt")
     todo = _prompts_from(prompts) if prompts is not None else [prompt]
-    check_work(f"{num} sample(s) of {len(todo)} prompt(s) at {steps} steps", num * len(todo) * steps,
+    check_work(f"{num * candidates} sample(s) of {len(todo)} prompt(s) at {steps} steps", num * candidates * len(todo) * steps,
                WORK_BUDGET, "sample-steps", no_limit)
     single_file = output is not None and output.suffix != ""
     if single_file:
@@ -96,7 +99,7 @@ def text2svg(ctx: typer.Context,
 
     def generate(text: str):
         return pipe(text, num_samples=num, guidance_scale=guidance, num_inference_steps=steps,
-                    scheduler=scheduler, seed=run.seed)
+                    scheduler=scheduler, seed=run.seed, candidates=candidates)
 
     if single_file:
         out = generate(todo[0])

@@ -25,7 +25,7 @@ import torch
 from diffusers import DiffusionPipeline
 from PIL import Image
 
-from genstudio.diffusion import make_scheduler, sample
+from genstudio.diffusion import denoising_errors, make_scheduler, sample
 from genstudio.dit import DiT
 from genstudio.formats.svg import SVGError, normalize_svg, rasterize_svg
 from genstudio.formats.svg_matrix import matrix_to_svg
@@ -40,6 +40,8 @@ from .svgfusion import VPVAE, RowCodec, from_dit
 
 MAX_SAMPLES = 256       # one call's bound (prompts x samples)
 MAX_STEPS = 1000
+MAX_CANDIDATES = 16
+RERANK_TIMESTEPS = (100, 250, 400, 550, 700, 850)  # where the VS-DiT's own denoising error ranks candidates
 
 
 def slug(text: str, limit: int = 40) -> str:
@@ -53,6 +55,7 @@ class Text2SVGOutput(PipelineOutput):
     prompts: list[str]
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    scores: list | None = None    # candidates > 1: the VS-DiT's own score of each kept sample (best first per prompt)
 
     @property
     def valid(self) -> list[bool]:
@@ -152,9 +155,12 @@ class SVGFusionPipeline(DiffusionPipeline, PipelineMixin):
     @torch.no_grad()
     def __call__(self, prompt, num_samples: int = 4, guidance_scale: float = 3.0, num_inference_steps: int = 50,
                  scheduler: str | None = None, seed: int | None = SEED_DEFAULT, generator=None,
-                 progress: bool | None = None, image_size: int = 256, batch_size: int = 64) -> Text2SVGOutput:
+                 progress: bool | None = None, image_size: int = 256, batch_size: int = 64,
+                 candidates: int = 1) -> Text2SVGOutput:
         """`num_samples` SVGs for each prompt (a string or a list). guidance_scale: classifier-free
-        guidance (1 = off)."""
+        guidance (1 = off). candidates > 1: draw that many times more samples and keep, per prompt, the
+        `num_samples` the VS-DiT itself rates most about the prompt (`self_scores`; about 1 + candidates x 0.13
+        times the sampling time, measured with DDIM 50)."""
         t0 = time.perf_counter()
         # 1. inputs
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -171,7 +177,10 @@ class SVGFusionPipeline(DiffusionPipeline, PipelineMixin):
             raise InputError(f"guidance_scale must be >= 1 (1 = no classifier-free guidance), got {guidance_scale}")
         if not 16 <= image_size <= 2048:
             raise InputError(f"image_size must be between 16 and 2048, got {image_size}")
-        expanded = [p.strip() for p in prompts for _ in range(num_samples)]
+        if not 1 <= candidates <= MAX_CANDIDATES:
+            raise InputError(f"candidates must be between 1 and {MAX_CANDIDATES}, got {candidates}")
+        per_prompt = num_samples * candidates
+        expanded = [p.strip() for p in prompts for _ in range(per_prompt)]
         generator, seed = self.make_generator(seed, generator)
         # 2. text features, then sampling in batches
         t = self.transformer
@@ -188,17 +197,49 @@ class SVGFusionPipeline(DiffusionPipeline, PipelineMixin):
                                       progress=self.progress_enabled(progress), device=device,
                                       self_condition=t.config.self_condition, context=context,
                                       context_mask=mask, **cfg).float())
+        latents = torch.cat(samples)
         # 3. decoding: latent -> matrix -> sanitised SVG -> render
-        matrices = self.decode(torch.cat(samples))
+        matrices = self.decode(latents)
         svgs = [self.to_svg(m) for m in matrices]
+        scores = None
+        if candidates > 1:  # keep each prompt's best num_samples: valid ones first, then by the DiT's own score
+            scores = self.self_scores(latents, expanded, seed, batch_size)
+            keep = []
+            for start in range(0, len(svgs), per_prompt):
+                group = range(start, start + per_prompt)
+                keep += sorted(group, key=lambda j: (svgs[j] is None, -scores[j]))[:num_samples]
+            svgs, expanded, scores = [svgs[j] for j in keep], [expanded[j] for j in keep], [scores[j] for j in keep]
         blank = Image.new("RGB", (image_size, image_size), "white")
         images = [Image.fromarray(rasterize_svg(s, image_size)) if s is not None else blank for s in svgs]
         valid = sum(s is not None for s in svgs)
         message = "" if valid else "no sample drew anything: try more steps or another seed"
-        return Text2SVGOutput(svgs, images, expanded, time.perf_counter() - t0, failed=not valid, message=message,
+        return Text2SVGOutput(svgs, images, expanded, time.perf_counter() - t0, scores=scores, failed=not valid,
+                              message=message,
                               metadata=self.metadata(seed, num_inference_steps, t0, guidance_scale=guidance_scale,
-                                                     valid=valid, samples=len(svgs),
+                                                     valid=valid, samples=len(svgs), candidates=candidates,
                                                      latent="raw" if self.vae is None else "vae"))
+
+    @torch.no_grad()
+    def self_scores(self, latents: torch.Tensor, prompts: list[str], seed: int | None = 0,
+                    batch_size: int = 64) -> list[float]:
+        """How much each sampled latent is about its prompt by the VS-DiT's own judgement, higher = more: the drop
+        of its denoising error when it reads the prompt (log p(x|c) - log p(x) up to weights: the diffusion
+        classifier of Li et al. 2023). The noises are seeded and shared by every sample, so the scores compare
+        candidates on equal terms. (Minus the conditional error alone, a likelihood, ranked worse: the card.)"""
+        t = self.transformer
+        fn = lambda x, tt, **kw: t(x.to(t.dtype), tt, **kw)  # noqa: E731
+        kind = self.scheduler.config.prediction_type
+        out = []
+        with self.autocast():
+            for i in range(0, len(prompts), batch_size):
+                context, mask = self.encode_prompts(prompts[i:i + batch_size])
+                x = latents[i:i + batch_size].to(t.device)
+                cond, uncond = [denoising_errors(fn, x, self.scheduler, RERANK_TIMESTEPS, kind,
+                                                 generator=torch.Generator().manual_seed(seed or 0),
+                                                 context=context, context_mask=m)
+                                for m in (mask, torch.zeros_like(mask))]
+                out += (uncond - cond).tolist()
+        return out
 
     # ---- `genstudio compress`
     @torch.no_grad()
