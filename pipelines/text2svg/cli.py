@@ -85,7 +85,8 @@ def text2svg(ctx: typer.Context,
             raise InputError("the prompt is empty: give a text to draw, e.g. 'a rocket'")
         _check_prompt(prompt.strip(), "the prompt")
     todo = _prompts_from(prompts) if prompts is not None else [prompt]
-    check_work(f"{num * candidates} sample(s) of {len(todo)} prompt(s) at {steps} steps", num * candidates * len(todo) * steps,
+    draws = num * candidates
+    check_work(f"{draws} sample(s) of {len(todo)} prompt(s) at {steps} steps", draws * len(todo) * steps,
                WORK_BUDGET, "sample-steps", no_limit)
     single_file = output is not None and output.suffix != ""
     if single_file:
