@@ -96,6 +96,17 @@ def _velocity(scheduler, x0, noise, timesteps):
     return alphas.sqrt() * noise - (1 - alphas).sqrt() * x0
 
 
+def _target(scheduler, x0, noise, timesteps, prediction_type: str) -> torch.Tensor:
+    """What a model of `prediction_type` is trained to output at x_t = add_noise(x0, noise, timesteps)."""
+    if prediction_type == "epsilon":
+        return noise
+    if prediction_type == "v_prediction":
+        return _velocity(scheduler, x0, noise, timesteps)
+    if prediction_type == "sample":
+        return x0
+    raise ValueError(f"prediction_type must be 'epsilon', 'v_prediction' or 'sample', got {prediction_type!r}")
+
+
 def predicted_x0(scheduler, x_t, timesteps, prediction, prediction_type: str = "epsilon") -> torch.Tensor:
     """The x0 a prediction (epsilon, v or x0) implies at x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps."""
     if not hasattr(scheduler, "alphas_cumprod"):
@@ -179,14 +190,7 @@ def diffusion_loss(
     if noise is None:
         noise = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     x_t = scheduler.add_noise(x0, noise, timesteps)
-    if prediction_type == "epsilon":
-        target = noise
-    elif prediction_type == "v_prediction":
-        target = _velocity(scheduler, x0, noise, timesteps)
-    elif prediction_type == "sample":
-        target = x0
-    else:
-        raise ValueError(f"prediction_type must be 'epsilon', 'v_prediction' or 'sample', got {prediction_type!r}")
+    target = _target(scheduler, x0, noise, timesteps, prediction_type)
 
     generate = None
     if mask is not None:
@@ -241,9 +245,7 @@ def denoising_errors(model_fn: ModelFn, x0: torch.Tensor, scheduler, timesteps, 
         noise = randn_tensor((1, *x0.shape[1:]), generator=generator, device=x0.device, dtype=x0.dtype).expand_as(x0)
         tt = torch.full((x0.shape[0],), int(t), device=x0.device, dtype=torch.long)
         x_t = scheduler.add_noise(x0, noise, tt)
-        target = {"epsilon": noise, "sample": x0}.get(prediction_type)
-        if target is None:
-            target = _velocity(scheduler, x0, noise, tt)
+        target = _target(scheduler, x0, noise, tt, prediction_type)
         pred = drop_learned_sigma(model_fn(x_t, tt, **model_kwargs), x0).float()
         errors.append((pred - target.float()).pow(2).flatten(1).mean(1))
     return torch.stack(errors, 1).mean(1)

@@ -186,10 +186,11 @@ class SVGFusionPipeline(DiffusionPipeline, PipelineMixin):
         t = self.transformer
         shape = (t.in_channels, *[g * t.patch_size for g in t.grid_size])
         device = t.device
-        samples = []
+        samples, texts = [], []
         with self.autocast():
             for i in range(0, len(expanded), batch_size):
                 context, mask = self.encode_prompts(expanded[i:i + batch_size])
+                texts.append((context, mask))
                 cfg = dict(guidance_scale=guidance_scale, uncond_kwargs={"context_mask": torch.zeros_like(mask)}) \
                     if guidance_scale != 1.0 else {}
                 samples.append(sample(lambda x, tt, **kw: t(x.to(t.dtype), tt, **kw), (len(context), *shape),
@@ -203,7 +204,7 @@ class SVGFusionPipeline(DiffusionPipeline, PipelineMixin):
         svgs = [self.to_svg(m) for m in matrices]
         scores = None
         if candidates > 1:  # keep each prompt's best num_samples: valid ones first, then by the DiT's own score
-            scores = self.self_scores(latents, expanded, seed, batch_size)
+            scores = self.self_scores(latents, expanded, seed, batch_size, texts)
             keep = []
             for start in range(0, len(svgs), per_prompt):
                 group = range(start, start + per_prompt)
@@ -221,18 +222,19 @@ class SVGFusionPipeline(DiffusionPipeline, PipelineMixin):
 
     @torch.no_grad()
     def self_scores(self, latents: torch.Tensor, prompts: list[str], seed: int | None = 0,
-                    batch_size: int = 64) -> list[float]:
+                    batch_size: int = 64, texts: list | None = None) -> list[float]:
         """How much each sampled latent is about its prompt by the VS-DiT's own judgement, higher = more: the drop
         of its denoising error when it reads the prompt (log p(x|c) - log p(x) up to weights: the diffusion
         classifier of Li et al. 2023). The noises are seeded and shared by every sample, so the scores compare
-        candidates on equal terms. (Minus the conditional error alone, a likelihood, ranked worse: the card.)"""
+        candidates on equal terms. (Minus the conditional error alone, a likelihood, ranked worse: the card.)
+        `texts`: the prompts' (context, mask) per batch of `batch_size`, when the caller has them already."""
         t = self.transformer
         fn = lambda x, tt, **kw: t(x.to(t.dtype), tt, **kw)  # noqa: E731
         kind = self.scheduler.config.prediction_type
         out = []
         with self.autocast():
             for i in range(0, len(prompts), batch_size):
-                context, mask = self.encode_prompts(prompts[i:i + batch_size])
+                context, mask = texts[i // batch_size] if texts else self.encode_prompts(prompts[i:i + batch_size])
                 x = latents[i:i + batch_size].to(t.device)
                 cond, uncond = [denoising_errors(fn, x, self.scheduler, RERANK_TIMESTEPS, kind,
                                                  generator=torch.Generator().manual_seed(seed or 0),
