@@ -11,17 +11,24 @@ EXAMPLE_PROMPTS = ["a rocket", "house", "arrow left", "smiling face"]
 
 
 def run_text2svg(prompt: str, num: int = 4, guidance: float = 3.0, steps: int = 50, seed: int | None = 0,
-                 candidates: int = 1, model: str | None = None, progress=progress_default()):
-    """(gallery of (render, caption), summary, the valid SVG files for download)."""
+                 candidates: int = 1, model: str | None = None, init_file: str | None = None,
+                 strength: float = 0.3, progress=progress_default()):
+    """(gallery of (render, caption), summary, the valid SVG files for download). init_file: an SVG to make
+    variations of (redrawn toward the prompt at `strength`)."""
+    from pathlib import Path
+
     from pipelines.text2svg import DEFAULT_MODEL
+    from pipelines.text2svg.cli import _svg_from
     prompt = (prompt or "").strip()
     if not prompt:
         raise ValueError("Type what to draw, e.g. 'a rocket'.")
     if int(num) > MAX_SAMPLES or not 1 <= int(candidates) <= MAX_CANDIDATES:
         raise ValueError(f"At most {MAX_SAMPLES} samples and {MAX_CANDIDATES} candidates per sample per run here.")
+    init = _svg_from(Path(init_file)) if init_file else None
     pipe = load_pipeline("text2svg", model or DEFAULT_MODEL, progress)
     out = pipe(prompt, num_samples=int(num), guidance_scale=float(guidance), num_inference_steps=int(steps),
-               seed=None if seed is None else int(seed), candidates=int(candidates), progress=True)
+               seed=None if seed is None else int(seed), candidates=int(candidates), progress=True,
+               init_svg=init, strength=float(strength))
     if out.failed:
         raise ValueError(out.message)
     folder = temp_folder("text2svg")
@@ -29,7 +36,8 @@ def run_text2svg(prompt: str, num: int = 4, guidance: float = 3.0, steps: int = 
     gallery = [(im, f"sample {k}" + ("" if svg else " (drew nothing)"))
                for k, (im, svg) in enumerate(zip(out.images, out.svgs))]
     text = (f"{sum(out.valid)} of {len(out.svgs)} samples drew something, "
-            f"{seconds(out.seconds)} ({out.metadata['steps']} steps, guidance {float(guidance):g}).")
+            f"{seconds(out.seconds)} ({out.metadata['steps']} steps, guidance {float(guidance):g}"
+            + (f", variations of the uploaded SVG at strength {float(strength):g}" if init else "") + ").")
     return gallery, text, [str(p) for p in files]
 
 
@@ -48,10 +56,14 @@ def build_tab():
         steps = gr.Slider(5, 200, value=50, step=5, label="sampling steps")
         seed = gr.Number(value=0, precision=0, label="seed")
         candidates = gr.Slider(1, MAX_CANDIDATES, value=1, step=1, label="candidates per sample (keeps the best by the model's own score)")
+    with gr.Row():
+        init = gr.File(label="optional: an SVG to make variations of (at most 64 drawing commands)",
+                       file_types=[".svg"], type="filepath")
+        strength = gr.Slider(0.05, 1.0, value=0.3, step=0.05, label="variation strength (with an SVG; 1 ignores it)")
     button = gr.Button("Draw", variant="primary")
     gr.Examples(examples=[[e] for e in EXAMPLE_PROMPTS], inputs=[prompt], label="examples (short prompts)",
                 cache_examples=False, run_on_click=False)
     gallery = gr.Gallery(label="samples (rendered SVGs)", columns=4, height="auto")
     info = gr.Markdown(label="run")
     files = gr.File(label="download .svg", file_count="multiple")
-    button.click(run, [prompt, num, guidance, steps, seed, candidates, model], [gallery, info, files])
+    button.click(run, [prompt, num, guidance, steps, seed, candidates, model, init, strength], [gallery, info, files])

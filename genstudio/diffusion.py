@@ -136,16 +136,22 @@ def _generate_mask(mask, like) -> torch.Tensor:
 
 # ---- Training loss ----
 
-def min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float, prediction_type: str = "epsilon") -> torch.Tensor:
+def min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float, prediction_type: str = "epsilon",
+                    floor: float = 0.0) -> torch.Tensor:
     """Min-SNR-gamma loss weights per sample (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR
     Weighting Strategy"): the x0-MSE weight min(SNR, gamma), written for the model's target, i.e.
     min(SNR, gamma) / SNR for epsilon, min(SNR, gamma) / (SNR + 1) for v, min(SNR, gamma) for x0.
-    It stops the many low-noise steps from dominating, which speeds up convergence."""
+    It stops the many low-noise steps from dominating, which speeds up convergence.
+    floor > 0: the x0 weight is clamp(SNR, floor, gamma) instead, so the high-noise steps, where the layout is
+    decided, keep a weight of at least `floor` (floor 1 is the truncated-SNR weighting of Salimans & Ho 2022,
+    capped at gamma); meant for v or x0 prediction (for epsilon it grows as 1 / SNR at high noise)."""
     if not gamma > 0:
         raise ValueError(f"min-SNR gamma must be > 0, got {gamma}")
+    if not 0 <= floor <= gamma:
+        raise ValueError(f"the SNR floor must be between 0 and gamma ({gamma}), got {floor}")
     abar = scheduler.alphas_cumprod.to(timesteps.device)[timesteps.long()].float()
     snr = abar / (1 - abar)
-    clipped = snr.clamp(max=float(gamma))
+    clipped = snr.clamp(min=float(floor), max=float(gamma))
     if prediction_type == "epsilon":
         return clipped / snr
     if prediction_type == "v_prediction":
@@ -166,6 +172,7 @@ def diffusion_loss(
     noise: torch.Tensor | None = None,
     snr_gamma: float = 0.0,
     self_condition: bool = False,
+    snr_floor: float = 0.0,
     **model_kwargs,
 ) -> torch.Tensor:
     """Denoising MSE at uniformly random timesteps.
@@ -175,6 +182,7 @@ def diffusion_loss(
     scored). The loss is the mean over masked elements only.
     timesteps / noise: fixed values instead of random ones (tests, evaluation).
     snr_gamma: > 0 weights each sample's MSE by Min-SNR-gamma (`min_snr_weights`); 0 = plain MSE.
+    snr_floor: with snr_gamma, the lowest x0 weight (`min_snr_weights`' floor).
     self_condition: for a random half of the batch the model first predicts without gradient and
         then gets that x0 estimate as `x_self_cond` (Chen et al. 2022); the other half gets zeros.
     """
@@ -206,7 +214,8 @@ def diffusion_loss(
     prediction = drop_learned_sigma(model_fn(x_t, timesteps, **model_kwargs), x0).float()
     if generate is None and snr_gamma > 0:
         per_sample = (prediction - target.float()).pow(2).flatten(1).mean(1)
-        return (per_sample * min_snr_weights(scheduler, timesteps, snr_gamma, prediction_type)).mean()
+        return (per_sample * min_snr_weights(scheduler, timesteps, snr_gamma, prediction_type,
+                                                     snr_floor)).mean()
     if generate is None:
         return F.mse_loss(prediction, target.float())
     # where(), not multiply: NaN/inf predictions at known positions must not leak into the loss.
@@ -322,6 +331,8 @@ def sample(
     device=None,
     dtype: torch.dtype = torch.float32,
     self_condition: bool = False,
+    init: torch.Tensor | None = None,
+    strength: float = 1.0,
     **model_kwargs,
 ) -> torch.Tensor:
     """Run the reverse diffusion from noise of `shape`; returns the final sample x0.
@@ -336,6 +347,8 @@ def sample(
         the returned sample equals `known` bit for bit there.
     self_condition: pass each step's (guided) x0 estimate to the next as `x_self_cond` (zeros at
         the first step), for models trained with `diffusion_loss(self_condition=True)`.
+    init / strength: SDEdit (Meng et al. 2022): start from `init` (shape `shape`) noised to the level of
+        the last round(strength * num_inference_steps) steps, and run only those; strength 1 = from noise.
     """
     if (known is None) != (mask is None):
         raise ValueError("known and mask go together: pass both or neither")
@@ -353,14 +366,25 @@ def sample(
         known = known.to(device=device, dtype=dtype)
         generate = _generate_mask(mask, known)
 
+    if not 0.0 < strength <= 1.0:
+        raise ValueError(f"strength must be in (0, 1], got {strength}")
+    if init is not None and tuple(init.shape) != shape:
+        raise ValueError(f"init has shape {tuple(init.shape)}; expected the sample shape {shape}")
     scheduler.set_timesteps(num_inference_steps, device=device)
     x = randn_tensor(shape, generator=generator, device=torch.device(device), dtype=dtype) * scheduler.init_noise_sigma
+    timesteps = scheduler.timesteps
+    if init is not None:
+        start = num_inference_steps - max(1, round(strength * num_inference_steps))
+        timesteps = timesteps[start * scheduler.order:]
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(start * scheduler.order)
+        x = scheduler.add_noise(init.to(device=device, dtype=dtype), x / scheduler.init_noise_sigma, timesteps[:1])
     step_kwargs = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
     if self_condition:
         if not hasattr(scheduler, "alphas_cumprod") or isinstance(scheduler, EulerDiscreteScheduler):
             raise ValueError("self_condition needs a ddpm, ddim or dpm scheduler")
         model_kwargs = {**model_kwargs, "x_self_cond": torch.zeros_like(x)}
-    for t in tqdm(scheduler.timesteps, desc="sampling", disable=not progress, leave=False):
+    for t in tqdm(timesteps, desc="sampling", disable=not progress, leave=False):
         check_time()  # --max-seconds
         if generate is not None:
             x = torch.where(generate, x, known)

@@ -50,6 +50,20 @@ def test_min_snr_weights_clip_the_x0_weight_at_gamma():
         min_snr_weights(sched, t, 0.0)
 
 
+def test_snr_floor_keeps_the_high_noise_steps_weighted():
+    sched = make_scheduler("ddpm")
+    t = torch.tensor([0, 200, 500, 999])
+    abar = sched.alphas_cumprod[t].float()
+    snr = abar / (1 - abar)
+    v = min_snr_weights(sched, t, 5.0, "v_prediction", floor=1.0)
+    assert torch.allclose(v * (snr + 1), snr.clamp(min=1.0, max=5.0), rtol=1e-5)   # x0 weight in [1, gamma]
+    assert v[-1] == pytest.approx(1.0, abs=1e-3)                                     # Min-SNR alone: ~0 there
+    assert min_snr_weights(sched, t, 5.0, "v_prediction")[-1] < 1e-3
+    assert torch.equal(min_snr_weights(sched, t[:1], 5.0, floor=1.0), min_snr_weights(sched, t[:1], 5.0))
+    with pytest.raises(ValueError, match="floor"):
+        min_snr_weights(sched, t, 5.0, floor=6.0)
+
+
 def test_snr_gamma_weights_each_sample_by_min_snr():
     sched = make_scheduler("ddpm")
     x0, noise, t = randn(), randn(seed=1), torch.tensor([5, 900])
@@ -282,7 +296,33 @@ def test_masked_sampling_keeps_known_values_bit_identical(name):
     assert all(torch.equal(x[..., :4], known[..., :4]) for x in seen)  # the model sees them clean
 
 
+@pytest.mark.parametrize("name", ["ddim", "dpm", "euler"])
+def test_sdedit_starts_from_the_init_at_the_strengths_noise_level(name):
+    init = randn(seed=3)
+    sched = make_scheduler(name)
+    seen = []
+
+    def oracle(x, t):  # the exact noise of a model that knows x0 = init (epsilon prediction; every scheduler
+        seen.append((int(t[0]), x.clone()))  # feeds the variance-preserving x_t, Euler after scale_model_input)
+        abar = sched.alphas_cumprod[t.long()].reshape(-1, 1, 1, 1)
+        return (x - abar.sqrt() * init) / (1 - abar).sqrt()
+
+    out = sample(oracle, SHAPE, sched, 10, generator=torch.Generator().manual_seed(0), progress=False,
+                 init=init, strength=0.3)
+    sched.set_timesteps(10)
+    assert [t for t, _ in seen] == [int(t) for t in sched.timesteps[7:]]    # only the last 3 of 10 steps run
+    abar = sched.alphas_cumprod[seen[0][0]]
+    noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(seen[0][1], abar.sqrt() * init + (1 - abar).sqrt() * noise, atol=1e-4)  # init, noised
+    assert torch.allclose(out, init, atol=1e-3)                             # the oracle leads back to the init
+    assert not torch.allclose(run(), run(init=init, strength=0.3))
+
+
 def test_sample_argument_errors():
+    with pytest.raises(ValueError, match="strength"):
+        run(init=randn(), strength=0.0)
+    with pytest.raises(ValueError, match="init has shape"):
+        run(init=torch.zeros(1, 3, 8, 8), strength=0.5)
     with pytest.raises(ValueError, match="known and mask"):
         run(known=randn())
     with pytest.raises(ValueError, match="uncond_kwargs"):

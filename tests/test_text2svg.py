@@ -229,6 +229,40 @@ def test_candidates_keep_the_best_the_dit_itself_rates(tiny_folder, monkeypatch)
         pipe("a rocket", num_samples=1, candidates=99, **kw)
 
 
+def test_init_svg_variations_start_from_its_latent(tiny_folder, monkeypatch):
+    from genstudio.diffusion import sample
+    from pipelines.text2svg import pipeline as module
+    pipe = module.SVGFusionPipeline.from_pretrained(tiny_folder, device="cpu", precision="fp32")
+    x = pipe.encode([SQUARE])
+    assert x.shape == (1, pipe.transformer.in_channels, 16, 1)
+    matrix = torch.from_numpy(sm.svg_to_matrix(normalize_svg(SQUARE)))  # sanitised first
+    from pipelines.text2svg.data import pad, render
+    with torch.no_grad():
+        mean, _ = pipe.vae.encode(torch.from_numpy(pad(matrix.numpy(), 16))[None],
+                                  render(matrix.numpy(), pipe.vae.config.image_size)[None])
+    assert torch.allclose(x.squeeze(-1).transpose(1, 2), mean * pipe.vae.config.scaling_factor, atol=1e-5)
+    calls = []
+    monkeypatch.setattr(module, "sample", lambda *a, **k: calls.append(k) or sample(*a, **k))
+    kw = dict(num_samples=2, num_inference_steps=4, progress=False, seed=3)
+    out = pipe(["a rocket", "a house"], init_svg=SQUARE, strength=0.5, **kw)
+    assert len(out.svgs) == 4 and out.metadata["strength"] == 0.5
+    init = calls[0]["init"]
+    assert init.shape[0] == 4 and all(torch.allclose(i, x[0]) for i in init) and calls[0]["strength"] == 0.5
+    again = pipe(["a rocket", "a house"], init_svg=SQUARE, strength=0.5, **kw)
+    assert again.svgs == out.svgs and pipe(["a rocket", "a house"], **kw).metadata.get("strength") is None
+    other = SQUARE.replace("#ff0000", "#0000ff")
+    pipe(["a rocket", "a house"], init_svg=[SQUARE, other], strength=0.5, **kw)
+    assert torch.allclose(calls[-1]["init"][0], x[0]) and not torch.allclose(calls[-1]["init"][2], x[0])
+    busy = SQUARE.replace("</svg>", '<path d="M1 1' + "L9 9" * 20 + 'Z" fill="#000000"/></svg>')
+    for bad, message in ((busy, "at most 16"), ("<svg><script>", "not a usable SVG"), ("", "usable")):
+        with pytest.raises(Exception, match=message):
+            pipe("a rocket", init_svg=bad, **kw)
+    with pytest.raises(Exception, match="strength"):
+        pipe("a rocket", init_svg=SQUARE, strength=0.0, **kw)
+    with pytest.raises(Exception, match="one per prompt"):
+        pipe(["a", "b", "c"], init_svg=[SQUARE, SQUARE], **kw)
+
+
 def _sample(pipe, guidance: float) -> torch.Tensor:
     from genstudio.diffusion import sample
     context, mask = pipe.encode_prompts(["a rocket"])
@@ -287,23 +321,35 @@ def test_cli_one_prompt_a_file_and_a_prompts_file(tiny_folder, tmp_path):
     assert "Traceback" not in r.stderr + r.stdout
     assert "a-house" in " ".join(p.name for p in (tmp_path / "many").iterdir()) or r.returncode == 1
     assert len(list((tmp_path / "many").glob("*/*.svg"))) <= 2      # --candidates keeps -n per prompt
+    (tmp_path / "init.svg").write_text(SQUARE)
+    r = run_genstudio("text2svg", "a rocket", "--init", tmp_path / "init.svg", "--strength", "0.5", "-m", tiny_folder,
+                      "-n", "1", "-s", "4", "-o", tmp_path / "var.svg")
+    assert "Traceback" not in r.stderr + r.stdout and (r.returncode == 0) == (tmp_path / "var.svg").exists()
 
 
 def test_cli_bad_input_is_one_line_and_nonzero(tiny_folder, tmp_path):
+    binary, busy = tmp_path / "binary.svg", tmp_path / "busy.svg"
+    binary.write_bytes(b"\xff\xfe\x00<svg")
+    busy.write_text(SQUARE.replace("</svg>", '<path d="M1 1' + "L9 9" * 20 + 'Z" fill="#000000"/></svg>'))
     for args in (["text2svg", "-m", tiny_folder],                                   # no prompt
                  ["text2svg", "x", "--prompts", tmp_path / "missing.txt", "-m", tiny_folder],
                  ["text2svg", "x", "-o", tmp_path / "x.png", "-m", tiny_folder],
                  ["text2svg", "x", "-n", "256", "-s", "1000", "-m", tiny_folder],  # over the work budget
-                 ["text2svg", "x", "-m", tmp_path / "nothing-here"]):
+                 ["text2svg", "x", "-m", tmp_path / "nothing-here"],
+                 ["text2svg", "x", "--init", tmp_path / "missing.svg", "-m", tiny_folder],
+                 ["text2svg", "x", "--init", binary, "-m", tiny_folder],
+                 ["text2svg", "x", "--init", busy, "-m", tiny_folder, "-o", tmp_path / "never"]):
         r = run_genstudio(*args)
         assert r.returncode != 0, args
         assert "Traceback" not in r.stdout + r.stderr
+    assert not (tmp_path / "never").exists()                         # refused before anything is written
 
 
 # ---------------------------------------------------------------- benchmark pieces
 
-def test_bench_scorer_and_icon_search_on_tiny_items(tmp_path):
-    from pipelines.text2svg.bench import Scorer, _search
+def test_bench_scorer_and_icon_search_on_tiny_items(tmp_path, tiny_folder):
+    from pipelines.text2svg.bench import Scorer, _edit, _search
+    from pipelines.text2svg.pipeline import SVGFusionPipeline
     from pipelines.text2svg.clip import IconCLIP
     torch.manual_seed(0)
     IconCLIP(embed_dim=16, channels=8).save_pretrained(tmp_path / "clip")
@@ -324,6 +370,12 @@ def test_bench_scorer_and_icon_search_on_tiny_items(tmp_path):
     assert blank["valid"] == 0.0 and blank["paths"] == 0.0
     svgs, index, _ = _search(["red square"], items, 2)
     assert index == [0, 0] and svgs[0] == SQUARE                # the caption that matches the prompt comes first
+    pipe = SVGFusionPipeline.from_pretrained(tiny_folder, device="cpu", precision="fp32")
+    seen = []
+    encode = pipe.encode
+    pipe.encode = lambda texts: seen.append(list(texts)) or encode(texts)
+    edited, index, _ = _edit(pipe, ["red square", "blue circle"], svgs * 2, 2, 4, 3.0, 0, 0.5)
+    assert index == [0, 0, 1, 1] and len(edited) == 4 and seen == [svgs, svgs]  # each sample from its own result
 
 
 def test_bench_gallery_is_written_with_the_table(tmp_path):
@@ -423,3 +475,20 @@ def test_the_gpu_box_scripts_parse():
     for script in scripts:
         r = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
         assert r.returncode == 0, f"{script.name}: {r.stderr}"
+
+
+def test_app_tab_makes_variations_of_an_uploaded_svg(tiny_folder, tmp_path):
+    gr = pytest.importorskip("gradio")
+    from apps import ui_errors
+    from apps.text2svg import run_text2svg
+    run = ui_errors(run_text2svg)
+    (tmp_path / "init.svg").write_text(SQUARE)
+    (tmp_path / "bad.svg").write_bytes(b"\x00\xff not svg")
+    try:
+        _, text, _ = run("a rocket", 2, 3.0, 3, 0, 1, str(tiny_folder), str(tmp_path / "init.svg"), 0.5)
+        assert "variations of the uploaded SVG at strength 0.5" in text
+    except gr.Error as e:  # an untrained model may draw nothing: then that, in one line
+        assert "drew anything" in str(e)
+    for bad, message in (("bad.svg", "not UTF-8|not a usable SVG"), ("missing.svg", "does not exist")):
+        with pytest.raises(gr.Error, match=message):
+            run("a rocket", 1, 3.0, 3, 0, 1, str(tiny_folder), str(tmp_path / bad), 0.5)

@@ -7,6 +7,8 @@ model saw these words paired with a drawing. In one run, with the same prompts a
 - `svgfusion-raw`: the ablation without the VP-VAE (the same DiT trained on raw row features);
 - `icon search`: what a user does instead: the training icons whose words (caption) are nearest
   to the prompt in MiniLM space (top-k as the k "samples");
+- `search + svgfusion edit S` (`-o edit=0.2,0.3`): each search result redrawn toward the prompt by the
+  VS-DiT from its latent noised to strength S (SDEdit, `init_svg=`): retrieval, then variation;
 - `test icons`: the real held-out icons of these prompts (not a method: the ceiling).
 
 Metrics, per method (samples = prompts x samples per prompt):
@@ -121,6 +123,19 @@ def _generate(pipe: SVGFusionPipeline, prompts: list[str], samples: int, steps: 
     return svgs, index, time.perf_counter() - t0
 
 
+def _edit(pipe: SVGFusionPipeline, prompts: list[str], found: list[str], samples: int, steps: int, guidance: float,
+          seed: int, strength: float) -> tuple[list, list[int], float]:
+    """Each prompt's k-th search result redrawn toward the prompt (SDEdit at `strength`)."""
+    svgs, index = [], []
+    t0 = time.perf_counter()
+    for k, prompt in enumerate(prompts):
+        out = pipe([prompt] * samples, num_samples=1, guidance_scale=guidance, num_inference_steps=steps,
+                   seed=seed + k, progress=False, init_svg=found[k * samples:(k + 1) * samples], strength=strength)
+        svgs += out.svgs
+        index += [k] * samples
+    return svgs, index, time.perf_counter() - t0
+
+
 def _search(prompts: list[str], train: list[dict], samples: int) -> tuple[list, list[int], float]:
     """The nearest training icons by MiniLM similarity of the prompt to each icon's caption."""
     from genstudio.text import get_text_encoder
@@ -186,12 +201,13 @@ def vae_reconstruction(pipe: SVGFusionPipeline, items: list[dict]) -> dict:
 def bench_text2svg(report, quick: bool = False, model: str = "svgfusion-icons-S", raw_model: str | None = None,
                    clip: str = "text2svg-clip", prompts: int = 64, samples: int = 4, steps: int = 50,
                    guidance="1,3", seed: int = 0, train_bank: int = 8000, split: str = "test",
-                   search_sets: str = "", candidates: str = "1") -> None:
+                   search_sets: str = "", candidates: str = "1", edit: str = "") -> None:
     """See the module docstring. `raw_model`: the ablation's checkpoint (skipped when None). `split="val"`: tune
     on val prompts (the test prompts stay for the committed table). `search_sets` (e.g. "+iconify", as the DiT's
     train_sets): one more icon-search row over that larger training library (what a user with it would do).
     `candidates` (e.g. "1,4"): rows that draw that many times more samples and keep the ones the VS-DiT itself
-    rates most about the prompt (SVGFusionPipeline.self_scores)."""
+    rates most about the prompt (SVGFusionPipeline.self_scores). `edit` (e.g. "0.2,0.3"): rows that redraw each
+    icon-search result toward its prompt at these SDEdit strengths (first model, last guidance scale)."""
     if split not in ("val", "test"):
         raise ValueError(f"split must be val or test, not {split!r}")
     if quick:
@@ -210,6 +226,7 @@ def bench_text2svg(report, quick: bool = False, model: str = "svgfusion-icons-S"
     real_svgs = [open(it["path"], encoding="utf-8").read() for _, it in real]
     report.add(f"{split} icons (ceiling)", dataset, **scorer(real_svgs, [k for k, _ in real], 0.0))
     svgs, index, seconds = _search(chosen, bank, samples)
+    found = svgs
     report.add("icon search (MiniLM)", dataset, **scorer(svgs, index, seconds))
     if search_sets:
         library = load_items("train", sets=train_sets(search_sets))
@@ -234,6 +251,11 @@ def bench_text2svg(report, quick: bool = False, model: str = "svgfusion-icons-S"
                 svgs, index, seconds = _generate(pipe, chosen, samples, steps, g, seed, c)
                 report.add(label, dataset, **scorer(svgs, index, seconds))
         columns.append((label, svgs, index, samples))
+        for strength in [float(v) for v in str(edit).split(",") if v] if path == models[0] else []:
+            label = f"search + {name} edit {strength:g} cfg{guidances[-1]:g}"
+            svgs, index, seconds = _edit(pipe, chosen, found, samples, steps, guidances[-1], seed, strength)
+            report.add(label, dataset, **scorer(svgs, index, seconds))
+            columns.append((label, svgs, index, samples))
     report.figure("gallery", gallery(chosen[:GALLERY_PROMPTS], columns),
                   f"Gallery: the first {min(GALLERY_PROMPTS, len(chosen))} held-out prompts; per row the held-out icon, the icon "
                   "search's first result and each model's samples (same seeds as the table, last guidance scale).")

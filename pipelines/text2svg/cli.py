@@ -3,6 +3,7 @@
     genstudio text2svg "a rocket" -n 4 -o out/            # out/a-rocket_000.svg (+ .png) ...
     genstudio text2svg "a house" -o house.svg             # the first valid sample
     genstudio text2svg --prompts prompts.txt -o out/      # one prompt per line; reruns skip finished prompts
+    genstudio text2svg "a rocket" --init plane.svg --strength 0.3 -o out/   # variations of a drawing (SDEdit)
 """
 from __future__ import annotations
 
@@ -49,6 +50,21 @@ def _prompts_from(path: Path) -> list[str]:
     return prompts
 
 
+def _svg_from(path: Path) -> str:
+    from genstudio.formats.svg import MAX_INPUT_BYTES
+    from genstudio.render import InputError
+    if not path.is_file():
+        raise InputError(f"init SVG {path} " + ("is not a file" if path.exists() else "does not exist"))
+    if path.stat().st_size > MAX_INPUT_BYTES:
+        raise InputError(f"init SVG {path} is over {MAX_INPUT_BYTES // 1_000_000} MB")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"init SVG {path} is not UTF-8 text") from None
+    except OSError as e:
+        raise InputError(f"init SVG {path} is not readable ({e.strerror or e})") from None
+
+
 def text2svg(ctx: typer.Context,
              prompt: Optional[str] = typer.Argument(None, help="What to draw, e.g. 'a rocket'."),
              prompts: Optional[Path] = typer.Option(None, "--prompts", "-p",
@@ -63,6 +79,13 @@ def text2svg(ctx: typer.Context,
              candidates: int = typer.Option(1, "--candidates", "-c", min=1, max=16,
                                             help="Draw C x NUM samples per prompt and keep the NUM the model itself "
                                                  "rates most about the prompt (slower; 1 = off)."),
+             init: Optional[Path] = typer.Option(None, "--init", "-i",
+                                                 help="An SVG to make variations of: it is noised to --strength and "
+                                                      "redrawn toward the prompt (at most the model's rows of drawing "
+                                                      "commands; 64 for the shipped model)."),
+             strength: float = typer.Option(0.3, "--strength", min=0.01, max=1.0,
+                                            help="With --init: how much to redraw (0.1 keeps the drawing, "
+                                                 "1 ignores it)."),
              scheduler: Optional[str] = typer.Option(None, "--scheduler",
                                                      help="ddim, dpm, euler or ddpm (default: the checkpoint's, DDIM)."),
              model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Checkpoint name, folder or hub id."),
@@ -85,6 +108,7 @@ def text2svg(ctx: typer.Context,
             raise InputError("the prompt is empty: give a text to draw, e.g. 'a rocket'")
         _check_prompt(prompt.strip(), "the prompt")
     todo = _prompts_from(prompts) if prompts is not None else [prompt]
+    init_svg = _svg_from(init) if init is not None else None
     draws = num * candidates
     check_work(f"{draws} sample(s) of {len(todo)} prompt(s) at {steps} steps", draws * len(todo) * steps,
                WORK_BUDGET, "sample-steps", no_limit)
@@ -100,7 +124,8 @@ def text2svg(ctx: typer.Context,
 
     def generate(text: str):
         return pipe(text, num_samples=num, guidance_scale=guidance, num_inference_steps=steps,
-                    scheduler=scheduler, seed=run.seed, candidates=candidates)
+                    scheduler=scheduler, seed=run.seed, candidates=candidates, init_svg=init_svg,
+                    strength=strength)
 
     if single_file:
         out = generate(todo[0])

@@ -6,6 +6,7 @@ into an SVG matrix, and the matrix becomes a standalone, sanitised SVG.
     out.svgs          # SVG strings (None where a sample drew nothing)
     out.images        # their renders (PIL, 256 px)
     out.save("out/")  # rocket_000.svg + .png ... ; or out.save("rocket.svg") for the first valid one
+    pipe("a rocket", init_svg=open("plane.svg").read(), strength=0.3)  # variations of a drawing (SDEdit)
 
 A checkpoint folder holds transformer/ (the core DiT), vae/ (the VP-VAE with its latent scaling
 factor; absent in the raw-rows ablation), scheduler/ and model_index.json. The text encoder is the
@@ -28,7 +29,7 @@ from PIL import Image
 from genstudio.diffusion import denoising_errors, make_scheduler, sample
 from genstudio.dit import DiT
 from genstudio.formats.svg import SVGError, normalize_svg, rasterize_svg
-from genstudio.formats.svg_matrix import matrix_to_svg
+from genstudio.formats.svg_matrix import UnsupportedSVG, matrix_to_svg, svg_to_matrix
 from genstudio.formats.svg_safety import is_empty
 from genstudio.pipeline import SEED_DEFAULT, PipelineMixin, PipelineOutput, save_all
 from genstudio.render import InputError
@@ -36,7 +37,8 @@ from genstudio.text import get_text_encoder
 from genstudio.vq4dit import load_model
 
 from . import DEFAULT_MODEL, MAX_PROMPT_CHARS, SCHEDULERS
-from .svgfusion import VPVAE, RowCodec, from_dit
+from .data import pad, render
+from .svgfusion import VPVAE, RowCodec, from_dit, to_dit
 
 MAX_SAMPLES = 256       # one call's bound (prompts x samples)
 MAX_STEPS = 1000
@@ -142,6 +144,31 @@ class SVGFusionPipeline(DiffusionPipeline, PipelineMixin):
             return RowCodec.decode(z).numpy()
         return self.vae.decode_matrix(z / self.vae.config.scaling_factor).cpu().numpy()
 
+    @torch.no_grad()
+    def encode(self, svgs: list[str]) -> torch.Tensor:
+        """SVG texts -> DiT latents (B, C, rows, 1), the inverse of `decode`: each SVG is sanitised and
+        normalised, written as a matrix and encoded by the VP-VAE with its render (posterior mean)."""
+        rows = self.transformer.grid_size[0] * self.transformer.patch_size  # the DiT grid is (rows, 1)
+        matrices = []
+        for k, text in enumerate(svgs):
+            where = f"init SVG {k + 1}" if len(svgs) > 1 else "the init SVG"
+            try:
+                matrix = svg_to_matrix(normalize_svg(text))
+            except UnsupportedSVG as e:
+                raise InputError(f"{where} cannot be written as drawing commands: {e}") from None
+            except SVGError as e:
+                raise InputError(f"{where} is not a usable SVG: {e}") from None
+            if len(matrix) > rows:
+                raise InputError(f"{where} has {len(matrix)} drawing commands; this model draws at most {rows}")
+            matrices.append(matrix)
+        batch = torch.from_numpy(np.stack([pad(m, rows) for m in matrices]))
+        if self.vae is None:
+            return to_dit(RowCodec.encode(batch))
+        device, dtype = self.vae.device, self.vae.dtype
+        image = torch.stack([render(m, self.vae.config.image_size) for m in matrices])
+        mean, _ = self.vae.encode(batch.to(device), image.to(device, dtype))
+        return to_dit(mean.float()) * self.vae.config.scaling_factor
+
     @staticmethod
     def to_svg(matrix: np.ndarray) -> str | None:
         """A decoded matrix -> a sanitised standalone SVG, or None when it draws nothing."""
@@ -156,11 +183,14 @@ class SVGFusionPipeline(DiffusionPipeline, PipelineMixin):
     def __call__(self, prompt, num_samples: int = 4, guidance_scale: float = 3.0, num_inference_steps: int = 50,
                  scheduler: str | None = None, seed: int | None = SEED_DEFAULT, generator=None,
                  progress: bool | None = None, image_size: int = 256, batch_size: int = 64,
-                 candidates: int = 1) -> Text2SVGOutput:
+                 candidates: int = 1, init_svg: str | list[str] | None = None,
+                 strength: float = 0.3) -> Text2SVGOutput:
         """`num_samples` SVGs for each prompt (a string or a list). guidance_scale: classifier-free
         guidance (1 = off). candidates > 1: draw that many times more samples and keep, per prompt, the
         `num_samples` the VS-DiT itself rates most about the prompt (`self_scores`; measured with DDIM 50, 4
-        candidates take 3.5x the time of one)."""
+        candidates take 3.5x the time of one). init_svg: variations of a drawing (one SVG text, or one per
+        prompt) redrawn toward the prompt, SDEdit-style: its latent is noised to `strength` (0 = keep it,
+        1 = ignore it) and only that last part of the sampling runs."""
         t0 = time.perf_counter()
         # 1. inputs
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -179,8 +209,18 @@ class SVGFusionPipeline(DiffusionPipeline, PipelineMixin):
             raise InputError(f"image_size must be between 16 and 2048, got {image_size}")
         if not 1 <= candidates <= MAX_CANDIDATES:
             raise InputError(f"candidates must be between 1 and {MAX_CANDIDATES}, got {candidates}")
+        inits = None
+        if init_svg is not None:
+            if not 0.0 < strength <= 1.0:
+                raise InputError(f"strength must be in (0, 1] (1 = from pure noise), got {strength}")
+            inits = [init_svg] if isinstance(init_svg, str) else list(init_svg)
+            if len(inits) not in (1, len(prompts)):
+                raise InputError(f"give one init SVG or one per prompt; got {len(inits)} for {len(prompts)} prompts")
+            inits = self.encode(inits)
         per_prompt = num_samples * candidates
         expanded = [p.strip() for p in prompts for _ in range(per_prompt)]
+        if inits is not None:  # each sample starts from its prompt's drawing
+            inits = inits.repeat_interleave(per_prompt if len(inits) > 1 else len(expanded), 0)
         generator, seed = self.make_generator(seed, generator)
         # 2. text features, then sampling in batches
         t = self.transformer
@@ -197,7 +237,9 @@ class SVGFusionPipeline(DiffusionPipeline, PipelineMixin):
                                       self._scheduler(scheduler), num_inference_steps, generator=generator,
                                       progress=self.progress_enabled(progress), device=device,
                                       self_condition=t.config.self_condition, context=context,
-                                      context_mask=mask, **cfg).float())
+                                      context_mask=mask, **cfg,
+                                      **({} if inits is None else {"init": inits[i:i + batch_size],
+                                                                   "strength": strength})).float())
         latents = torch.cat(samples)
         # 3. decoding: latent -> matrix -> sanitised SVG -> render
         matrices = self.decode(latents)
@@ -218,7 +260,8 @@ class SVGFusionPipeline(DiffusionPipeline, PipelineMixin):
                               message=message,
                               metadata=self.metadata(seed, num_inference_steps, t0, guidance_scale=guidance_scale,
                                                      valid=valid, samples=len(svgs), candidates=candidates,
-                                                     latent="raw" if self.vae is None else "vae"))
+                                                     latent="raw" if self.vae is None else "vae",
+                                                     **({} if inits is None else {"strength": strength})))
 
     @torch.no_grad()
     def self_scores(self, latents: torch.Tensor, prompts: list[str], seed: int | None = 0,

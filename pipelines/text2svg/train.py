@@ -107,6 +107,7 @@ class DiTOptions:
     latent_table: Optional[str] = None  # precomputed latents + captions (write_latent_table) instead of icons + VAE
     train_sets: str = ""              # comma-separated icon sets to train on ("" = data.SETS); val stays on data.SETS
     snr_gamma: float = 0.0            # > 0: Min-SNR-gamma loss weighting (genstudio.diffusion.min_snr_weights)
+    snr_floor: float = 0.0            # with snr_gamma: the least x0 weight of a step (high noise; for v prediction)
     self_condition: bool = False      # the DiT also reads its previous x0 estimate (Analog Bits; not in the paper)
     init_partial: bool = False        # init_from a DiT of another latent width: its trunk; the in/out layers start fresh
     iconify_share: float = 0.0        # > 0: each batch draws this share from the iconify sets (0: uniform over icons)
@@ -289,8 +290,8 @@ def dit_recipe(cfg: dict) -> Recipe:
 
     def loss_fn(m, batch):
         return diffusion_loss(m, batch["latent"], scheduler, opts.prediction_type, snr_gamma=opts.snr_gamma,
-                              self_condition=opts.self_condition, context=batch["context"].to(m.dtype),
-                              context_mask=batch["context_mask"])
+                              snr_floor=opts.snr_floor, self_condition=opts.self_condition,
+                              context=batch["context"].to(m.dtype), context_mask=batch["context_mask"])
 
     return Recipe(model, LatentCaptions(mean, std, caption_ids, scaling_factor), loss_fn, train_cfg,
                   collate_fn=collate_fn, batch_sampler=sampler, eval_fn=evaluate, name="svgfusion-dit", options=opts)
