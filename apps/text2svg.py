@@ -12,7 +12,7 @@ EXAMPLE_PROMPTS = ["a rocket", "house", "arrow left", "smiling face"]
 
 def run_text2svg(prompt: str, num: int = 4, guidance: float = 3.0, steps: int = 50, seed: int | None = 0,
                  candidates: int = 1, model: str | None = None, init_file: str | None = None,
-                 strength: float = 0.3, progress=progress_default()):
+                 strength: float = 0.2, progress=progress_default()):
     """(gallery of (render, caption), summary, the valid SVG files for download). init_file: an SVG to make
     variations of (redrawn toward the prompt at `strength`)."""
     from pathlib import Path
@@ -59,7 +59,7 @@ def build_tab():
     with gr.Row():
         init = gr.File(label="optional: an SVG to make variations of (at most 64 drawing commands)",
                        file_types=[".svg"], type="filepath")
-        strength = gr.Slider(0.05, 1.0, value=0.3, step=0.05, label="variation strength (with an SVG; 1 ignores it)")
+        strength = gr.Slider(0.05, 1.0, value=0.2, step=0.05, label="variation strength (with an SVG; 1 ignores it)")
     button = gr.Button("Draw", variant="primary")
     gr.Examples(examples=[[e] for e in EXAMPLE_PROMPTS], inputs=[prompt], label="examples (short prompts)",
                 cache_examples=False, run_on_click=False)

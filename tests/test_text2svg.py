@@ -338,7 +338,8 @@ def test_cli_bad_input_is_one_line_and_nonzero(tiny_folder, tmp_path):
                  ["text2svg", "x", "-m", tmp_path / "nothing-here"],
                  ["text2svg", "x", "--init", tmp_path / "missing.svg", "-m", tiny_folder],
                  ["text2svg", "x", "--init", binary, "-m", tiny_folder],
-                 ["text2svg", "x", "--init", busy, "-m", tiny_folder, "-o", tmp_path / "never"]):
+                 ["text2svg", "x", "--init", busy, "-m", tiny_folder, "-o", tmp_path / "never"],
+                 ["text2svg", "x", "--init", "search", "-m", tiny_folder, "-o", tmp_path / "never"]):  # no icons data
         r = run_genstudio(*args)
         assert r.returncode != 0, args
         assert "Traceback" not in r.stdout + r.stderr
@@ -370,6 +371,11 @@ def test_bench_scorer_and_icon_search_on_tiny_items(tmp_path, tiny_folder):
     assert blank["valid"] == 0.0 and blank["paths"] == 0.0
     svgs, index, _ = _search(["red square"], items, 2)
     assert index == [0, 0] and svgs[0] == SQUARE                # the caption that matches the prompt comes first
+    from pipelines.text2svg.search import IconSearch
+    search = IconSearch(items, root=tmp_path)
+    assert [it["label"] for it in search.top(["blue circle", "a red square"], 1)[0]] == ["blue circle"]
+    assert len(list(tmp_path.glob("icons/text2svg-search-*.npy"))) == 1             # cached, and reused:
+    assert np.array_equal(IconSearch(items, root=tmp_path).bank, search.bank)
     pipe = SVGFusionPipeline.from_pretrained(tiny_folder, device="cpu", precision="fp32")
     seen = []
     encode = pipe.encode

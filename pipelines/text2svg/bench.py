@@ -39,6 +39,7 @@ from genstudio.formats.svg import SVGError, rasterize_svg, svg_stats
 from .clip import embed_images, embed_texts, load_clip
 from .data import load_items, render, train_sets
 from .pipeline import SVGFusionPipeline
+from .search import IconSearch
 
 RENDER = 64  # IconCLIP's input size
 GALLERY_PROMPTS, CELL, LABEL_WIDTH = 12, 64, 200
@@ -137,14 +138,11 @@ def _edit(pipe: SVGFusionPipeline, prompts: list[str], found: list[str], samples
 
 
 def _search(prompts: list[str], train: list[dict], samples: int) -> tuple[list, list[int], float]:
-    """The nearest training icons by MiniLM similarity of the prompt to each icon's caption."""
-    from genstudio.text import get_text_encoder
-    te = get_text_encoder()
-    bank = te.encode([it["text"] for it in train]).cpu().numpy()
+    """The nearest training icons by MiniLM similarity of the prompt to each icon's caption (`IconSearch`)."""
+    search = IconSearch(train)
     t0 = time.perf_counter()
-    q = te.encode(prompts).cpu().numpy()
-    top = np.argsort(-(q @ bank.T), axis=1)[:, :samples]
-    svgs = [open(train[j]["path"], encoding="utf-8").read() for row in top for j in row]
+    found = search.top(prompts, samples)
+    svgs = [search.read(it) for row in found for it in row]
     index = [k for k in range(len(prompts)) for _ in range(samples)]
     return svgs, index, time.perf_counter() - t0
 

@@ -3,7 +3,8 @@
     genstudio text2svg "a rocket" -n 4 -o out/            # out/a-rocket_000.svg (+ .png) ...
     genstudio text2svg "a house" -o house.svg             # the first valid sample
     genstudio text2svg --prompts prompts.txt -o out/      # one prompt per line; reruns skip finished prompts
-    genstudio text2svg "a rocket" --init plane.svg --strength 0.3 -o out/   # variations of a drawing (SDEdit)
+    genstudio text2svg "a rocket" --init plane.svg --strength 0.2 -o out/   # variations of a drawing (SDEdit)
+    genstudio text2svg "a rocket" --init search -o out/   # variations of the library icons nearest the words
 """
 from __future__ import annotations
 
@@ -82,8 +83,10 @@ def text2svg(ctx: typer.Context,
              init: Optional[Path] = typer.Option(None, "--init", "-i",
                                                  help="An SVG to make variations of: it is noised to --strength and "
                                                       "redrawn toward the prompt (at most the model's rows of drawing "
-                                                      "commands; 64 for the shipped model)."),
-             strength: float = typer.Option(0.3, "--strength", min=0.01, max=1.0,
+                                                      "commands; 64 for the shipped model). 'search': each sample "
+                                                      "starts from one of the training icons whose words are nearest "
+                                                      "the prompt (needs `genstudio data prepare icons`)."),
+             strength: float = typer.Option(0.2, "--strength", min=0.01, max=1.0,
                                             help="With --init: how much to redraw (0.1 keeps the drawing, "
                                                  "1 ignores it)."),
              scheduler: Optional[str] = typer.Option(None, "--scheduler",
@@ -108,7 +111,8 @@ def text2svg(ctx: typer.Context,
             raise InputError("the prompt is empty: give a text to draw, e.g. 'a rocket'")
         _check_prompt(prompt.strip(), "the prompt")
     todo = _prompts_from(prompts) if prompts is not None else [prompt]
-    init_svg = _svg_from(init) if init is not None else None
+    search = init is not None and str(init) == "search" and not init.exists()
+    init_svg = _svg_from(init) if init is not None and not search else None
     draws = num * candidates
     check_work(f"{draws} sample(s) of {len(todo)} prompt(s) at {steps} steps", draws * len(todo) * steps,
                WORK_BUDGET, "sample-steps", no_limit)
@@ -121,8 +125,16 @@ def text2svg(ctx: typer.Context,
 
     from .pipeline import SVGFusionPipeline, slug
     pipe = SVGFusionPipeline.from_pretrained(model, device=run.device, precision=run.precision)
+    if search:
+        from .data import load_items
+        from .search import IconSearch
+        search = IconSearch(load_items("train"))
 
     def generate(text: str):
+        if search:  # sample k starts from the k-th nearest library icon
+            found = [search.read(item) for item in search.top([text], num)[0]]
+            return pipe([text] * len(found), num_samples=1, guidance_scale=guidance, num_inference_steps=steps,
+                        scheduler=scheduler, seed=run.seed, candidates=candidates, init_svg=found, strength=strength)
         return pipe(text, num_samples=num, guidance_scale=guidance, num_inference_steps=steps,
                     scheduler=scheduler, seed=run.seed, candidates=candidates, init_svg=init_svg,
                     strength=strength)

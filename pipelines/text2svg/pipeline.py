@@ -6,7 +6,7 @@ into an SVG matrix, and the matrix becomes a standalone, sanitised SVG.
     out.svgs          # SVG strings (None where a sample drew nothing)
     out.images        # their renders (PIL, 256 px)
     out.save("out/")  # rocket_000.svg + .png ... ; or out.save("rocket.svg") for the first valid one
-    pipe("a rocket", init_svg=open("plane.svg").read(), strength=0.3)  # variations of a drawing (SDEdit)
+    pipe("a rocket", init_svg=open("plane.svg").read(), strength=0.2)  # variations of a drawing (SDEdit)
 
 A checkpoint folder holds transformer/ (the core DiT), vae/ (the VP-VAE with its latent scaling
 factor; absent in the raw-rows ablation), scheduler/ and model_index.json. The text encoder is the
@@ -184,7 +184,7 @@ class SVGFusionPipeline(DiffusionPipeline, PipelineMixin):
                  scheduler: str | None = None, seed: int | None = SEED_DEFAULT, generator=None,
                  progress: bool | None = None, image_size: int = 256, batch_size: int = 64,
                  candidates: int = 1, init_svg: str | list[str] | None = None,
-                 strength: float = 0.3) -> Text2SVGOutput:
+                 strength: float = 0.2) -> Text2SVGOutput:
         """`num_samples` SVGs for each prompt (a string or a list). guidance_scale: classifier-free
         guidance (1 = off). candidates > 1: draw that many times more samples and keep, per prompt, the
         `num_samples` the VS-DiT itself rates most about the prompt (`self_scores`; measured with DDIM 50, 4
