@@ -107,6 +107,18 @@ def _target(scheduler, x0, noise, timesteps, prediction_type: str) -> torch.Tens
     raise ValueError(f"prediction_type must be 'epsilon', 'v_prediction' or 'sample', got {prediction_type!r}")
 
 
+def convert_prediction(scheduler, x_t, timesteps, prediction, from_type: str, to_type: str) -> torch.Tensor:
+    """A prediction of one kind (epsilon, v or x0) at x_t rewritten as another: e.g. a v-prediction model
+    serving steps of an epsilon-prediction sampler (expert denoisers of different parametrisations)."""
+    if from_type == to_type:
+        return prediction
+    x0 = predicted_x0(scheduler, x_t, timesteps, prediction, from_type)
+    a = scheduler.alphas_cumprod.to(x_t.device)[torch.as_tensor(timesteps, device=x_t.device).long()].float()
+    a = a.reshape(-1, *([1] * (x_t.ndim - 1)))
+    noise = (x_t.float() - a.sqrt() * x0) / (1 - a).sqrt()
+    return _target(scheduler, x0, noise, timesteps, to_type).to(prediction.dtype)
+
+
 def predicted_x0(scheduler, x_t, timesteps, prediction, prediction_type: str = "epsilon") -> torch.Tensor:
     """The x0 a prediction (epsilon, v or x0) implies at x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps."""
     if not hasattr(scheduler, "alphas_cumprod"):

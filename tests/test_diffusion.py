@@ -126,6 +126,18 @@ def test_self_conditioned_sampling_feeds_each_steps_guided_estimate_to_the_next(
         sample(model, SHAPE, make_scheduler("euler"), 2, progress=False, self_condition=True)
 
 
+def test_convert_prediction_between_epsilon_v_and_x0():
+    from genstudio.diffusion import convert_prediction
+    sched = make_scheduler("ddpm")
+    x0, noise, t = randn(), randn(seed=1), torch.tensor([30, 700])
+    x_t = sched.add_noise(x0, noise, t)
+    v = sched.get_velocity(x0, noise, t)
+    assert torch.allclose(convert_prediction(sched, x_t, t, noise, "epsilon", "v_prediction"), v, atol=1e-4)
+    assert torch.allclose(convert_prediction(sched, x_t, t, v, "v_prediction", "epsilon"), noise, atol=1e-4)
+    assert torch.allclose(convert_prediction(sched, x_t, t, v, "v_prediction", "sample"), x0, atol=1e-4)
+    assert convert_prediction(sched, x_t, t, v, "v_prediction", "v_prediction") is v
+
+
 def test_epsilon_and_v_losses_are_zero_for_the_exact_target():
     sched = make_scheduler("ddpm")
     x0, noise, t = randn(), randn(seed=1), torch.tensor([10, 900])

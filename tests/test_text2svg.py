@@ -263,6 +263,38 @@ def test_init_svg_variations_start_from_its_latent(tiny_folder, monkeypatch):
         pipe(["a", "b", "c"], init_svg=[SQUARE, SQUARE], **kw)
 
 
+def test_a_high_noise_expert_takes_the_steps_above_its_boundary(tiny_folder, tmp_path, monkeypatch):
+    import shutil
+    from genstudio.diffusion import convert_prediction
+    from genstudio.dit import DiT
+    from pipelines.text2svg.pipeline import SVGFusionPipeline
+    folder = tmp_path / "experts"
+    shutil.copytree(tiny_folder, folder)
+    high = DiT.from_pretrained(folder / "transformer")
+    _wake(high, seed=5)
+    high.save_pretrained(folder / "transformer_high")
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "expert_boundary": 500,
+                                                         "high_prediction_type": "v_prediction"}))
+    pipe = SVGFusionPipeline.from_pretrained(folder, device="cpu", precision="fp32")
+    plain = SVGFusionPipeline.from_pretrained(tiny_folder, device="cpu", precision="fp32")
+    assert pipe.transformer_high is not None and plain.transformer_high is None and pipe.expert_boundary == 500
+    low, high = pipe.transformer, pipe.transformer_high
+    x, t = torch.randn(2, low.in_channels, 16, 1), torch.tensor([700, 100])
+    with torch.no_grad():
+        out = pipe.denoiser()(x, t)
+        assert torch.allclose(out[1:], low(x, t)[1:], atol=1e-6)                    # below: the first DiT as is
+        assert torch.allclose(out[:1], convert_prediction(pipe.scheduler, x, t, high(x, t), "v_prediction",
+                                                          "epsilon")[:1], atol=1e-5)  # above: the expert, as epsilon
+    seen = []
+    forward = high.forward
+    monkeypatch.setattr(high, "forward", lambda x, t, **kw: (seen.append(int(t[0])), forward(x, t, **kw))[1])
+    pipe("a rocket", num_samples=1, num_inference_steps=4, seed=0, progress=False)
+    steps = pipe._scheduler(None)
+    steps.set_timesteps(4)
+    assert seen == [int(v) for v in steps.timesteps if v >= 500] and len(seen) == 2  # CFG: cond + uncond in one call
+
+
 def _sample(pipe, guidance: float) -> torch.Tensor:
     from genstudio.diffusion import sample
     context, mask = pipe.encode_prompts(["a rocket"])

@@ -9,7 +9,10 @@ into an SVG matrix, and the matrix becomes a standalone, sanitised SVG.
     pipe("a rocket", init_svg=open("plane.svg").read(), strength=0.2)  # variations of a drawing (SDEdit)
 
 A checkpoint folder holds transformer/ (the core DiT), vae/ (the VP-VAE with its latent scaling
-factor; absent in the raw-rows ablation), scheduler/ and model_index.json. The text encoder is the
+factor; absent in the raw-rows ablation), scheduler/ and model_index.json. An optional
+transformer_high/ is a second VS-DiT that takes the steps at timesteps >= model_index's
+"expert_boundary" (expert denoisers, Balaji et al. 2022, "eDiff-I"), of its own prediction type
+("high_prediction_type"), rewritten for the scheduler. The text encoder is the
 packaged MiniLM (`genstudio.text`). SVGFusion's authors released no weights, so there is no
 official checkpoint to load: `from_pretrained` takes our checkpoints (a name, folder or hub id).
 """
@@ -26,7 +29,7 @@ import torch
 from diffusers import DiffusionPipeline
 from PIL import Image
 
-from genstudio.diffusion import denoising_errors, make_scheduler, sample
+from genstudio.diffusion import convert_prediction, denoising_errors, make_scheduler, sample
 from genstudio.dit import DiT
 from genstudio.formats.svg import SVGError, normalize_svg, rasterize_svg
 from genstudio.formats.svg_matrix import UnsupportedSVG, matrix_to_svg, svg_to_matrix
@@ -90,11 +93,14 @@ class SVGFusionPipeline(DiffusionPipeline, PipelineMixin):
     output_suffix = ".svg"
     checkpoint_classes = ("SVGFusionPipeline", "VPVAE")
     compress_component = "transformer"
-    _optional_components = ["vae"]
+    _optional_components = ["vae", "transformer_high"]
 
-    def __init__(self, transformer: DiT, scheduler, vae: VPVAE | None = None, text_encoder: str = "minilm"):
+    def __init__(self, transformer: DiT, scheduler, vae: VPVAE | None = None, text_encoder: str = "minilm",
+                 transformer_high: DiT | None = None, expert_boundary: int = 1000,
+                 high_prediction_type: str = "epsilon"):
         super().__init__()
-        self.register_modules(transformer=transformer, vae=vae, scheduler=scheduler)
+        self.register_modules(transformer=transformer, vae=vae, scheduler=scheduler, transformer_high=transformer_high)
+        self.expert_boundary, self.high_prediction_type = int(expert_boundary), high_prediction_type
         self.text_encoder_name = text_encoder
         self.name = None
         self.precision = None
@@ -118,7 +124,10 @@ class SVGFusionPipeline(DiffusionPipeline, PipelineMixin):
         vae = VPVAE.from_pretrained(folder / "vae", torch_dtype=dtype).eval() if (folder / "vae").is_dir() else None
         scheduler = DDIMScheduler.from_pretrained(folder / "scheduler") if (folder / "scheduler").is_dir() \
             else make_scheduler("ddim")
-        return cls(transformer, scheduler, vae, index.get("text_encoder", "minilm"))
+        high = load_model(DiT, folder / "transformer_high", dtype).eval() if (folder / "transformer_high").is_dir() \
+            else None
+        return cls(transformer, scheduler, vae, index.get("text_encoder", "minilm"), high,
+                   index.get("expert_boundary", 1000), index.get("high_prediction_type", "epsilon"))
 
     # ---- helpers
     def _scheduler(self, name: str | None):
@@ -129,6 +138,22 @@ class SVGFusionPipeline(DiffusionPipeline, PipelineMixin):
         c = self.scheduler.config
         return make_scheduler(name, num_train_timesteps=c.num_train_timesteps, beta_schedule=c.beta_schedule,
                               prediction_type=c.prediction_type)
+
+    def denoiser(self):
+        """The VS-DiT as the samplers call it, (x, t, **kw) -> the scheduler's prediction type; with a
+        transformer_high, the steps at t >= expert_boundary go to it (its prediction rewritten)."""
+        low, high, kind = self.transformer, self.transformer_high, self.scheduler.config.prediction_type
+
+        def fn(x, t, **kw):
+            upper = t >= self.expert_boundary
+            if high is None or not upper.any():
+                return low(x.to(low.dtype), t, **kw)
+            out = convert_prediction(self.scheduler, x, t, high(x.to(high.dtype), t, **kw),
+                                     self.high_prediction_type, kind)
+            if upper.all():
+                return out
+            return torch.where(upper.reshape(-1, *[1] * (x.ndim - 1)), out, low(x.to(low.dtype), t, **kw).to(out.dtype))
+        return fn
 
     def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         name = None if self.text_encoder_name == "minilm" else self.text_encoder_name
@@ -233,7 +258,7 @@ class SVGFusionPipeline(DiffusionPipeline, PipelineMixin):
                 texts.append((context, mask))
                 cfg = dict(guidance_scale=guidance_scale, uncond_kwargs={"context_mask": torch.zeros_like(mask)}) \
                     if guidance_scale != 1.0 else {}
-                samples.append(sample(lambda x, tt, **kw: t(x.to(t.dtype), tt, **kw), (len(context), *shape),
+                samples.append(sample(self.denoiser(), (len(context), *shape),
                                       self._scheduler(scheduler), num_inference_steps, generator=generator,
                                       progress=self.progress_enabled(progress), device=device,
                                       self_condition=t.config.self_condition, context=context,
@@ -272,7 +297,7 @@ class SVGFusionPipeline(DiffusionPipeline, PipelineMixin):
         candidates on equal terms. (Minus the conditional error alone, a likelihood, ranked worse: the card.)
         `texts`: the prompts' (context, mask) per batch of `batch_size`, when the caller has them already."""
         t = self.transformer
-        fn = lambda x, tt, **kw: t(x.to(t.dtype), tt, **kw)  # noqa: E731
+        fn = self.denoiser()
         kind = self.scheduler.config.prediction_type
         out = []
         with self.autocast():
@@ -293,6 +318,6 @@ class SVGFusionPipeline(DiffusionPipeline, PipelineMixin):
         context, mask = self.encode_prompts(prompts)
         t = self.transformer
         shape = (num_samples, t.in_channels, *[g * t.patch_size for g in t.grid_size])
-        return sample(lambda x, tt, **kw: t(x.to(t.dtype), tt, **kw), shape, self._scheduler(None),
+        return sample(self.denoiser(), shape, self._scheduler(None),
                       num_inference_steps, generator=generator, progress=False, device=t.device,
                       self_condition=t.config.self_condition, context=context, context_mask=mask)
