@@ -111,8 +111,8 @@ def text2svg(ctx: typer.Context,
             raise InputError("the prompt is empty: give a text to draw, e.g. 'a rocket'")
         _check_prompt(prompt.strip(), "the prompt")
     todo = _prompts_from(prompts) if prompts is not None else [prompt]
-    search = init is not None and str(init) == "search" and not init.exists()
-    init_svg = _svg_from(init) if init is not None and not search else None
+    from_search = init is not None and str(init) == "search" and not init.exists()
+    init_svg = _svg_from(init) if init is not None and not from_search else None
     draws = num * candidates
     check_work(f"{draws} sample(s) of {len(todo)} prompt(s) at {steps} steps", draws * len(todo) * steps,
                WORK_BUDGET, "sample-steps", no_limit)
@@ -125,13 +125,14 @@ def text2svg(ctx: typer.Context,
 
     from .pipeline import SVGFusionPipeline, slug
     pipe = SVGFusionPipeline.from_pretrained(model, device=run.device, precision=run.precision)
-    if search:
+    search = None
+    if from_search:
         from .data import load_items
         from .search import IconSearch
         search = IconSearch(load_items("train"))
 
     def generate(text: str):
-        if search:  # sample k starts from the k-th nearest library icon
+        if search is not None:  # sample k starts from the k-th nearest library icon
             found = [search.read(item) for item in search.top([text], num)[0]]
             return pipe([text] * len(found), num_samples=1, guidance_scale=guidance, num_inference_steps=steps,
                         scheduler=scheduler, seed=run.seed, candidates=candidates, init_svg=found, strength=strength)
