@@ -17,14 +17,15 @@ def run_text2svg(prompt: str, num: int = 4, guidance: float = 3.0, steps: int = 
     variations of (redrawn toward the prompt at `strength`)."""
     from pathlib import Path
 
+    from genstudio.formats.svg import MAX_INPUT_BYTES
     from pipelines.text2svg import DEFAULT_MODEL
-    from pipelines.text2svg.cli import _svg_from
+    from pipelines.text2svg.cli import read_text_file
     prompt = (prompt or "").strip()
     if not prompt:
         raise ValueError("Type what to draw, e.g. 'a rocket'.")
     if int(num) > MAX_SAMPLES or not 1 <= int(candidates) <= MAX_CANDIDATES:
         raise ValueError(f"At most {MAX_SAMPLES} samples and {MAX_CANDIDATES} candidates per sample per run here.")
-    init = _svg_from(Path(init_file)) if init_file else None
+    init = read_text_file(Path(init_file), "init SVG", MAX_INPUT_BYTES) if init_file else None
     pipe = load_pipeline("text2svg", model or DEFAULT_MODEL, progress)
     out = pipe(prompt, num_samples=int(num), guidance_scale=float(guidance), num_inference_steps=int(steps),
                seed=None if seed is None else int(seed), candidates=int(candidates), progress=True,

@@ -107,14 +107,19 @@ def _target(scheduler, x0, noise, timesteps, prediction_type: str) -> torch.Tens
     raise ValueError(f"prediction_type must be 'epsilon', 'v_prediction' or 'sample', got {prediction_type!r}")
 
 
+def _alphas_like(scheduler, timesteps, x: torch.Tensor) -> torch.Tensor:
+    """alphas_cumprod at `timesteps` (float32), shaped to broadcast over x's per-sample dimensions."""
+    a = scheduler.alphas_cumprod.to(x.device)[torch.as_tensor(timesteps, device=x.device).long()].float()
+    return a.reshape(-1, *([1] * (x.ndim - 1)))
+
+
 def convert_prediction(scheduler, x_t, timesteps, prediction, from_type: str, to_type: str) -> torch.Tensor:
     """A prediction of one kind (epsilon, v or x0) at x_t rewritten as another: e.g. a v-prediction model
     serving steps of an epsilon-prediction sampler (expert denoisers of different parametrisations)."""
     if from_type == to_type:
         return prediction
     x0 = predicted_x0(scheduler, x_t, timesteps, prediction, from_type)
-    a = scheduler.alphas_cumprod.to(x_t.device)[torch.as_tensor(timesteps, device=x_t.device).long()].float()
-    a = a.reshape(-1, *([1] * (x_t.ndim - 1)))
+    a = _alphas_like(scheduler, timesteps, x_t)
     noise = (x_t.float() - a.sqrt() * x0) / (1 - a).sqrt()
     return _target(scheduler, x0, noise, timesteps, to_type).to(prediction.dtype)
 
@@ -123,8 +128,7 @@ def predicted_x0(scheduler, x_t, timesteps, prediction, prediction_type: str = "
     """The x0 a prediction (epsilon, v or x0) implies at x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps."""
     if not hasattr(scheduler, "alphas_cumprod"):
         raise ValueError(f"{type(scheduler).__name__} has no alphas_cumprod: use ddpm, ddim or dpm")
-    a = scheduler.alphas_cumprod.to(x_t.device)[torch.as_tensor(timesteps, device=x_t.device).long()].float()
-    a = a.reshape(-1, *([1] * (x_t.ndim - 1)))
+    a = _alphas_like(scheduler, timesteps, x_t)
     x_t, prediction = x_t.float(), prediction.float()
     if prediction_type == "epsilon":
         return (x_t - (1 - a).sqrt() * prediction) / a.sqrt()

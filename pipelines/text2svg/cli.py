@@ -27,18 +27,24 @@ def _check_prompt(text: str, where: str) -> None:
         raise InputError(f"{where} is {len(text)} characters; the limit is {MAX_PROMPT_CHARS}")
 
 
-def _prompts_from(path: Path) -> list[str]:
+def read_text_file(path: Path, what: str, limit: int) -> str:
+    """A UTF-8 text file of at most `limit` bytes, or a one-line InputError naming `what` it is."""
     from genstudio.render import InputError
     if not path.is_file():
-        raise InputError(f"prompts file {path} " + ("is not a file" if path.exists() else "does not exist"))
-    if path.stat().st_size > MAX_PROMPTS_FILE:
-        raise InputError(f"prompts file {path} is over {MAX_PROMPTS_FILE // 1000} kB")
+        raise InputError(f"{what} {path} " + ("is not a file" if path.exists() else "does not exist"))
+    if path.stat().st_size > limit:
+        raise InputError(f"{what} {path} is over {limit // 1000} kB")
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_bytes().decode("utf-8")
     except UnicodeDecodeError:
-        raise InputError(f"prompts file {path} is not UTF-8 text") from None
+        raise InputError(f"{what} {path} is not UTF-8 text") from None
     except OSError as e:
-        raise InputError(f"prompts file {path} is not readable ({e.strerror or e})") from None
+        raise InputError(f"{what} {path} is not readable ({e.strerror or e})") from None
+
+
+def _prompts_from(path: Path) -> list[str]:
+    from genstudio.render import InputError
+    text = read_text_file(path, "prompts file", MAX_PROMPTS_FILE)
     if "\x00" in text:
         raise InputError(f"prompts file {path} is binary (it holds NUL bytes), not one prompt per line")
     prompts = []
@@ -49,21 +55,6 @@ def _prompts_from(path: Path) -> list[str]:
     if not prompts:
         raise InputError(f"prompts file {path} has no prompts (one per line; # starts a comment)")
     return prompts
-
-
-def _svg_from(path: Path) -> str:
-    from genstudio.formats.svg import MAX_INPUT_BYTES
-    from genstudio.render import InputError
-    if not path.is_file():
-        raise InputError(f"init SVG {path} " + ("is not a file" if path.exists() else "does not exist"))
-    if path.stat().st_size > MAX_INPUT_BYTES:
-        raise InputError(f"init SVG {path} is over {MAX_INPUT_BYTES // 1_000_000} MB")
-    try:
-        return path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError:
-        raise InputError(f"init SVG {path} is not UTF-8 text") from None
-    except OSError as e:
-        raise InputError(f"init SVG {path} is not readable ({e.strerror or e})") from None
 
 
 def text2svg(ctx: typer.Context,
@@ -112,7 +103,8 @@ def text2svg(ctx: typer.Context,
         _check_prompt(prompt.strip(), "the prompt")
     todo = _prompts_from(prompts) if prompts is not None else [prompt]
     from_search = init is not None and str(init) == "search" and not init.exists()
-    init_svg = _svg_from(init) if init is not None and not from_search else None
+    from genstudio.formats.svg import MAX_INPUT_BYTES
+    init_svg = read_text_file(init, "init SVG", MAX_INPUT_BYTES) if init is not None and not from_search else None
     draws = num * candidates
     check_work(f"{draws} sample(s) of {len(todo)} prompt(s) at {steps} steps", draws * len(todo) * steps,
                WORK_BUDGET, "sample-steps", no_limit)
