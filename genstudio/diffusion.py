@@ -189,6 +189,7 @@ def diffusion_loss(
     snr_gamma: float = 0.0,
     self_condition: bool = False,
     snr_floor: float = 0.0,
+    timestep_range: tuple[int, int] | None = None,
     **model_kwargs,
 ) -> torch.Tensor:
     """Denoising MSE at uniformly random timesteps.
@@ -201,13 +202,18 @@ def diffusion_loss(
     snr_floor: with snr_gamma, the lowest x0 weight (`min_snr_weights`' floor).
     self_condition: for a random half of the batch the model first predicts without gradient and
         then gets that x0 estimate as `x_self_cond` (Chen et al. 2022); the other half gets zeros.
+    timestep_range: (low, high): random timesteps only in [low, high), to train an expert denoiser on
+        its own interval (eDiff-I, Balaji et al. 2022); None = all of [0, num_train_timesteps).
     """
     if (snr_gamma > 0 or self_condition) and mask is not None:
         raise ValueError("snr_gamma and self_condition are not supported with a mask")
     batch = x0.shape[0]
     if timesteps is None:
+        low, high = timestep_range or (0, scheduler.config.num_train_timesteps)
+        if not 0 <= low < high <= scheduler.config.num_train_timesteps:
+            raise ValueError(f"timestep_range {timestep_range} is not inside [0, {scheduler.config.num_train_timesteps})")
         timesteps = torch.randint(
-            0, scheduler.config.num_train_timesteps, (batch,),
+            low, high, (batch,),
             generator=generator, device=generator.device if generator is not None else x0.device,
         )
     timesteps = timesteps.to(x0.device).long()

@@ -164,6 +164,22 @@ def test_losses_run_with_random_draws_and_objective():
         diffusion_loss(toy_model, randn(), sched, "score")
 
 
+def test_timestep_range_draws_only_the_experts_interval():
+    sched = make_scheduler("ddpm")
+    seen = []
+
+    def model(x, t):
+        seen.append(t)
+        return torch.zeros_like(x)
+
+    diffusion_loss(model, torch.randn(512, 4), sched, generator=torch.Generator().manual_seed(0),
+                   timestep_range=(500, 1000))
+    assert seen[0].min() >= 500 and seen[0].max() < 1000 and seen[0].float().std() > 100
+    for bad in ((500, 1001), (600, 600), (-1, 10)):
+        with pytest.raises(ValueError, match="timestep_range"):
+            diffusion_loss(model, torch.randn(2, 4), sched, timestep_range=bad)
+
+
 def test_masked_loss_ignores_known_positions_and_shows_them_clean():
     sched = make_scheduler("ddpm")
     x0, noise, t, mask = randn(), randn(seed=1), torch.tensor([500, 999]), half_mask()

@@ -458,6 +458,8 @@ def test_latent_table_round_trip_and_the_dit_recipe_on_it(tmp_path):
     assert torch.isfinite(loss) and set(recipe.eval_fn(recipe.model)) == {"val_loss", "val_loss_no_text"}
     with pytest.raises(ValueError, match="iconify_share"):
         dit_recipe({"vae": str(tmp_path / "vae"), "latent_table": str(tmp_path / "t.npz"), "iconify_share": 0.5})
+    with pytest.raises(ValueError, match="t_min"):
+        dit_recipe({"vae": str(tmp_path / "vae"), "latent_table": str(tmp_path / "t.npz"), "t_min": 500, "t_max": 500})
     # a self-conditioned VS-DiT started from that one: widened input, the same function at the start
     recipe.model.save_pretrained(tmp_path / "dit")
     sc = dit_recipe({"vae": str(tmp_path / "vae"), "latent_table": str(tmp_path / "t.npz"), "preset": "tiny",

@@ -112,6 +112,8 @@ class DiTOptions:
     init_partial: bool = False        # init_from a DiT of another latent width: its trunk; the in/out layers start fresh
     iconify_share: float = 0.0        # > 0: each batch draws this share from the iconify sets (0: uniform over icons)
     scaling_factor: float = 0.0       # > 0: use this latent scale (e.g. init_from's, when its data grows); 0: 1 / std
+    t_min: int = 0                    # train (and validate) only on timesteps in [t_min, t_max): an expert denoiser
+    t_max: int = 1000                 # for that interval (eDiff-I; the checkpoint's expert_boundary splits them)
 
 
 @torch.no_grad()
@@ -213,6 +215,8 @@ def dit_recipe(cfg: dict) -> Recipe:
         raise ValueError("latent_table holds VP-VAE latents: it cannot train the raw-row ablation (vae='raw')")
     if opts.latent_table and opts.iconify_share:
         raise ValueError("iconify_share needs the icons (a latent table does not record each icon's set)")
+    if not 0 <= opts.t_min < opts.t_max <= 1000:
+        raise ValueError(f"t_min {opts.t_min} / t_max {opts.t_max}: need 0 <= t_min < t_max <= 1000")
     sampler = None
     if opts.latent_table:  # a GPU box: no icons, no renderer; the VAE folder is only exported
         table = read_latent_table(opts.latent_table)
@@ -265,7 +269,7 @@ def dit_recipe(cfg: dict) -> Recipe:
     val_tokens = TextTokens(val_texts, None if opts.text_encoder == "minilm" else opts.text_encoder)
     val_context, val_mask = val_tokens.batch([ids[-1] for ids in val_ids])
     g = torch.Generator().manual_seed(0)
-    val_t = torch.randint(0, 1000, (len(val_mean),), generator=g)
+    val_t = torch.randint(opts.t_min, opts.t_max, (len(val_mean),), generator=g)
     val_x0 = to_dit(val_mean) * scaling_factor
     val_noise = torch.randn(val_x0.shape, generator=g)
 
@@ -291,7 +295,7 @@ def dit_recipe(cfg: dict) -> Recipe:
     def loss_fn(m, batch):
         return diffusion_loss(m, batch["latent"], scheduler, opts.prediction_type, snr_gamma=opts.snr_gamma,
                               snr_floor=opts.snr_floor, self_condition=opts.self_condition,
-                              context=batch["context"].to(m.dtype), context_mask=batch["context_mask"])
+                              timestep_range=(opts.t_min, opts.t_max), context=batch["context"].to(m.dtype), context_mask=batch["context_mask"])
 
     return Recipe(model, LatentCaptions(mean, std, caption_ids, scaling_factor), loss_fn, train_cfg,
                   collate_fn=collate_fn, batch_sampler=sampler, eval_fn=evaluate, name="svgfusion-dit", options=opts)
