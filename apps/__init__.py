@@ -1,11 +1,17 @@
 """Gradio tabs, one module per task (entry points `genstudio.apps`)."""
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 import re
+import shutil
 import tempfile
+import time
 from pathlib import Path
+
+KEEP_DOWNLOADS_S = 3600  # a tab's download folder lives this long (Gradio serves its own copy), then goes
+_DOWNLOADS: Path | None = None
 
 
 def ui_errors(fn):
@@ -124,8 +130,17 @@ def load_pipeline(task: str, model: str | None, progress=None, then: str = "gene
 
 
 def temp_folder(task: str) -> Path:
-    """A fresh folder for a tab's downloads."""
-    return Path(tempfile.mkdtemp(prefix=f"genstudio-{task}-"))
+    """A fresh folder for a tab's downloads, inside one folder per process that is removed at exit;
+    folders older than `KEEP_DOWNLOADS_S` go first, so a long-running app does not fill the disk."""
+    global _DOWNLOADS
+    if _DOWNLOADS is None or not _DOWNLOADS.is_dir():
+        _DOWNLOADS = Path(tempfile.mkdtemp(prefix="genstudio-app-"))
+        atexit.register(shutil.rmtree, _DOWNLOADS, True)
+    cutoff = time.time() - KEEP_DOWNLOADS_S
+    for old in _DOWNLOADS.iterdir():
+        if old.stat().st_mtime < cutoff:
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{task}-", dir=_DOWNLOADS))
 
 
 def seconds(value: float) -> str:

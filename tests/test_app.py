@@ -246,6 +246,20 @@ def test_tokenizer_tab_summarises_and_offers_a_png(tmp_path):
     assert download.endswith(".png") and Image.open(download).size == rec.size
 
 
+def test_download_folders_share_one_root_and_old_ones_are_removed():
+    import os
+    import time
+
+    from apps import KEEP_DOWNLOADS_S, temp_folder
+    first = temp_folder("svg")
+    (first / "genstudio.svg").write_text("<svg/>")
+    old = time.time() - KEEP_DOWNLOADS_S - 10
+    os.utime(first, (old, old))
+    second = temp_folder("svg")
+    assert second.parent == first.parent and second.is_dir() and second.name.startswith("svg-")
+    assert not first.exists()
+
+
 def test_tabs_say_when_the_model_loads(monkeypatch):
     import apps
     seen = []
