@@ -248,6 +248,19 @@ train-text2svg: install
 	  --set snr_gamma=5.0 --set batch_size=64 --set lr=8e-5 --set steps=6000 --set warmup_steps=100 --set keep_checkpoints=12 \
 	  --set max_minutes=160 --output-dir runs/svgfusion-dit7
 	$(VENV)/bin/genstudio export runs/svgfusion-dit7 --to checkpoints/svgfusion-icons-S --overwrite
+	# v8: v7 plus a high-noise expert (eDiff-I): v7 re-trained as v-prediction (v12, 4,500 steps), then with the
+	# high-noise steps kept in the loss (v13, snr_floor=1, 4,000 steps); ~65 + 60 min on 2 CPU threads
+	$(VENV)/bin/genstudio train svgfusion-dit --set vae='"checkpoints/svgfusion-icons-S"' \
+	  --set init_from='"checkpoints/svgfusion-icons-S"' --set train_sets='"tabler,lucide,mdi,phosphor,twemoji,openmoji,game-icons"' \
+	  --set prediction_type='"v_prediction"' --set snr_gamma=5.0 --set scaling_factor=0.7946492433547974 \
+	  --set batch_size=64 --set lr=1e-4 --set steps=4500 --set warmup_steps=200 --output-dir runs/svgfusion-dit12
+	$(VENV)/bin/genstudio train svgfusion-dit --set vae='"checkpoints/svgfusion-icons-S"' \
+	  --set init_from='"runs/svgfusion-dit12"' --set train_sets='"tabler,lucide,mdi,phosphor,twemoji,openmoji,game-icons"' \
+	  --set prediction_type='"v_prediction"' --set snr_gamma=5.0 --set snr_floor=1.0 \
+	  --set scaling_factor=0.7946492433547974 --set batch_size=64 --set lr=8e-5 --set steps=4000 --set warmup_steps=200 \
+	  --output-dir runs/svgfusion-dit13
+	$(VENV)/bin/genstudio export runs/svgfusion-dit7 --to checkpoints/svgfusion-icons-S --overwrite \
+	  --set high=runs/svgfusion-dit13 --set expert_boundary=500
 	# the ablation: 2,000 steps (41 min on the AMD EPYC; on a slower CPU resume it with
 	# `genstudio train svgfusion-dit --config runs/svgfusion-raw/train_config.json` until it reaches them)
 	$(VENV)/bin/genstudio train svgfusion-dit --set vae='"raw"' --set steps=2000 --set warmup_steps=100 \

@@ -295,6 +295,41 @@ def test_a_high_noise_expert_takes_the_steps_above_its_boundary(tiny_folder, tmp
     assert seen == [int(v) for v in steps.timesteps if v >= 500] and len(seen) == 2  # CFG: cond + uncond in one call
 
 
+def test_export_adds_a_second_run_as_the_high_noise_expert(tiny_folder, tmp_path):
+    from genstudio.dit import DiT
+    from genstudio.export import export_run
+    from pipelines.text2svg.pipeline import SVGFusionPipeline
+
+    def fake_run(name, seed, prediction_type, scale=0.8):
+        run = tmp_path / name
+        dit = DiT.from_pretrained(tiny_folder / "transformer")
+        _wake(dit, seed=seed)
+        dit.save_pretrained(run / "final")
+        (run / "train_config.json").write_text(json.dumps({"recipe": "svgfusion-dit",
+                                                           "options": {"prediction_type": prediction_type}}))
+        (run / "latent_stats.json").write_text(json.dumps({"vae": str(tiny_folder), "scaling_factor": scale,
+                                                           "max_rows": 16}))
+        return run
+
+    low, high = fake_run("low", 1, "epsilon"), fake_run("high", 2, "v_prediction")
+    out = export_run(low, tmp_path / "experts", dtype="fp32", high=str(high), expert_boundary=600)
+    pipe = SVGFusionPipeline.from_pretrained(out, device="cpu", precision="fp32")
+    assert pipe.expert_boundary == 600 and pipe.high_prediction_type == "v_prediction"
+    assert pipe.scheduler.config.prediction_type == "epsilon" and pipe.vae.config.scaling_factor == 0.8
+    x, t = torch.randn(2, pipe.transformer.in_channels, 16, 1), torch.tensor([700, 100])
+    with torch.no_grad():
+        assert torch.equal(pipe.transformer_high(x, t), DiT.from_pretrained(high / "final").eval()(x, t))
+        assert torch.equal(pipe.transformer(x, t), DiT.from_pretrained(low / "final").eval()(x, t))
+    assert SVGFusionPipeline.from_pretrained(export_run(low, tmp_path / "plain", dtype="fp32"),
+                                             device="cpu").transformer_high is None
+    other = fake_run("other", 3, "epsilon", scale=0.5)
+    with pytest.raises(ValueError, match="other latents"):
+        export_run(low, tmp_path / "bad", dtype="fp32", high=str(other))
+    with pytest.raises(ValueError, match="expert_boundary"):
+        export_run(low, tmp_path / "bad", dtype="fp32", high=str(high), expert_boundary=1000)
+    assert not (tmp_path / "bad").exists()
+
+
 def _sample(pipe, guidance: float) -> torch.Tensor:
     from genstudio.diffusion import sample
     context, mask = pipe.encode_prompts(["a rocket"])

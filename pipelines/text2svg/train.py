@@ -306,12 +306,25 @@ def write_model_index(folder: Path, **extra) -> None:
     (Path(folder) / "model_index.json").write_text(json.dumps(index, indent=2))
 
 
-def export_dit(run_dir, to, dtype: torch.dtype) -> None:
-    """A whole pipeline folder: the run's VS-DiT + the VP-VAE it was trained on (with its scaling factor)."""
+def export_dit(run_dir, to, dtype: torch.dtype, high: str | None = None, expert_boundary: int = 500) -> None:
+    """A whole pipeline folder: the run's VS-DiT + the VP-VAE it was trained on (with its scaling factor).
+    `high` (`--set high=RUN`): a second svgfusion-dit run on the same latents, written as the high-noise expert
+    `transformer_high/` that takes the sampler's steps at t >= `expert_boundary` (eDiff-I, Balaji et al. 2022)."""
     from genstudio.export import run_record, run_weights, save_safetensors
     stats = json.loads((Path(run_dir) / LATENT_STATS).read_text())
     options = run_record(run_dir).get("options") or {}
     to = Path(to)
+    extra = {}
+    if high is not None:
+        high_stats = json.loads((Path(high) / LATENT_STATS).read_text())
+        if (high_stats["vae"] == "raw") != (stats["vae"] == "raw") or high_stats["max_rows"] != stats["max_rows"] \
+                or abs(high_stats["scaling_factor"] - stats["scaling_factor"]) > 1e-6:
+            raise ValueError(f"high={high} was trained on other latents than {run_dir} ({LATENT_STATS} differ)")
+        if not 0 < int(expert_boundary) < 1000:
+            raise ValueError(f"expert_boundary {expert_boundary}: need 0 < boundary < 1000")
+        extra = {"expert_boundary": int(expert_boundary),
+                 "high_prediction_type": (run_record(high).get("options") or {}).get("prediction_type", "epsilon")}
+        save_safetensors(DiT.from_pretrained(run_weights(high)).to(dtype), to / "transformer_high")
     save_safetensors(DiT.from_pretrained(run_weights(run_dir)).to(dtype), to / "transformer")
     if stats["vae"] != "raw":
         vae = load_vae(stats["vae"])
@@ -320,7 +333,7 @@ def export_dit(run_dir, to, dtype: torch.dtype) -> None:
     prediction_type = options.get("prediction_type", "epsilon")
     make_scheduler("ddim", prediction_type=prediction_type).save_pretrained(to / "scheduler")
     write_model_index(to, latent="raw" if stats["vae"] == "raw" else "vae", max_rows=stats["max_rows"],
-                      text_encoder=options.get("text_encoder", "minilm"))
+                      text_encoder=options.get("text_encoder", "minilm"), **extra)
 
 
 # ---------------------------------------------------------------- IconCLIP (the benchmark's feature space)
