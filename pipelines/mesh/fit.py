@@ -6,11 +6,14 @@ have the right kind of topology but drift from the input's surface. `fit_to_poin
 the squared Chamfer distance between the mesh's area-sampled surface and the input points, with a
 Laplacian term that keeps each vertex's offset from its neighbours' mean near the generated one
 (so the fit moves pieces rather than crumpling them). Scale-free: it runs in the target's unit box.
+Nearest neighbours come from KD-trees (scipy) without gradient, and the loss is written on those pairs:
+the same value and gradient as the min over a dense distance matrix, at a fraction of its cost.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 
 from genstudio.limits import check_time
 
@@ -65,8 +68,9 @@ def fit_to_points(vertices: np.ndarray, faces: np.ndarray, target: np.ndarray, s
         t = triangles[pick]
         surface = t[:, 0] + uv[:, :1] * (t[:, 1] - t[:, 0]) + uv[:, 1:] * (t[:, 2] - t[:, 0])
         near = points[torch.randint(len(points), (samples,), generator=g)]
-        d = torch.cdist(surface, near)
-        loss = (d.min(1).values.pow(2).mean() + d.min(0).values.pow(2).mean()
+        to_near = torch.from_numpy(cKDTree(near.numpy()).query(surface.detach().numpy())[1])
+        to_surface = torch.from_numpy(cKDTree(surface.detach().numpy()).query(near.numpy())[1])
+        loss = ((surface - near[to_near]).pow(2).sum(1).mean() + (near - surface[to_surface]).pow(2).sum(1).mean()
                 + smoothness * (laplacian(moved) - rest).pow(2).sum(1).mean())
         optimizer.zero_grad()
         loss.backward()
