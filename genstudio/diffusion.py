@@ -211,7 +211,8 @@ def diffusion_loss(
     if timesteps is None:
         low, high = timestep_range or (0, scheduler.config.num_train_timesteps)
         if not 0 <= low < high <= scheduler.config.num_train_timesteps:
-            raise ValueError(f"timestep_range {timestep_range} is not inside [0, {scheduler.config.num_train_timesteps})")
+            raise ValueError(f"timestep_range {timestep_range} is not inside "
+                             f"[0, {scheduler.config.num_train_timesteps})")
         timesteps = torch.randint(
             low, high, (batch,),
             generator=generator, device=generator.device if generator is not None else x0.device,

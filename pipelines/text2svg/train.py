@@ -295,7 +295,8 @@ def dit_recipe(cfg: dict) -> Recipe:
     def loss_fn(m, batch):
         return diffusion_loss(m, batch["latent"], scheduler, opts.prediction_type, snr_gamma=opts.snr_gamma,
                               snr_floor=opts.snr_floor, self_condition=opts.self_condition,
-                              timestep_range=(opts.t_min, opts.t_max), context=batch["context"].to(m.dtype), context_mask=batch["context_mask"])
+                              timestep_range=(opts.t_min, opts.t_max), context=batch["context"].to(m.dtype),
+                              context_mask=batch["context_mask"])
 
     return Recipe(model, LatentCaptions(mean, std, caption_ids, scaling_factor), loss_fn, train_cfg,
                   collate_fn=collate_fn, batch_sampler=sampler, eval_fn=evaluate, name="svgfusion-dit", options=opts)
