@@ -10,7 +10,9 @@
 #       train.write_latent_table), each exported in fp16 to OUT/NAME.tar.part-* (with the VAE named by VAE, default the shipped one), logs and metrics in OUT/logs.tar;
 #       SNR_GAMMA=5 for the Min-SNR-weighted loss (v6's recipe); SELF_COND=true: a self-conditioned VS-DiT (an INIT without it is widened);
 #       VAE=FOLDER: the VP-VAE the latent table was made with (make gpu-prep-text2svg T2S_VAE=FOLDER; carry the folder);
-#       INIT_PARTIAL=true: an INIT on another VP-VAE's latent width gives its trunk (in/out layers start fresh)
+#       INIT_PARTIAL=true: an INIT on another VP-VAE's latent width gives its trunk (in/out layers start fresh);
+#       EXTRA='--set ...' more options for every run, EXTRA_<NAME> (NAME with - as _) for one run: the two experts, e.g.
+#       EXTRA_high='--set prediction_type=v_prediction --set snr_floor=1 --set t_min=500' EXTRA_low='--set t_max=500'
 #
 # Made on the CPU machine by `make gpu-prep-text2svg`. Runs under that box's own python3, torch and transformers.
 set -uo pipefail
@@ -47,11 +49,12 @@ names=()
 while [ $# -ge 9 ]; do
   preset=$1 init=$2 batch=$3 lr=$4 steps=$5 warmup=$6 name=$7 workers=$8 seed=$9; shift 9
   initset=(); [ "$init" != none ] && initset=(--set init_from="\"$init\"")
+  own="EXTRA_${name//-/_}"; eval "extra=(${EXTRA:-} ${!own:-})"
   $G train svgfusion-dit --set vae="\"${VAE:-checkpoints/svgfusion-icons-S}\"" --set latent_table='".gpu/svgf-latents.npz"' \
     --set preset="\"$preset\"" "${initset[@]}" --set batch_size=$batch --set lr=$lr --set steps=$steps \
     --set warmup_steps=$warmup --set save_every=${SAVE_EVERY:-2000} --set num_workers=$workers --set seed=$seed \
     --set progress=false --set log_every=200 --set max_minutes="$minutes" --set snr_gamma=${SNR_GAMMA:-0} \
-    --set self_condition=${SELF_COND:-false} --set init_partial=${INIT_PARTIAL:-false} \
+    --set self_condition=${SELF_COND:-false} --set init_partial=${INIT_PARTIAL:-false} "${extra[@]}" \
     --output-dir /tmp/runs/$name \
     > $logs/$name.log 2>&1 &
   names+=("$name")
