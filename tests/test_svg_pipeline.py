@@ -306,7 +306,7 @@ def test_bench_quick_end_to_end(tiny_starvector, tmp_path, monkeypatch):
     monkeypatch.setenv("GENSTUDIO_DATA", str(root))
     report = Report("svg", tmp_path / "out")
     bench_svg(report, quick=True, model=str(tiny_starvector.folder), candidates=2, max_new_tokens=48,
-              sets=("lucide", "tabler"))
+              sets=("lucide", "tabler"), refine_steps=6)
     methods = {r["method"] for r in report.rows}
     assert methods == {"vtracer-binary", "vtracer-color", "potrace", "blank-canvas", "refine-empty-canvas",
                        "ours-greedy", "ours-best-of-2", "ours-greedy+refine", "ours-default"}
