@@ -331,6 +331,12 @@ gpu-prep-text2svg: install
 	# there: bash scripts/gpu-text2svg.sh states   (carry .gpu/minilm .gpu/svgf-captions.json .gpu/whl), then
 	#        bash scripts/gpu-text2svg.sh train $$OUT 8.4 S checkpoints/svgfusion-icons-S 512 5e-4 10000 200 dit-S 5 0 \
 	#          M none 512 5e-4 8000 500 dit-M 5 0   (carry .gpu/svgf-latents.npz .gpu/whl checkpoints/svgfusion-icons-S)
+	#        v8's two experts at scale (T2S_SETS=tabler,lucide,mdi,phosphor,twemoji,openmoji,game-icons here; checked
+	#        end to end on the CPU with a 1.5-minute budget, 2026-12-02):
+	#        SNR_GAMMA=5 EXTRA='--set scaling_factor=0.7946492433547974' EXTRA_low='--set t_max=500' \
+	#          EXTRA_high='--set prediction_type=v_prediction --set snr_floor=1 --set t_min=500' EXPERTS='low high 500' \
+	#          bash scripts/gpu-text2svg.sh train $$OUT 8.4 S checkpoints/svgfusion-icons-S 512 2e-4 10000 200 low 5 0 \
+	#          S checkpoints/svgfusion-icons-S/transformer_high 512 2e-4 10000 200 high 5 1
 
 # VAT curve vs Draco + decimation at matched bytes, ablations, G3PT generation (`genstudio bench shape`);
 # pass the runs: make bench-shape VAT=runs/vat-S G3PT=runs/g3pt-S (and VAT_NOVAR= VAT_VQ= G3PT_INTERP=)

@@ -12,7 +12,8 @@
 #       VAE=FOLDER: the VP-VAE the latent table was made with (make gpu-prep-text2svg T2S_VAE=FOLDER; carry the folder);
 #       INIT_PARTIAL=true: an INIT on another VP-VAE's latent width gives its trunk (in/out layers start fresh);
 #       EXTRA='--set ...' more options for every run, EXTRA_<NAME> (NAME with - as _) for one run: the two experts, e.g.
-#       EXTRA_high='--set prediction_type=v_prediction --set snr_floor=1 --set t_min=500' EXTRA_low='--set t_max=500'
+#       EXTRA_high='--set prediction_type=v_prediction --set snr_floor=1 --set t_min=500' EXTRA_low='--set t_max=500';
+#       EXPERTS='low high 500': also the two runs as one pipeline (high = transformer_high/) in OUT/experts.tar.part-*
 #
 # Made on the CPU machine by `make gpu-prep-text2svg`. Runs under that box's own python3, torch and transformers.
 set -uo pipefail
@@ -66,5 +67,10 @@ for name in "${names[@]}"; do
   $G export /tmp/runs/$name --to /tmp/export/$name --dtype fp16 --overwrite && \
     tar cf - -C /tmp/export $name | split -b 16000k - "$out/$name.tar.part-"   # what comes back: files <= 16 MiB
 done
+if [ -n "${EXPERTS:-}" ]; then  # EXPERTS="LOW HIGH BOUNDARY": one pipeline, HIGH as the expert for the steps t >= BOUNDARY
+  read -r low high boundary <<< "$EXPERTS"
+  $G export /tmp/runs/$low --to /tmp/export/experts --dtype fp16 --overwrite --set high=/tmp/runs/$high \
+    --set expert_boundary=$boundary && tar cf - -C /tmp/export experts | split -b 16000k - "$out/experts.tar.part-"
+fi
 tar cf "$out/logs.tar" -C $logs .
 ls -la "$out"
