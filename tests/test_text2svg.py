@@ -327,6 +327,21 @@ def test_export_adds_a_second_run_as_the_high_noise_expert(tiny_folder, tmp_path
         export_run(low, tmp_path / "bad", dtype="fp32", high=str(other))
     with pytest.raises(ValueError, match="expert_boundary"):
         export_run(low, tmp_path / "bad", dtype="fp32", high=str(high), expert_boundary=1000)
+    # a model soup: each expert the weight average of two runs (same latents, architecture, prediction type)
+    low2, high2 = fake_run("low2", 4, "epsilon"), fake_run("high2", 5, "v_prediction")
+    soup = SVGFusionPipeline.from_pretrained(
+        export_run(low, tmp_path / "soup", dtype="fp32", average=str(low2), high=str(high), high_average=str(high2)),
+        device="cpu", precision="fp32")
+    for model, a, b in ((soup.transformer, low, low2), (soup.transformer_high, high, high2)):
+        wa, wb = (DiT.from_pretrained(r / "final").state_dict() for r in (a, b))
+        assert all(torch.allclose(w, (wa[k] + wb[k]) / 2) for k, w in model.state_dict().items())
+        assert not torch.equal(wa["final_layer.linear.weight"], wb["final_layer.linear.weight"])
+    with pytest.raises(ValueError, match="prediction type"):
+        export_run(low, tmp_path / "bad", dtype="fp32", average=str(high))
+    with pytest.raises(ValueError, match="other latents"):
+        export_run(low, tmp_path / "bad", dtype="fp32", average=str(other))
+    with pytest.raises(ValueError, match="high_average needs high"):
+        export_run(low, tmp_path / "bad", dtype="fp32", high_average=str(high2))
     assert not (tmp_path / "bad").exists()
 
 

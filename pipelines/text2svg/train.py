@@ -307,26 +307,56 @@ def write_model_index(folder: Path, **extra) -> None:
     (Path(folder) / "model_index.json").write_text(json.dumps(index, indent=2))
 
 
-def export_dit(run_dir, to, dtype: torch.dtype, high: str | None = None, expert_boundary: int = 500) -> None:
+def _same_latents(run_dir, other, what: str) -> None:
+    a, b = (json.loads((Path(r) / LATENT_STATS).read_text()) for r in (run_dir, other))
+    if (a["vae"] == "raw") != (b["vae"] == "raw") or a["max_rows"] != b["max_rows"] \
+            or abs(a["scaling_factor"] - b["scaling_factor"]) > 1e-6:
+        raise ValueError(f"{what}={other} was trained on other latents than {run_dir} ({LATENT_STATS} differ)")
+
+
+def _prediction_type(run) -> str:
+    from genstudio.export import run_record
+    return (run_record(run).get("options") or {}).get("prediction_type", "epsilon")
+
+
+def _dit(run, average: str | None, what: str) -> DiT:
+    """The run's VS-DiT; with `average`, the uniform average of its weights and those of a second run of the
+    same architecture, latents and prediction type (a model soup, Wortsman et al. 2022: two fine-tunings of one model)."""
+    from genstudio.export import run_weights
+    model = DiT.from_pretrained(run_weights(run))
+    if average is None:
+        return model
+    _same_latents(run, average, what)
+    other = DiT.from_pretrained(run_weights(average))
+    def arch(m):
+        return {k: v for k, v in m.config.items() if not k.startswith("_")}
+    if arch(other) != arch(model) or _prediction_type(average) != _prediction_type(run):
+        raise ValueError(f"{what}={average}: another VS-DiT architecture or prediction type than {run}")
+    theirs = other.state_dict()
+    model.load_state_dict({k: (v.float() + theirs[k].float()) / 2 for k, v in model.state_dict().items()})
+    return model
+
+
+def export_dit(run_dir, to, dtype: torch.dtype, high: str | None = None, expert_boundary: int = 500,
+               average: str | None = None, high_average: str | None = None) -> None:
     """A whole pipeline folder: the run's VS-DiT + the VP-VAE it was trained on (with its scaling factor).
     `high` (`--set high=RUN`): a second svgfusion-dit run on the same latents, written as the high-noise expert
-    `transformer_high/` that takes the sampler's steps at t >= `expert_boundary` (eDiff-I, Balaji et al. 2022)."""
-    from genstudio.export import run_record, run_weights, save_safetensors
+    `transformer_high/` that takes the sampler's steps at t >= `expert_boundary` (eDiff-I, Balaji et al. 2022).
+    `average` / `high_average` (`--set average=RUN`): write the weight average of that run and the (high) run."""
+    from genstudio.export import run_record, save_safetensors
     stats = json.loads((Path(run_dir) / LATENT_STATS).read_text())
     options = run_record(run_dir).get("options") or {}
     to = Path(to)
     extra = {}
+    if high_average is not None and high is None:
+        raise ValueError("high_average needs high=RUN (the run it is averaged with)")
     if high is not None:
-        high_stats = json.loads((Path(high) / LATENT_STATS).read_text())
-        if (high_stats["vae"] == "raw") != (stats["vae"] == "raw") or high_stats["max_rows"] != stats["max_rows"] \
-                or abs(high_stats["scaling_factor"] - stats["scaling_factor"]) > 1e-6:
-            raise ValueError(f"high={high} was trained on other latents than {run_dir} ({LATENT_STATS} differ)")
+        _same_latents(run_dir, high, "high")
         if not 0 < int(expert_boundary) < 1000:
             raise ValueError(f"expert_boundary {expert_boundary}: need 0 < boundary < 1000")
-        extra = {"expert_boundary": int(expert_boundary),
-                 "high_prediction_type": (run_record(high).get("options") or {}).get("prediction_type", "epsilon")}
-        save_safetensors(DiT.from_pretrained(run_weights(high)).to(dtype), to / "transformer_high")
-    save_safetensors(DiT.from_pretrained(run_weights(run_dir)).to(dtype), to / "transformer")
+        extra = {"expert_boundary": int(expert_boundary), "high_prediction_type": _prediction_type(high)}
+        save_safetensors(_dit(high, high_average, "high_average").to(dtype), to / "transformer_high")
+    save_safetensors(_dit(run_dir, average, "average").to(dtype), to / "transformer")
     if stats["vae"] != "raw":
         vae = load_vae(stats["vae"])
         vae.register_to_config(scaling_factor=stats["scaling_factor"])
