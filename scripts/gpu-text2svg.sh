@@ -67,7 +67,7 @@ for name in "${names[@]}"; do
   $G export /tmp/runs/$name --to /tmp/export/$name --dtype fp16 --overwrite && \
     tar cf - -C /tmp/export $name | split -b 16000k - "$out/$name.tar.part-"   # what comes back: files <= 16 MiB
 done
-if [ -n "${EXPERTS:-}" ]; then  # EXPERTS="LOW HIGH BOUNDARY": one pipeline, HIGH as the expert for the steps t >= BOUNDARY
+if [ -n "${EXPERTS:-}" ]; then  # EXPERTS="LOW HIGH BOUNDARY": one pipeline, HIGH the expert for t >= BOUNDARY
   read -r low high boundary <<< "$EXPERTS"
   $G export /tmp/runs/$low --to /tmp/export/experts --dtype fp16 --overwrite --set high=/tmp/runs/$high \
     --set expert_boundary=$boundary && tar cf - -C /tmp/export experts | split -b 16000k - "$out/experts.tar.part-"

@@ -321,7 +321,8 @@ def _prediction_type(run) -> str:
 
 def _dit(run, average: str | None, what: str) -> DiT:
     """The run's VS-DiT; with `average`, the uniform average of its weights and those of a second run of the
-    same architecture, latents and prediction type (a model soup, Wortsman et al. 2022: two fine-tunings of one model)."""
+    same architecture, latents and prediction type (a model soup, Wortsman et al. 2022: two fine-tunings of one
+    model)."""
     from genstudio.export import run_weights
     model = DiT.from_pretrained(run_weights(run))
     if average is None:
