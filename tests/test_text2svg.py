@@ -295,6 +295,44 @@ def test_a_high_noise_expert_takes_the_steps_above_its_boundary(tiny_folder, tmp
     assert seen == [int(v) for v in steps.timesteps if v >= 500] and len(seen) == 2  # CFG: cond + uncond in one call
 
 
+def test_autoguidance_guides_away_from_the_weaker_model(tiny_folder, tmp_path, monkeypatch):
+    import shutil
+    from genstudio.dit import DiT
+    from genstudio.render import InputError
+    from pipelines.text2svg.pipeline import SVGFusionPipeline
+    folder = tmp_path / "guided"
+    shutil.copytree(tiny_folder, folder)
+    guide = DiT.from_pretrained(folder / "transformer")
+    _wake(guide, seed=7)
+    guide.save_pretrained(folder / "transformer_guide")
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "autoguidance": 1.5, "guide_input_scale": 2.0}))
+    pipe = SVGFusionPipeline.from_pretrained(folder, device="cpu", precision="fp32")
+    plain = SVGFusionPipeline.from_pretrained(tiny_folder, device="cpu", precision="fp32")
+    assert pipe.autoguidance == 1.5 and plain.autoguidance == 0.0 and plain.transformer_guide is None
+    kw = dict(num_samples=2, num_inference_steps=3, seed=0, progress=False)
+    off, base = pipe("a rocket", autoguidance=0, **kw), plain("a rocket", **kw)
+    assert off.svgs == base.svgs and off.metadata["autoguidance"] == 0.0  # w = 0: the plain model, bit for bit
+    seen, main = [], []
+    g_forward, m_forward = pipe.transformer_guide.forward, pipe.transformer.forward
+    monkeypatch.setattr(pipe.transformer_guide, "forward",
+                        lambda x, t, **k: (seen.append((x.clone(), k["context_mask"].any())), g_forward(x, t, **k))[1])
+    monkeypatch.setattr(pipe.transformer, "forward", lambda x, t, **k: (main.append(x.clone()), m_forward(x, t, **k))[1])
+    on = pipe("a rocket", **kw)
+    assert on.metadata["autoguidance"] == 1.5 and len(seen) == 3  # one guide call a step, with the prompt
+    assert all(has_prompt for _, has_prompt in seen)
+    assert torch.allclose(seen[0][0], 2.0 * main[0][:2])  # the guide reads the latent in its own scale
+    latents = []
+    monkeypatch.setattr(pipe, "decode", lambda x: (latents.append(x), SVGFusionPipeline.decode(pipe, x))[1])
+    pipe("a rocket", autoguidance=0, **kw), pipe("a rocket", **kw)
+    assert not torch.allclose(latents[0], latents[1])  # guided sampling moves the samples
+    for bad in (-1.0, 11.0):
+        with pytest.raises(InputError, match="autoguidance must be"):
+            pipe("a rocket", autoguidance=bad, **kw)
+    with pytest.raises(InputError, match="has none"):
+        plain("a rocket", autoguidance=1.0, **kw)
+
+
 def test_export_adds_a_second_run_as_the_high_noise_expert(tiny_folder, tmp_path):
     from genstudio.dit import DiT
     from genstudio.export import export_run
@@ -340,6 +378,30 @@ def test_export_adds_a_second_run_as_the_high_noise_expert(tiny_folder, tmp_path
         export_run(low, tmp_path / "bad", dtype="fp32", average=str(high))
     with pytest.raises(ValueError, match="other latents"):
         export_run(low, tmp_path / "bad", dtype="fp32", average=str(other))
+    # autoguidance: a weaker checkpoint on the same VP-VAE, copied as transformer_guide/
+    guided = SVGFusionPipeline.from_pretrained(export_run(low, tmp_path / "guided", dtype="fp32", guide=str(tiny_folder),
+                                                          autoguidance="1.5"), device="cpu", precision="fp32")
+    original = SVGFusionPipeline.from_pretrained(tiny_folder, device="cpu", precision="fp32")
+    assert guided.autoguidance == 1.5
+    assert guided.guide_input_scale == pytest.approx(original.vae.config.scaling_factor / 0.8)
+    with torch.no_grad():
+        assert torch.equal(guided.transformer_guide(x, t), original.transformer(x, t))
+    import shutil
+    from pipelines.text2svg.svgfusion import VPVAE
+    shutil.copytree(tiny_folder, tmp_path / "other-vae")
+    vae = VPVAE.from_pretrained(tiny_folder / "vae")
+    _wake(vae, seed=9)
+    vae.save_pretrained(tmp_path / "other-vae" / "vae")
+    for options, message in (({"guide": str(tmp_path / "nothing")}, "not an SVGFusion checkpoint"),
+                             ({"guide": str(tmp_path / "other-vae")}, "another VP-VAE"),
+                             ({"guide": str(tmp_path / "guided"), "autoguidance": "0"}, "autoguidance"),
+                             ({"guide": str(tmp_path / "experts")}, None)):  # the same VP-VAE: accepted
+        if message is None:
+            export_run(low, tmp_path / "ok", dtype="fp32", **options)
+            continue
+        with pytest.raises(ValueError, match=message):
+            export_run(low, tmp_path / "bad", dtype="fp32", **options)
+    assert not (tmp_path / "bad").exists()
     with pytest.raises(ValueError, match="high_average needs high"):
         export_run(low, tmp_path / "bad", dtype="fp32", high_average=str(high2))
     assert not (tmp_path / "bad").exists()
@@ -421,6 +483,7 @@ def test_cli_bad_input_is_one_line_and_nonzero(tiny_folder, tmp_path):
                  ["text2svg", "x", "--init", tmp_path / "missing.svg", "-m", tiny_folder],
                  ["text2svg", "x", "--init", binary, "-m", tiny_folder],
                  ["text2svg", "x", "--init", busy, "-m", tiny_folder, "-o", tmp_path / "never"],
+                 ["text2svg", "x", "--autoguidance", "1", "-m", tiny_folder, "-o", tmp_path / "never"],  # no guide
                  ["text2svg", "x", "--init", "search", "-m", tiny_folder, "-o", tmp_path / "never"]):  # no icons data
         r = run_genstudio(*args)
         assert r.returncode != 0, args

@@ -68,6 +68,10 @@ def text2svg(ctx: typer.Context,
              guidance: float = typer.Option(3.0, "--guidance", "-g", min=1.0, max=50.0,
                                             help="Classifier-free guidance scale (1 = off)."),
              steps: int = typer.Option(50, "--steps", "-s", min=1, max=1000, help="Sampling steps."),
+             autoguidance: Optional[float] = typer.Option(None, "--autoguidance", "-a", min=0.0, max=10.0,
+                                                          help="Guidance away from the checkpoint's weaker guide "
+                                                               "model (autoguidance; 0 = off; default: the "
+                                                               "checkpoint's own)."),
              candidates: int = typer.Option(1, "--candidates", "-c", min=1, max=16,
                                             help="Draw C x NUM samples per prompt and keep the NUM the model itself "
                                                  "rates most about the prompt (slower; 1 = off)."),
@@ -127,10 +131,11 @@ def text2svg(ctx: typer.Context,
         if search is not None:  # sample k starts from the k-th nearest library icon
             found = [search.read(item) for item in search.top([text], num)[0]]
             return pipe([text] * len(found), num_samples=1, guidance_scale=guidance, num_inference_steps=steps,
-                        scheduler=scheduler, seed=run.seed, candidates=candidates, init_svg=found, strength=strength)
+                        scheduler=scheduler, seed=run.seed, candidates=candidates, init_svg=found, strength=strength,
+                        autoguidance=autoguidance)
         return pipe(text, num_samples=num, guidance_scale=guidance, num_inference_steps=steps,
                     scheduler=scheduler, seed=run.seed, candidates=candidates, init_svg=init_svg,
-                    strength=strength)
+                    strength=strength, autoguidance=autoguidance)
 
     if single_file:
         out = generate(todo[0])

@@ -12,7 +12,10 @@ A checkpoint folder holds transformer/ (the core DiT), vae/ (the VP-VAE with its
 factor; absent in the raw-rows ablation), scheduler/ and model_index.json. An optional
 transformer_high/ is a second VS-DiT that takes the steps at timesteps >= model_index's
 "expert_boundary" (expert denoisers, Balaji et al. 2022, "eDiff-I"), of its own prediction type
-("high_prediction_type"), rewritten for the scheduler. The text encoder is the
+("high_prediction_type"), rewritten for the scheduler. An optional transformer_guide/ is a weaker,
+earlier VS-DiT that sampling is guided away from (autoguidance, Karras et al. 2024, "Guiding a Diffusion
+Model with a Bad Version of Itself"): p = (1 + w) * p_cfg - w * p_guide, both conditioned on the prompt,
+w = model_index's "autoguidance" unless the call says otherwise (0 = off). The text encoder is the
 packaged MiniLM (`genstudio.text`). SVGFusion's authors released no weights, so there is no
 official checkpoint to load: `from_pretrained` takes our checkpoints (a name, folder or hub id).
 """
@@ -46,6 +49,7 @@ from .svgfusion import VPVAE, RowCodec, from_dit, to_dit
 MAX_SAMPLES = 256       # one call's bound (prompts x samples)
 MAX_STEPS = 1000
 MAX_CANDIDATES = 16
+MAX_AUTOGUIDANCE = 10.0
 RERANK_TIMESTEPS = (100, 250, 400, 550, 700, 850)  # where the VS-DiT's own denoising error ranks candidates
 
 
@@ -93,14 +97,18 @@ class SVGFusionPipeline(DiffusionPipeline, PipelineMixin):
     output_suffix = ".svg"
     checkpoint_classes = ("SVGFusionPipeline", "VPVAE")
     compress_component = "transformer"
-    _optional_components = ["vae", "transformer_high"]
+    _optional_components = ["vae", "transformer_high", "transformer_guide"]
 
     def __init__(self, transformer: DiT, scheduler, vae: VPVAE | None = None, text_encoder: str = "minilm",
                  transformer_high: DiT | None = None, expert_boundary: int = 1000,
-                 high_prediction_type: str = "epsilon"):
+                 high_prediction_type: str = "epsilon", transformer_guide: DiT | None = None,
+                 autoguidance: float = 0.0, guide_input_scale: float = 1.0):
         super().__init__()
-        self.register_modules(transformer=transformer, vae=vae, scheduler=scheduler, transformer_high=transformer_high)
+        self.register_modules(transformer=transformer, vae=vae, scheduler=scheduler, transformer_high=transformer_high,
+                              transformer_guide=transformer_guide)
         self.expert_boundary, self.high_prediction_type = int(expert_boundary), high_prediction_type
+        # the guide's default weight, and the factor from this latent scale to the one the guide was trained on
+        self.autoguidance, self.guide_input_scale = float(autoguidance), float(guide_input_scale)
         self.text_encoder_name = text_encoder
         self.name = None
         self.precision = None
@@ -126,8 +134,11 @@ class SVGFusionPipeline(DiffusionPipeline, PipelineMixin):
             else make_scheduler("ddim")
         high = load_model(DiT, folder / "transformer_high", dtype).eval() if (folder / "transformer_high").is_dir() \
             else None
+        guide = load_model(DiT, folder / "transformer_guide", dtype).eval() \
+            if (folder / "transformer_guide").is_dir() else None
         return cls(transformer, scheduler, vae, index.get("text_encoder", "minilm"), high,
-                   index.get("expert_boundary", 1000), index.get("high_prediction_type", "epsilon"))
+                   index.get("expert_boundary", 1000), index.get("high_prediction_type", "epsilon"), guide,
+                   index.get("autoguidance", 0.0) if guide is not None else 0.0, index.get("guide_input_scale", 1.0))
 
     # ---- helpers
     def _scheduler(self, name: str | None):
@@ -153,6 +164,14 @@ class SVGFusionPipeline(DiffusionPipeline, PipelineMixin):
             if upper.all():
                 return out
             return torch.where(upper.reshape(-1, *[1] * (x.ndim - 1)), out, low(x.to(low.dtype), t, **kw).to(out.dtype))
+        return fn
+
+    def guide(self):
+        """The weaker VS-DiT as the sampler's negative model (same prediction type as the scheduler)."""
+        guide, scale = self.transformer_guide, self.guide_input_scale
+
+        def fn(x, t, **kw):
+            return guide((x * scale).to(guide.dtype), t, **kw)
         return fn
 
     def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -209,13 +228,14 @@ class SVGFusionPipeline(DiffusionPipeline, PipelineMixin):
                  scheduler: str | None = None, seed: int | None = SEED_DEFAULT, generator=None,
                  progress: bool | None = None, image_size: int = 256, batch_size: int = 64,
                  candidates: int = 1, init_svg: str | list[str] | None = None,
-                 strength: float = 0.2) -> Text2SVGOutput:
+                 strength: float = 0.2, autoguidance: float | None = None) -> Text2SVGOutput:
         """`num_samples` SVGs for each prompt (a string or a list). guidance_scale: classifier-free
         guidance (1 = off). candidates > 1: draw that many times more samples and keep, per prompt, the
         `num_samples` the VS-DiT itself rates most about the prompt (`self_scores`; measured with DDIM 50, 4
         candidates take 3.5x the time of one). init_svg: variations of a drawing (one SVG text, or one per
         prompt) redrawn toward the prompt, SDEdit-style: its latent is noised to `strength` (0 = keep it,
-        1 = ignore it) and only that last part of the sampling runs."""
+        1 = ignore it) and only that last part of the sampling runs. autoguidance: the weight w of the guidance
+        away from transformer_guide (None = the checkpoint's default, 0 = off; costs one more DiT call a step)."""
         t0 = time.perf_counter()
         # 1. inputs
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -234,6 +254,12 @@ class SVGFusionPipeline(DiffusionPipeline, PipelineMixin):
             raise InputError(f"image_size must be between 16 and 2048, got {image_size}")
         if not 1 <= candidates <= MAX_CANDIDATES:
             raise InputError(f"candidates must be between 1 and {MAX_CANDIDATES}, got {candidates}")
+        autoguidance = self.autoguidance if autoguidance is None else float(autoguidance)
+        if not 0.0 <= autoguidance <= MAX_AUTOGUIDANCE:
+            raise InputError(f"autoguidance must be between 0 and {MAX_AUTOGUIDANCE} (0 = off), got {autoguidance}")
+        if autoguidance and self.transformer_guide is None:
+            raise InputError("autoguidance needs a checkpoint with a guide model (transformer_guide/); this one has none")
+        guide = dict(negative_model_fn=self.guide(), negative_guidance=autoguidance) if autoguidance else {}
         inits = None
         if init_svg is not None:
             if not 0.0 < strength <= 1.0:
@@ -262,7 +288,7 @@ class SVGFusionPipeline(DiffusionPipeline, PipelineMixin):
                                       self._scheduler(scheduler), num_inference_steps, generator=generator,
                                       progress=self.progress_enabled(progress), device=device,
                                       self_condition=t.config.self_condition, context=context,
-                                      context_mask=mask, **cfg,
+                                      context_mask=mask, **cfg, **guide,
                                       **({} if inits is None else {"init": inits[i:i + batch_size],
                                                                    "strength": strength})).float())
         latents = torch.cat(samples)
@@ -285,6 +311,7 @@ class SVGFusionPipeline(DiffusionPipeline, PipelineMixin):
                               message=message,
                               metadata=self.metadata(seed, num_inference_steps, t0, guidance_scale=guidance_scale,
                                                      valid=valid, samples=len(svgs), candidates=candidates,
+                                                     autoguidance=autoguidance,
                                                      latent="raw" if self.vae is None else "vae",
                                                      **({} if inits is None else {"strength": strength})))
 

@@ -187,6 +187,7 @@ def vae_loss(model: VPVAE, batch: dict):
 
 VSDIT_CONFIGS = {  # hidden, depth, heads
     "tiny": dict(hidden_size=64, depth=2, num_heads=2),
+    "XS": dict(hidden_size=96, depth=3, num_heads=2),     # a guide for autoguidance (a smaller, shorter-trained S)
     "S": dict(hidden_size=192, depth=6, num_heads=4),
     "M": dict(hidden_size=256, depth=8, num_heads=4),    # 12.5 M parameters: fp16 with the VAE under 30 MB
     "B": dict(hidden_size=384, depth=12, num_heads=6),

@@ -98,7 +98,7 @@ def load_vae(path: str | Path) -> VPVAE:
 @dataclass
 class DiTOptions:
     vae: str = "runs/svgfusion-vae"   # a svgfusion-vae run or folder; "raw": the ablation on row features
-    preset: str = "S"                 # tiny / S / B (VSDIT_CONFIGS)
+    preset: str = "S"                 # tiny / XS / S / M / B (VSDIT_CONFIGS)
     max_rows: int = 64
     text_dropout: float = 0.1         # caption dropout for classifier-free guidance
     prediction_type: str = "epsilon"
@@ -338,12 +338,40 @@ def _dit(run, average: str | None, what: str) -> DiT:
     return model
 
 
+def _guide(folder, vae: VPVAE, scaling_factor: float, prediction_type: str, like: DiT) -> tuple[Path, float]:
+    """A weaker SVGFusion checkpoint folder to guide away from (autoguidance): its transformer/ (plain or
+    compressed by `genstudio compress`) and the factor from this export's latent scale to the one it was trained
+    on. It must share the VP-VAE's weights, the sampler's prediction type and the latent grid."""
+    from genstudio.vq4dit import load_model
+    folder = Path(folder)
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+        theirs = VPVAE.from_pretrained(folder / "vae")
+        model = load_model(DiT, folder / "transformer")
+        sched = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"guide={folder}: not an SVGFusion checkpoint folder ({e})") from None
+    ours = vae.state_dict()
+    if index.get("_class_name") != "SVGFusionPipeline" or set(theirs.state_dict()) != set(ours) or not all(
+            torch.allclose(v.float(), ours[k].float(), atol=1e-3) for k, v in theirs.state_dict().items()):
+        raise ValueError(f"guide={folder}: another VP-VAE than this run's (a guide must share its latents)")
+    if sched.get("prediction_type", "epsilon") != prediction_type:
+        raise ValueError(f"guide={folder}: predicts {sched.get('prediction_type')}, this run {prediction_type}")
+    if (model.in_channels, tuple(model.grid_size)) != (like.in_channels, tuple(like.grid_size)):
+        raise ValueError(f"guide={folder}: another latent grid than this run's")
+    return folder / "transformer", theirs.config.scaling_factor / scaling_factor
+
+
 def export_dit(run_dir, to, dtype: torch.dtype, high: str | None = None, expert_boundary: int = 500,
-               average: str | None = None, high_average: str | None = None) -> None:
+               average: str | None = None, high_average: str | None = None, guide: str | None = None,
+               autoguidance: float = 1.0) -> None:
     """A whole pipeline folder: the run's VS-DiT + the VP-VAE it was trained on (with its scaling factor).
     `high` (`--set high=RUN`): a second svgfusion-dit run on the same latents, written as the high-noise expert
     `transformer_high/` that takes the sampler's steps at t >= `expert_boundary` (eDiff-I, Balaji et al. 2022).
-    `average` / `high_average` (`--set average=RUN`): write the weight average of that run and the (high) run."""
+    `average` / `high_average` (`--set average=RUN`): write the weight average of that run and the (high) run.
+    `guide` (`--set guide=FOLDER`): a weaker, earlier SVGFusion checkpoint on the same VP-VAE, copied as
+    `transformer_guide/`: sampling is guided away from it with weight `autoguidance` (Karras et al. 2024)."""
+    import shutil
     from genstudio.export import run_record, save_safetensors
     stats = json.loads((Path(run_dir) / LATENT_STATS).read_text())
     options = run_record(run_dir).get("options") or {}
@@ -357,12 +385,21 @@ def export_dit(run_dir, to, dtype: torch.dtype, high: str | None = None, expert_
             raise ValueError(f"expert_boundary {expert_boundary}: need 0 < boundary < 1000")
         extra = {"expert_boundary": int(expert_boundary), "high_prediction_type": _prediction_type(high)}
         save_safetensors(_dit(high, high_average, "high_average").to(dtype), to / "transformer_high")
-    save_safetensors(_dit(run_dir, average, "average").to(dtype), to / "transformer")
+    low = _dit(run_dir, average, "average")
+    save_safetensors(low.to(dtype), to / "transformer")
+    prediction_type = options.get("prediction_type", "epsilon")
+    if guide is not None and stats["vae"] == "raw":
+        raise ValueError("guide=FOLDER needs a run on VP-VAE latents")
     if stats["vae"] != "raw":
         vae = load_vae(stats["vae"])
         vae.register_to_config(scaling_factor=stats["scaling_factor"])
+        if guide is not None:
+            if not 0 < float(autoguidance) <= 10:
+                raise ValueError(f"autoguidance {autoguidance}: need 0 < w <= 10")
+            source, scale = _guide(guide, vae, stats["scaling_factor"], prediction_type, low)
+            shutil.copytree(source, to / "transformer_guide")
+            extra.update(autoguidance=float(autoguidance), guide_input_scale=scale)
         save_safetensors(vae.to(dtype), to / "vae")
-    prediction_type = options.get("prediction_type", "epsilon")
     make_scheduler("ddim", prediction_type=prediction_type).save_pretrained(to / "scheduler")
     write_model_index(to, latent="raw" if stats["vae"] == "raw" else "vae", max_rows=stats["max_rows"],
                       text_encoder=options.get("text_encoder", "minilm"), **extra)
