@@ -263,19 +263,24 @@ def test_init_svg_variations_start_from_its_latent(tiny_folder, monkeypatch):
         pipe(["a", "b", "c"], init_svg=[SQUARE, SQUARE], **kw)
 
 
-def test_a_high_noise_expert_takes_the_steps_above_its_boundary(tiny_folder, tmp_path, monkeypatch):
+def _with_second_dit(tiny_folder: Path, folder: Path, component: str, seed: int, **index) -> Path:
+    """A copy of the tiny pipeline with another (woken) VS-DiT as `component` and `index` in model_index.json."""
     import shutil
-    from genstudio.diffusion import convert_prediction
     from genstudio.dit import DiT
-    from pipelines.text2svg.pipeline import SVGFusionPipeline
-    folder = tmp_path / "experts"
     shutil.copytree(tiny_folder, folder)
-    high = DiT.from_pretrained(folder / "transformer")
-    _wake(high, seed=5)
-    high.save_pretrained(folder / "transformer_high")
-    index = json.loads((folder / "model_index.json").read_text())
-    (folder / "model_index.json").write_text(json.dumps({**index, "expert_boundary": 500,
-                                                         "high_prediction_type": "v_prediction"}))
+    second = DiT.from_pretrained(folder / "transformer")
+    _wake(second, seed=seed)
+    second.save_pretrained(folder / component)
+    old = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**old, **index}))
+    return folder
+
+
+def test_a_high_noise_expert_takes_the_steps_above_its_boundary(tiny_folder, tmp_path, monkeypatch):
+    from genstudio.diffusion import convert_prediction
+    from pipelines.text2svg.pipeline import SVGFusionPipeline
+    folder = _with_second_dit(tiny_folder, tmp_path / "experts", "transformer_high", 5, expert_boundary=500,
+                              high_prediction_type="v_prediction")
     pipe = SVGFusionPipeline.from_pretrained(folder, device="cpu", precision="fp32")
     plain = SVGFusionPipeline.from_pretrained(tiny_folder, device="cpu", precision="fp32")
     assert pipe.transformer_high is not None and plain.transformer_high is None and pipe.expert_boundary == 500
@@ -296,17 +301,10 @@ def test_a_high_noise_expert_takes_the_steps_above_its_boundary(tiny_folder, tmp
 
 
 def test_autoguidance_guides_away_from_the_weaker_model(tiny_folder, tmp_path, monkeypatch):
-    import shutil
-    from genstudio.dit import DiT
     from genstudio.render import InputError
     from pipelines.text2svg.pipeline import SVGFusionPipeline
-    folder = tmp_path / "guided"
-    shutil.copytree(tiny_folder, folder)
-    guide = DiT.from_pretrained(folder / "transformer")
-    _wake(guide, seed=7)
-    guide.save_pretrained(folder / "transformer_guide")
-    index = json.loads((folder / "model_index.json").read_text())
-    (folder / "model_index.json").write_text(json.dumps({**index, "autoguidance": 1.5, "guide_input_scale": 2.0}))
+    folder = _with_second_dit(tiny_folder, tmp_path / "guided", "transformer_guide", 7, autoguidance=1.5,
+                              guide_input_scale=2.0)
     pipe = SVGFusionPipeline.from_pretrained(folder, device="cpu", precision="fp32")
     plain = SVGFusionPipeline.from_pretrained(tiny_folder, device="cpu", precision="fp32")
     assert pipe.autoguidance == 1.5 and plain.autoguidance == 0.0 and plain.transformer_guide is None
