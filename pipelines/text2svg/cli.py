@@ -15,7 +15,8 @@ import typer
 
 from genstudio.cli_common import DeviceOpt, MaxSecondsOpt, NoLimitOpt, OverwriteOpt, PrecisionOpt, SeedOpt
 
-from . import DEFAULT_MODEL, MAX_PROMPT_CHARS, SCHEDULERS  # no torch at import: `genstudio --help` stays fast
+# no torch at import: `genstudio --help` stays fast
+from . import DEFAULT_MODEL, MAX_AUTOGUIDANCE, MAX_PROMPT_CHARS, SCHEDULERS
 
 WORK_BUDGET = 256 * 50      # samples x sampling steps in one command (README: Limits and safety)
 MAX_PROMPTS_FILE = 1_000_000  # bytes
@@ -68,7 +69,8 @@ def text2svg(ctx: typer.Context,
              guidance: float = typer.Option(3.0, "--guidance", "-g", min=1.0, max=50.0,
                                             help="Classifier-free guidance scale (1 = off)."),
              steps: int = typer.Option(50, "--steps", "-s", min=1, max=1000, help="Sampling steps."),
-             autoguidance: Optional[float] = typer.Option(None, "--autoguidance", "-a", min=0.0, max=10.0,
+             autoguidance: Optional[float] = typer.Option(None, "--autoguidance", "-a", min=0.0,
+                                                          max=MAX_AUTOGUIDANCE,
                                                           help="Guidance away from the checkpoint's weaker guide "
                                                                "model (autoguidance; 0 = off; default: the "
                                                                "checkpoint's own)."),

@@ -42,14 +42,13 @@ from genstudio.render import InputError
 from genstudio.text import get_text_encoder
 from genstudio.vq4dit import load_model
 
-from . import DEFAULT_MODEL, MAX_PROMPT_CHARS, SCHEDULERS
+from . import DEFAULT_MODEL, MAX_AUTOGUIDANCE, MAX_PROMPT_CHARS, SCHEDULERS
 from .data import pad, render
 from .svgfusion import VPVAE, RowCodec, from_dit, to_dit
 
 MAX_SAMPLES = 256       # one call's bound (prompts x samples)
 MAX_STEPS = 1000
 MAX_CANDIDATES = 16
-MAX_AUTOGUIDANCE = 10.0
 RERANK_TIMESTEPS = (100, 250, 400, 550, 700, 850)  # where the VS-DiT's own denoising error ranks candidates
 
 

@@ -28,6 +28,7 @@ from genstudio.data.registry import DataError
 from genstudio.dit import DiT, load_trunk
 from genstudio.train import Recipe, parse_config
 
+from . import MAX_AUTOGUIDANCE
 from .clip import IconCLIP, embed_images, embed_texts
 from .data import TextSVGDataset, TextTokens, captions, collate, label_of, load_items, pad, render, train_sets
 from .svgfusion import VPVAE, RowCodec, make_vsdit, reconstruction_loss, to_dit, vae_loss
@@ -394,8 +395,8 @@ def export_dit(run_dir, to, dtype: torch.dtype, high: str | None = None, expert_
         vae = load_vae(stats["vae"])
         vae.register_to_config(scaling_factor=stats["scaling_factor"])
         if guide is not None:
-            if not 0 < float(autoguidance) <= 10:
-                raise ValueError(f"autoguidance {autoguidance}: need 0 < w <= 10")
+            if not 0 < float(autoguidance) <= MAX_AUTOGUIDANCE:
+                raise ValueError(f"autoguidance {autoguidance}: need 0 < w <= {MAX_AUTOGUIDANCE:g}")
             source, scale = _guide(guide, vae, stats["scaling_factor"], prediction_type, low)
             shutil.copytree(source, to / "transformer_guide")
             extra.update(autoguidance=float(autoguidance), guide_input_scale=scale)
